@@ -1,0 +1,282 @@
+//! The contract between the operator, the services and the devstack: every name one side
+//! writes and another reads (components, ports, environment variables, Secret keys, mount
+//! paths, token scopes), and the code that generates credentials, defined exactly once.
+
+pub mod credentials;
+
+use std::fmt;
+
+/// HTTP port every service listens on inside a cluster.
+pub const HTTP_PORT: u16 = 8080;
+/// PostgreSQL port of each service's database.
+pub const POSTGRES_PORT: u16 = 5432;
+
+/// Default token lifetimes (seconds), shared by the auth service and the Store defaults.
+pub const DEFAULT_ACCESS_TOKEN_TTL_SECS: u64 = 15 * 60;
+pub const DEFAULT_REFRESH_TOKEN_TTL_SECS: u64 = 7 * 24 * 60 * 60;
+
+/// `iss` of every token the auth service signs, unless configured otherwise.
+pub const DEFAULT_JWT_ISSUER: &str = "mercato-auth";
+/// `aud` every service expects, unless configured otherwise.
+pub const DEFAULT_JWT_AUDIENCE: &str = "mercato";
+
+/// One deployable part of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Component {
+    Auth,
+    Product,
+    Order,
+    Payment,
+    Gateway,
+}
+
+impl Component {
+    pub const ALL: [Component; 5] = [
+        Component::Auth,
+        Component::Product,
+        Component::Order,
+        Component::Payment,
+        Component::Gateway,
+    ];
+
+    /// The components that own a PostgreSQL database.
+    pub const WITH_DATABASE: [Component; 4] = [
+        Component::Auth,
+        Component::Product,
+        Component::Order,
+        Component::Payment,
+    ];
+
+    /// The short name used in object names, labels, binaries and database names.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Component::Auth => "auth",
+            Component::Product => "product",
+            Component::Order => "order",
+            Component::Payment => "payment",
+            Component::Gateway => "gateway",
+        }
+    }
+
+    pub const fn has_database(self) -> bool {
+        !matches!(self, Component::Gateway)
+    }
+
+    /// The components this one calls over HTTP (the edges of the checkout flow).
+    pub const fn calls(self) -> &'static [Component] {
+        match self {
+            Component::Gateway => &[
+                Component::Auth,
+                Component::Product,
+                Component::Order,
+                Component::Payment,
+            ],
+            Component::Order => &[Component::Product, Component::Auth],
+            Component::Payment => &[Component::Order, Component::Auth],
+            Component::Product => &[Component::Auth],
+            Component::Auth => &[],
+        }
+    }
+
+    /// The environment variable through which a caller learns this component's base URL.
+    pub const fn url_env(self) -> &'static str {
+        match self {
+            Component::Auth => env::AUTH_URL,
+            Component::Product => env::PRODUCT_URL,
+            Component::Order => env::ORDER_URL,
+            Component::Payment => env::PAYMENT_URL,
+            Component::Gateway => env::GATEWAY_URL,
+        }
+    }
+
+    /// The OAuth2 client this component uses for service-to-service calls, if any, and
+    /// the scopes that client is granted.
+    pub const fn service_client_scopes(self) -> Option<&'static [&'static str]> {
+        match self {
+            Component::Order => Some(&[scopes::PRODUCT_RESERVE]),
+            Component::Payment => Some(&[scopes::ORDER_READ, scopes::ORDER_PAYMENT_EVENTS]),
+            Component::Auth | Component::Product | Component::Gateway => None,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Component> {
+        Component::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Scopes carried by service tokens; internal endpoints require one of them.
+pub mod scopes {
+    pub const PRODUCT_RESERVE: &str = "product:reserve";
+    pub const ORDER_READ: &str = "order:read";
+    pub const ORDER_PAYMENT_EVENTS: &str = "order:payment-events";
+}
+
+/// Environment variables read by the services (each is also a CLI flag).
+pub mod env {
+    pub const HTTP_ADDR: &str = "HTTP_ADDR";
+    pub const LOG_FORMAT: &str = "LOG_FORMAT";
+    pub const LOG_LEVEL: &str = "LOG_LEVEL";
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+    pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
+    /// Parts of the database URL, given separately so a cluster can take the password
+    /// from a Secret and compose `DATABASE_URL` with dependent variable expansion.
+    pub const DB_USER: &str = "DB_USER";
+    pub const DB_PASSWORD: &str = "DB_PASSWORD";
+    pub const DB_NAME: &str = "DB_NAME";
+    pub const DB_HOST: &str = "DB_HOST";
+
+    pub const JWT_ISSUER: &str = "JWT_ISSUER";
+    pub const JWT_AUDIENCE: &str = "JWT_AUDIENCE";
+    pub const JWKS_PATH: &str = "JWKS_PATH";
+    pub const JWKS_RELOAD_INTERVAL_SECS: &str = "JWKS_RELOAD_INTERVAL_SECS";
+    /// Auth only: the PKCS#8 PEM Ed25519 private key.
+    pub const JWT_PRIVATE_KEY_PATH: &str = "JWT_PRIVATE_KEY_PATH";
+    pub const ACCESS_TOKEN_TTL_SECS: &str = "ACCESS_TOKEN_TTL_SECS";
+    pub const REFRESH_TOKEN_TTL_SECS: &str = "REFRESH_TOKEN_TTL_SECS";
+
+    /// Auth only: the first admin, created at start-up if absent.
+    pub const ADMIN_USERNAME: &str = "ADMIN_USERNAME";
+    pub const ADMIN_EMAIL: &str = "ADMIN_EMAIL";
+    pub const ADMIN_PASSWORD: &str = "ADMIN_PASSWORD";
+    /// Auth only: `id=secret` pairs, comma separated, one per service client.
+    pub const SERVICE_CLIENTS: &str = "SERVICE_CLIENTS";
+    /// Auth only: the prefix of per-client secret variables the operator composes
+    /// `SERVICE_CLIENTS` from (`CLIENT_SECRET_ORDER`, ...).
+    pub const CLIENT_SECRET_PREFIX: &str = "CLIENT_SECRET_";
+
+    /// Callers: this service's own OAuth2 client credentials.
+    pub const CLIENT_ID: &str = "CLIENT_ID";
+    pub const CLIENT_SECRET: &str = "CLIENT_SECRET";
+
+    pub const AUTH_URL: &str = "AUTH_URL";
+    pub const PRODUCT_URL: &str = "PRODUCT_URL";
+    pub const ORDER_URL: &str = "ORDER_URL";
+    pub const PAYMENT_URL: &str = "PAYMENT_URL";
+    pub const GATEWAY_URL: &str = "GATEWAY_URL";
+}
+
+/// Keys inside the Secrets the operator generates.
+pub mod secret_keys {
+    /// `<store>-jwt-signing`: mounted only into auth.
+    pub const JWT_PRIVATE_KEY: &str = "private.pem";
+    /// `<store>-jwks`: mounted into every service.
+    pub const JWKS: &str = "jwks.json";
+    /// `<store>-<component>-db-credentials`.
+    pub const DB_USERNAME: &str = "username";
+    pub const DB_PASSWORD: &str = "password";
+    pub const DB_DATABASE: &str = "database";
+    /// `<store>-<component>-client`.
+    pub const CLIENT_ID: &str = "client-id";
+    pub const CLIENT_SECRET: &str = "client-secret";
+    /// `<store>-admin`.
+    pub const ADMIN_USERNAME: &str = "username";
+    pub const ADMIN_EMAIL: &str = "email";
+    pub const ADMIN_PASSWORD: &str = "password";
+}
+
+/// Where Secrets are mounted in service containers.
+pub mod paths {
+    pub const JWKS_DIR: &str = "/var/run/mercato/jwks";
+    pub const JWKS_FILE: &str = "/var/run/mercato/jwks/jwks.json";
+    pub const SIGNING_KEY_DIR: &str = "/var/run/mercato/jwt-signing";
+    pub const SIGNING_KEY_FILE: &str = "/var/run/mercato/jwt-signing/private.pem";
+}
+
+/// Object names derived from a Store's name.
+pub mod names {
+    use super::Component;
+
+    pub fn component(store: &str, component: Component) -> String {
+        format!("{store}-{}", component.name())
+    }
+    pub fn database(store: &str, component: Component) -> String {
+        format!("{store}-{}-db", component.name())
+    }
+    pub fn db_credentials_secret(store: &str, component: Component) -> String {
+        format!("{store}-{}-db-credentials", component.name())
+    }
+    pub fn client_secret(store: &str, component: Component) -> String {
+        format!("{store}-{}-client", component.name())
+    }
+    pub fn jwt_signing_secret(store: &str) -> String {
+        format!("{store}-jwt-signing")
+    }
+    pub fn jwks_secret(store: &str) -> String {
+        format!("{store}-jwks")
+    }
+    pub fn admin_secret(store: &str) -> String {
+        format!("{store}-admin")
+    }
+    /// The PostgreSQL database and role name a component uses.
+    pub fn db_name(component: Component) -> String {
+        component.name().to_string()
+    }
+}
+
+/// Format and parse the `SERVICE_CLIENTS` value (`id=secret,id=secret`).
+pub mod service_clients {
+    pub fn format<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+        pairs
+            .into_iter()
+            .map(|(id, secret)| format!("{id}={secret}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn parse(value: &str) -> Result<Vec<(String, String)>, String> {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((id, secret)) if !id.is_empty() && !secret.is_empty() => {
+                    Ok((id.to_string(), secret.to_string()))
+                }
+                _ => Err(format!("expected id=secret, got {pair:?}")),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_names_round_trip() {
+        for c in Component::ALL {
+            assert_eq!(Component::from_name(c.name()), Some(c));
+        }
+        assert_eq!(Component::from_name("nope"), None);
+    }
+
+    #[test]
+    fn service_clients_round_trip_and_reject_garbage() {
+        let v = service_clients::format([("order", "s1"), ("payment", "s2")]);
+        assert_eq!(v, "order=s1,payment=s2");
+        assert_eq!(
+            service_clients::parse(&v).unwrap(),
+            vec![
+                ("order".to_string(), "s1".to_string()),
+                ("payment".to_string(), "s2".to_string())
+            ]
+        );
+        assert!(service_clients::parse("order").is_err());
+        assert!(service_clients::parse("=x").is_err());
+    }
+
+    #[test]
+    fn every_service_client_calls_auth() {
+        for c in Component::ALL {
+            if c.service_client_scopes().is_some() {
+                assert!(c.calls().contains(&Component::Auth), "{c} needs auth");
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The auth service's settings (environment variables and flags; `--help` lists them).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use mercato_contract::{DEFAULT_ACCESS_TOKEN_TTL_SECS, DEFAULT_REFRESH_TOKEN_TTL_SECS, env};
+use mercato_kit::config::{DatabaseConfig, JwtConfig, ServerConfig};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "mercato-auth",
+    version,
+    about = "Mercato auth service: users, login, tokens"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub server: ServerConfig,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub jwt: JwtConfig,
+    /// PKCS#8 PEM file of the Ed25519 key access tokens are signed with.
+    #[arg(long, env = env::JWT_PRIVATE_KEY_PATH)]
+    pub jwt_private_key_path: PathBuf,
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = env::ACCESS_TOKEN_TTL_SECS, default_value_t = DEFAULT_ACCESS_TOKEN_TTL_SECS,
+          value_parser = clap::value_parser!(u64).range(30..=86_400))]
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of refresh tokens, in seconds.
+    #[arg(long, env = env::REFRESH_TOKEN_TTL_SECS, default_value_t = DEFAULT_REFRESH_TOKEN_TTL_SECS,
+          value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    pub refresh_token_ttl_secs: u64,
+    /// Username of the first admin, created at start-up if no user has it.
+    #[arg(long, env = env::ADMIN_USERNAME, default_value = "admin")]
+    pub admin_username: String,
+    /// Email of the first admin.
+    #[arg(long, env = env::ADMIN_EMAIL, default_value = "admin@mercato.local")]
+    pub admin_email: String,
+    /// Password of the first admin; without it no admin is created.
+    #[arg(long, env = env::ADMIN_PASSWORD, hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Service clients as `id=secret` pairs, comma separated; their scopes come from the
+    /// contract. Clients not listed are removed.
+    #[arg(long, env = env::SERVICE_CLIENTS, hide_env_values = true, default_value = "")]
+    pub service_clients: String,
+    /// Argon2id memory cost in KiB (OWASP: 19456 with 2 iterations).
+    #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    #[arg(long, env = "ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+    /// Argon2id parallelism.
+    #[arg(long, env = "ARGON2_PARALLELISM", default_value_t = 1)]
+    pub argon2_parallelism: u32,
+    /// Login attempts allowed per username within the login window.
+    #[arg(long, env = "LOGIN_ATTEMPTS_PER_USERNAME", default_value_t = 5)]
+    pub login_attempts_per_username: u32,
+    /// Login attempts allowed per client address within the login window.
+    #[arg(long, env = "LOGIN_ATTEMPTS_PER_CLIENT", default_value_t = 30)]
+    pub login_attempts_per_client: u32,
+    /// The login rate-limit window, in seconds.
+    #[arg(long, env = "LOGIN_WINDOW_SECS", default_value_t = 60)]
+    pub login_window_secs: u64,
+    /// Take the client address from the last `X-Forwarded-For` hop (set behind the gateway).
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+}
+
+impl Config {
+    pub fn access_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl_secs)
+    }
+    pub fn refresh_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_token_ttl_secs)
+    }
+    pub fn login_window(&self) -> Duration {
+        Duration::from_secs(self.login_window_secs)
+    }
+}

@@ -1,0 +1,207 @@
+//! The auth service: users, login with rate limits, refresh-token rotation,
+//! client credentials for services, introspection and the public key set.
+
+pub mod config;
+pub mod domain;
+pub mod openapi;
+pub mod passwords;
+pub mod routes;
+pub mod tokens;
+pub mod users;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::FromRef;
+use mercato_contract::{Component, service_clients};
+use mercato_kit::jwt::{Role, Signer, Verifier};
+use mercato_kit::ratelimit::KeyedLimiter;
+use mercato_kit::server::{self, Ops};
+use sqlx::PgPool;
+
+pub use config::Config;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Shared state of the auth service's handlers.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub pool: PgPool,
+    pub signer: Signer,
+    pub verifier: Arc<Verifier>,
+    pub hasher: passwords::Hasher,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub login_by_username: KeyedLimiter,
+    pub login_by_client: KeyedLimiter,
+    pub trust_forwarded_for: bool,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for Arc<Verifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+/// Everything `run` starts, built so tests can drive it on a random port.
+pub struct App {
+    pub router: Router,
+    pub state: AppState,
+}
+
+impl App {
+    /// Connects, migrates, loads keys, creates the first admin and syncs service clients.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let verifier = Verifier::load(&config.jwt)?;
+        let signer = Signer::from_pem_file(
+            &config.jwt_private_key_path,
+            &config.jwt.jwt_issuer,
+            &config.jwt.jwt_audience,
+        )?;
+        let hasher = passwords::Hasher::new(
+            config.argon2_memory_kib,
+            config.argon2_iterations,
+            config.argon2_parallelism,
+        )?;
+        let clients = parse_service_clients(&config.service_clients)?;
+        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
+
+        tokens::sync_service_clients(&pool, &clients).await?;
+        bootstrap_admin(&pool, &hasher, config).await?;
+
+        let state = AppState(Arc::new(Inner {
+            pool: pool.clone(),
+            signer,
+            verifier: verifier.clone(),
+            hasher,
+            access_ttl: config.access_ttl(),
+            refresh_ttl: config.refresh_ttl(),
+            login_by_username: KeyedLimiter::new(
+                config.login_attempts_per_username,
+                config.login_window(),
+            ),
+            login_by_client: KeyedLimiter::new(
+                config.login_attempts_per_client,
+                config.login_window(),
+            ),
+            trust_forwarded_for: config.trust_forwarded_for,
+        }));
+
+        let kid = state.signer.kid().to_string();
+        let keys = verifier.clone();
+        let ops = Ops::new(Component::Auth.name(), Some(pool), openapi::document()).with_check(
+            Arc::new(move || {
+                // Tokens signed with a key the JWKS lacks would fail everywhere else.
+                let listed = keys.jwks()["keys"]
+                    .as_array()
+                    .is_some_and(|ks| ks.iter().any(|k| k["kid"] == kid.as_str()));
+                if listed {
+                    Ok(())
+                } else {
+                    Err("signing key is not in the JWKS".into())
+                }
+            }),
+        );
+        let router = server::build(routes::router(state.clone()), ops, &config.server);
+        Ok(Self { router, state })
+    }
+
+    /// Background work: JWKS reloads and purging of expired token rows.
+    pub fn spawn_background(&self, config: &Config) {
+        self.state.verifier.spawn_reloader(Duration::from_secs(
+            config.jwt.jwks_reload_interval_secs.max(1),
+        ));
+        let pool = self.state.pool.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                match tokens::purge_expired(&pool).await {
+                    Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired tokens"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "purging expired tokens failed"),
+                }
+            }
+        });
+    }
+}
+
+/// Runs the service until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    mercato_kit::telemetry::init(config.server.log_format, &config.server.log_level);
+    let listener = server::bind(config.server.http_addr).await?;
+    let app = App::build(&config).await?;
+    app.spawn_background(&config);
+    server::serve(
+        listener,
+        app.router,
+        Duration::from_secs(config.server.shutdown_grace_secs),
+    )
+    .await
+}
+
+/// `id=secret` pairs from configuration, each given the scopes the contract grants it.
+fn parse_service_clients(value: &str) -> anyhow::Result<Vec<(String, String, Vec<String>)>> {
+    let pairs = service_clients::parse(value)
+        .map_err(|e| anyhow::anyhow!("invalid SERVICE_CLIENTS: {e}"))?;
+    pairs
+        .into_iter()
+        .map(|(id, secret)| {
+            let scopes = Component::from_name(&id)
+                .and_then(Component::service_client_scopes)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("invalid SERVICE_CLIENTS: unknown service client {id:?}")
+                })?;
+            Ok((id, secret, scopes.iter().map(|s| s.to_string()).collect()))
+        })
+        .collect()
+}
+
+/// Creates the configured first admin unless that username exists (idempotent; an admin
+/// whose password was changed later keeps it).
+async fn bootstrap_admin(
+    pool: &PgPool,
+    hasher: &passwords::Hasher,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let Some(password) = &config.admin_password else {
+        tracing::warn!("ADMIN_PASSWORD not set: no first admin created");
+        return Ok(());
+    };
+    let invalid = |e: mercato_kit::FieldError| {
+        anyhow::anyhow!("invalid first admin setting {}: {}", e.field, e.message)
+    };
+    let username =
+        domain::Username::parse("ADMIN_USERNAME", &config.admin_username).map_err(invalid)?;
+    let email = domain::Email::parse("ADMIN_EMAIL", &config.admin_email).map_err(invalid)?;
+    let password = domain::Password::parse("ADMIN_PASSWORD", password).map_err(invalid)?;
+    if users::by_username(pool, username.as_str()).await?.is_some() {
+        return Ok(());
+    }
+    let hash = hasher.hash(password.expose().to_string()).await?;
+    let created = users::insert_if_absent(
+        pool,
+        &users::NewUser {
+            username: username.as_str(),
+            email: email.as_str(),
+            password_hash: &hash,
+            role: Role::Admin,
+        },
+    )
+    .await?;
+    if created {
+        tracing::info!(username = username.as_str(), "created first admin");
+    }
+    Ok(())
+}

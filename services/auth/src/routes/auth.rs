@@ -1,0 +1,431 @@
+//! `/auth/*`: register, login, refresh, logout, introspection, client credentials, JWKS.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use mercato_kit::jwt::{Claims, Role};
+use mercato_kit::{ApiError, ApiResult, Json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::domain::{Email, Fields, Password, Username};
+use crate::tokens::{self, Rotation};
+use crate::users::{self, UserRow, UserView};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    pub token: String,
+}
+
+/// An access token with its refresh token.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    pub refresh_token: String,
+    /// Seconds until the refresh token expires.
+    pub refresh_expires_in: u64,
+}
+
+/// The result of introspecting a token (RFC 7662 shape).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Claims>,
+}
+
+/// A service token from the client-credentials grant.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ServiceToken {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+    pub scope: String,
+}
+
+fn parse_credentials(username: &str, password: &str) -> ApiResult<(Username, Password)> {
+    let mut fields = Fields::default();
+    let username = fields.take(Username::parse("username", username));
+    let password = fields.take(Password::parse("password", password));
+    fields.finish()?;
+    match (username, password) {
+        (Some(u), Some(p)) => Ok((u, p)),
+        _ => Err(ApiError::internal("field parsing returned no value")),
+    }
+}
+
+/// Creates a customer account. The role cannot be chosen here.
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses((status = 201, body = UserView), (status = 409, body = mercato_kit::Problem), (status = 422, body = mercato_kit::Problem)))]
+pub async fn register(
+    State(state): State<AppState>,
+    Json(req): Json<RegisterRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let mut fields = Fields::default();
+    let username = fields.take(Username::parse("username", &req.username));
+    let email = fields.take(Email::parse("email", &req.email));
+    let password = fields.take(Password::parse("password", &req.password));
+    fields.finish()?;
+    let (Some(username), Some(email), Some(password)) = (username, email, password) else {
+        return Err(ApiError::internal("field parsing returned no value"));
+    };
+    let user = create_user(&state, &username, &email, &password, Role::Customer).await?;
+    Ok((StatusCode::CREATED, Json(UserView::from(user))))
+}
+
+/// Inserts a user, mapping duplicates to 409 naming the taken field.
+pub async fn create_user(
+    state: &AppState,
+    username: &Username,
+    email: &Email,
+    password: &Password,
+    role: Role,
+) -> ApiResult<UserRow> {
+    let hash = state
+        .hasher
+        .hash(password.expose().to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    let new = users::NewUser {
+        username: username.as_str(),
+        email: email.as_str(),
+        password_hash: &hash,
+        role,
+    };
+    users::insert(&state.pool, &new).await.map_err(|e| {
+        if mercato_kit::error::is_unique_violation(&e, "users_username_key") {
+            ApiError::conflict("username_taken", "Username already taken")
+        } else if mercato_kit::error::is_unique_violation(&e, "users_email_key") {
+            ApiError::conflict("email_taken", "Email already registered")
+        } else {
+            e.into()
+        }
+    })
+}
+
+fn client_address(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> String {
+    if state.trust_forwarded_for
+        && let Some(last) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    {
+        return last.to_string();
+    }
+    peer.ip().to_string()
+}
+
+fn invalid_login() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "Invalid username or password",
+    )
+}
+
+/// Issues a token pair. Unknown users and wrong passwords get the same answer, in the
+/// same time; attempts are limited per username and per client address.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = TokenPair), (status = 401, body = mercato_kit::Problem), (status = 429, body = mercato_kit::Problem)))]
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(req): Json<LoginRequest>,
+) -> ApiResult<Json<TokenPair>> {
+    let (username, password) = parse_credentials(&req.username, &req.password)?;
+    let client = client_address(&state, &headers, peer);
+    for (limiter, key) in [
+        (&state.login_by_client, format!("client:{client}")),
+        (
+            &state.login_by_username,
+            format!("user:{}", username.as_str()),
+        ),
+    ] {
+        if let Err(wait) = limiter.check(&key) {
+            return Err(
+                ApiError::too_many_requests(wait.as_secs().saturating_add(1))
+                    .with_detail("too many login attempts; try again later"),
+            );
+        }
+    }
+    let user = users::by_username(&state.pool, username.as_str()).await?;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let verified = state
+        .hasher
+        .verify(password.expose().to_string(), hash)
+        .await;
+    match user {
+        Some(user) if verified && !user.disabled => Ok(Json(issue_pair(&state, &user).await?)),
+        _ => Err(invalid_login()),
+    }
+}
+
+async fn issue_pair(state: &AppState, user: &UserRow) -> ApiResult<TokenPair> {
+    let refresh_token = tokens::start_family(&state.pool, user.id, state.refresh_ttl).await?;
+    pair_with(state, user, refresh_token)
+}
+
+fn pair_with(state: &AppState, user: &UserRow, refresh_token: String) -> ApiResult<TokenPair> {
+    let claims = state.signer.claims(
+        &user.id.to_string(),
+        Some(user.role),
+        None,
+        state.access_ttl,
+    );
+    let access_token = state.signer.sign(&claims).map_err(ApiError::internal)?;
+    Ok(TokenPair {
+        access_token,
+        token_type: "Bearer".into(),
+        expires_in: state.access_ttl.as_secs(),
+        refresh_token,
+        refresh_expires_in: state.refresh_ttl.as_secs(),
+    })
+}
+
+/// Rotates a refresh token. Presenting an already-rotated token revokes its family.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenPair), (status = 401, body = mercato_kit::Problem)))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    Json(req): Json<RefreshRequest>,
+) -> ApiResult<Json<TokenPair>> {
+    if req.refresh_token.is_empty() || req.refresh_token.len() > 256 {
+        return Err(ApiError::field(
+            "refresh_token",
+            "must be 1 to 256 characters",
+        ));
+    }
+    match tokens::rotate(&state.pool, &req.refresh_token, state.refresh_ttl).await? {
+        Rotation::Rotated { user_id, token } => {
+            let user = users::by_id(&state.pool, user_id).await?.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_refresh_token",
+                    "Invalid refresh token",
+                )
+            })?;
+            Ok(Json(pair_with(&state, &user, token)?))
+        }
+        Rotation::Invalid => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_refresh_token",
+            "Invalid refresh token",
+        )),
+        Rotation::Reused => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "refresh_token_reused",
+            "Refresh token already used",
+        )
+        .with_detail("this session has been revoked; log in again")),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutRequest {
+    pub refresh_token: String,
+}
+
+/// Revokes the session of a refresh token, and the presented access token if any.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = LogoutRequest,
+    responses((status = 204, description = "Logged out")))]
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<LogoutRequest>,
+) -> ApiResult<StatusCode> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| state.verifier.verify(t).ok());
+    let owner = bearer.as_ref().and_then(|c| c.sub.parse().ok());
+    tokens::revoke_by_token(&state.pool, &req.refresh_token, owner).await?;
+    if let Some(claims) = bearer {
+        tokens::revoke_access_token(&state.pool, &claims.jti, claims.exp).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Introspection: whether a token is active (signature, expiry, not revoked, user enabled).
+#[utoipa::path(post, path = "/auth/verify", tag = "auth", request_body = VerifyRequest,
+    responses((status = 200, body = Introspection)))]
+pub async fn verify(
+    State(state): State<AppState>,
+    Json(req): Json<VerifyRequest>,
+) -> ApiResult<Json<Introspection>> {
+    let inactive = Json(Introspection {
+        active: false,
+        claims: None,
+    });
+    let Ok(claims) = state.verifier.verify(&req.token) else {
+        return Ok(inactive);
+    };
+    if !active_claims(&state, &claims).await? {
+        return Ok(inactive);
+    }
+    Ok(Json(Introspection {
+        active: true,
+        claims: Some(claims),
+    }))
+}
+
+/// Whether verified claims are still good: not revoked by logout, user still enabled.
+pub async fn active_claims(state: &AppState, claims: &Claims) -> ApiResult<bool> {
+    if tokens::is_access_token_revoked(&state.pool, &claims.jti).await? {
+        return Ok(false);
+    }
+    if claims.role.is_some() {
+        let Ok(id) = claims.sub.parse() else {
+            return Ok(false);
+        };
+        return Ok(users::by_id(&state.pool, id)
+            .await?
+            .is_some_and(|u| !u.disabled));
+    }
+    Ok(true)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct TokenRequest {
+    pub grant_type: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    /// Space-separated subset of the client's scopes; all of them when absent.
+    pub scope: Option<String>,
+}
+
+/// OAuth2 client-credentials grant for services: form or JSON body, or HTTP Basic.
+#[utoipa::path(post, path = "/auth/token", tag = "auth", request_body(content = TokenRequest,
+        content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, body = ServiceToken), (status = 401, body = mercato_kit::Problem)))]
+pub async fn token(
+    State(state): State<AppState>,
+    request: Request,
+) -> ApiResult<Json<ServiceToken>> {
+    let headers = request.headers().clone();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let body = Bytes::from_request(request, &state)
+        .await
+        .map_err(mercato_kit::extract::body_rejection)?;
+    let mut req: TokenRequest = if content_type.starts_with("application/x-www-form-urlencoded") {
+        serde_urlencoded::from_bytes(&body).map_err(|e| {
+            ApiError::bad_request("invalid_request", "Malformed form body")
+                .with_detail(e.to_string())
+        })?
+    } else if content_type.starts_with("application/json") {
+        mercato_kit::extract::parse_json(&body)?
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported media type",
+        )
+        .with_detail("expected application/x-www-form-urlencoded or application/json"));
+    };
+    if let Some((id, secret)) = basic_credentials(&headers) {
+        req.client_id = Some(id);
+        req.client_secret = Some(secret);
+    }
+    match req.grant_type.as_deref() {
+        Some("client_credentials") => {}
+        None => return Err(ApiError::field("grant_type", "is required")),
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("unsupported_grant_type", "Unsupported grant type")
+                    .with_detail("only client_credentials is supported"),
+            );
+        }
+    }
+    let (Some(id), Some(secret)) = (req.client_id, req.client_secret) else {
+        return Err(invalid_client());
+    };
+    let granted = tokens::authenticate_client(&state.pool, &id, &secret)
+        .await?
+        .ok_or_else(invalid_client)?;
+    let scopes: Vec<String> = match req.scope.as_deref().map(str::split_whitespace) {
+        Some(wanted) => {
+            let wanted: Vec<String> = wanted.map(str::to_owned).collect();
+            if let Some(bad) = wanted.iter().find(|s| !granted.contains(s)) {
+                return Err(ApiError::bad_request("invalid_scope", "Scope not granted")
+                    .with_detail(format!("client {id} may not request {bad}")));
+            }
+            wanted
+        }
+        None => granted,
+    };
+    let scope = scopes.join(" ");
+    let claims = state
+        .signer
+        .claims(&id, None, Some(scope.clone()), state.access_ttl);
+    let access_token = state.signer.sign(&claims).map_err(ApiError::internal)?;
+    Ok(Json(ServiceToken {
+        access_token,
+        token_type: "Bearer".into(),
+        expires_in: state.access_ttl.as_secs(),
+        scope,
+    }))
+}
+
+fn invalid_client() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "Invalid client credentials",
+    )
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((id.to_string(), secret.to_string()))
+}
+
+/// The public keys tokens are verified with.
+#[utoipa::path(get, path = "/auth/jwks", tag = "auth", responses((status = 200, description = "JWK set")))]
+pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=60")],
+        axum::Json(state.verifier.jwks()),
+    )
+}

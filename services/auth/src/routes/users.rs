@@ -1,0 +1,296 @@
+//! `/users/*`: a user's own profile, and user management for admins.
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::IntoResponse;
+use mercato_kit::auth::{Admin, User};
+use mercato_kit::jwt::Role;
+use mercato_kit::{ApiError, ApiResult, Json, Path, Query};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::domain::{Email, Fields, Password, Username};
+use crate::routes::auth::{active_claims, create_user};
+use crate::tokens;
+use crate::users::{self, Changes, UserView};
+
+/// A signed-in user whose token is still active here, where the user table is at hand:
+/// logged-out tokens and disabled or deleted users are refused.
+pub struct Me(pub User);
+
+impl FromRequestParts<AppState> for Me {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = User::from_request_parts(parts, state).await?;
+        if !active_claims(state, &user.claims).await? {
+            return Err(ApiError::unauthorized("token has been revoked"));
+        }
+        Ok(Me(user))
+    }
+}
+
+fn user_id(user: &User) -> ApiResult<Uuid> {
+    user.id
+        .parse()
+        .map_err(|_| ApiError::unauthorized("token subject is not a user"))
+}
+
+#[utoipa::path(get, path = "/users/me", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = UserView), (status = 401, body = mercato_kit::Problem)))]
+pub async fn get_me(State(state): State<AppState>, Me(user): Me) -> ApiResult<Json<UserView>> {
+    let row = users::by_id(&state.pool, user_id(&user)?)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("user no longer exists"))?;
+    Ok(Json(row.into()))
+}
+
+/// Own profile changes: email and password (with the current one). Not role or username.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMe {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub current_password: Option<String>,
+}
+
+#[utoipa::path(put, path = "/users/me", tag = "users", security(("bearer" = [])), request_body = UpdateMe,
+    responses((status = 200, body = UserView), (status = 422, body = mercato_kit::Problem)))]
+pub async fn update_me(
+    State(state): State<AppState>,
+    Me(user): Me,
+    Json(req): Json<UpdateMe>,
+) -> ApiResult<Json<UserView>> {
+    let id = user_id(&user)?;
+    let mut fields = Fields::default();
+    let email = fields.optional(req.email.as_deref().map(|e| Email::parse("email", e)));
+    let password = fields.optional(
+        req.password
+            .as_deref()
+            .map(|p| Password::parse("password", p)),
+    );
+    if password.is_some() && req.current_password.is_none() {
+        fields.take::<()>(Err(mercato_kit::FieldError::new(
+            "current_password",
+            "is required to change the password",
+        )));
+    }
+    fields.finish()?;
+    let current = users::by_id(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("user no longer exists"))?;
+    let mut changes = Changes {
+        email: email.map(|e| e.as_str().to_string()),
+        ..Changes::default()
+    };
+    if let Some(password) = &password {
+        let given = req.current_password.clone().unwrap_or_default();
+        if !state
+            .hasher
+            .verify(given, Some(current.password_hash.clone()))
+            .await
+        {
+            return Err(ApiError::field("current_password", "is incorrect"));
+        }
+        changes.password_hash = Some(
+            state
+                .hasher
+                .hash(password.expose().to_string())
+                .await
+                .map_err(ApiError::internal)?,
+        );
+    }
+    let updated = apply_changes(&state, id, &changes).await?;
+    Ok(Json(updated.into()))
+}
+
+/// Applies changes in one transaction; a new password or a disable ends every session.
+async fn apply_changes(state: &AppState, id: Uuid, changes: &Changes) -> ApiResult<users::UserRow> {
+    let mut tx = state.pool.begin().await?;
+    let updated = users::update(&mut *tx, id, changes).await.map_err(|e| {
+        if mercato_kit::error::is_unique_violation(&e, "users_email_key") {
+            ApiError::conflict("email_taken", "Email already registered")
+        } else {
+            e.into()
+        }
+    })?;
+    let updated = updated.ok_or_else(|| ApiError::not_found("User not found"))?;
+    if changes.password_hash.is_some() || changes.disabled == Some(true) {
+        tokens::revoke_all_for_user(&mut *tx, id, "credentials changed").await?;
+    }
+    tx.commit().await?;
+    Ok(updated)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// At most 100.
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserPage {
+    pub items: Vec<UserView>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[utoipa::path(get, path = "/users", tag = "users", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = UserPage), (status = 403, body = mercato_kit::Problem)))]
+pub async fn list(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<UserPage>> {
+    let mut errors = Vec::new();
+    let limit = q.limit.unwrap_or(50);
+    let offset = q.offset.unwrap_or(0);
+    if !(1..=100).contains(&limit) {
+        errors.push(mercato_kit::FieldError::new("limit", "must be 1 to 100"));
+    }
+    if offset < 0 {
+        errors.push(mercato_kit::FieldError::new(
+            "offset",
+            "must not be negative",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let (rows, total) = users::list(&state.pool, q.role, limit, offset).await?;
+    Ok(Json(UserPage {
+        items: rows.into_iter().map(Into::into).collect(),
+        total,
+        limit,
+        offset,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    #[serde(default = "customer")]
+    pub role: Role,
+}
+
+fn customer() -> Role {
+    Role::Customer
+}
+
+#[utoipa::path(post, path = "/users", tag = "users", security(("bearer" = [])), request_body = CreateUser,
+    responses((status = 201, body = UserView), (status = 409, body = mercato_kit::Problem)))]
+pub async fn create(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Json(req): Json<CreateUser>,
+) -> ApiResult<impl IntoResponse> {
+    let mut fields = Fields::default();
+    let username = fields.take(Username::parse("username", &req.username));
+    let email = fields.take(Email::parse("email", &req.email));
+    let password = fields.take(Password::parse("password", &req.password));
+    fields.finish()?;
+    let (Some(username), Some(email), Some(password)) = (username, email, password) else {
+        return Err(ApiError::internal("field parsing returned no value"));
+    };
+    let user = create_user(&state, &username, &email, &password, req.role).await?;
+    Ok((StatusCode::CREATED, Json(UserView::from(user))))
+}
+
+#[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = UserView), (status = 404, body = mercato_kit::Problem)))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<UserView>> {
+    let row = users::by_id(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("User not found"))?;
+    Ok(Json(row.into()))
+}
+
+/// Admin changes to a user; omitted fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+}
+
+#[utoipa::path(put, path = "/users/{id}", tag = "users", security(("bearer" = [])), request_body = UpdateUser,
+    responses((status = 200, body = UserView), (status = 404, body = mercato_kit::Problem), (status = 409, body = mercato_kit::Problem)))]
+pub async fn update_one(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<Uuid>,
+    Json(req): Json<UpdateUser>,
+) -> ApiResult<Json<UserView>> {
+    let mut fields = Fields::default();
+    let email = fields.optional(req.email.as_deref().map(|e| Email::parse("email", e)));
+    let password = fields.optional(
+        req.password
+            .as_deref()
+            .map(|p| Password::parse("password", p)),
+    );
+    fields.finish()?;
+    if admin.id == id.to_string()
+        && (req.role == Some(Role::Customer) || req.disabled == Some(true))
+    {
+        return Err(ApiError::conflict(
+            "self_lockout",
+            "You cannot remove your own admin access",
+        ));
+    }
+    let password_hash = match password {
+        Some(p) => Some(
+            state
+                .hasher
+                .hash(p.expose().to_string())
+                .await
+                .map_err(ApiError::internal)?,
+        ),
+        None => None,
+    };
+    let changes = Changes {
+        email: email.map(|e| e.as_str().to_string()),
+        password_hash,
+        role: req.role,
+        disabled: req.disabled,
+    };
+    Ok(Json(apply_changes(&state, id, &changes).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/users/{id}", tag = "users", security(("bearer" = [])),
+    responses((status = 204, description = "Deleted"), (status = 404, body = mercato_kit::Problem)))]
+pub async fn delete_one(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    if admin.id == id.to_string() {
+        return Err(ApiError::conflict(
+            "self_lockout",
+            "You cannot delete yourself",
+        ));
+    }
+    if users::delete(&state.pool, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("User not found"))
+    }
+}

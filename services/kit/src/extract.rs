@@ -1,0 +1,219 @@
+//! Request extractors whose rejections are problem+json: JSON bodies, query strings, paths.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, FieldError};
+
+/// A JSON body. Rejections: 415 wrong content type, 413 too large, 400 malformed,
+/// 422 missing, unknown or wrong-typed fields (named in `errors`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+            )
+            .with_detail("expected Content-Type: application/json"));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+pub fn body_rejection(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "Request body too large",
+        )
+    } else {
+        ApiError::bad_request("unreadable_body", "Could not read request body")
+    }
+}
+
+/// Parses JSON into `T`, naming the offending field on a data error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let inner = e.inner();
+        match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                ApiError::bad_request("malformed_json", "Malformed JSON")
+                    .with_detail(inner.to_string())
+            }
+            _ => {
+                let path = e.path().to_string();
+                ApiError::validation(vec![field_error(&path, &inner.to_string())])
+            }
+        }
+    })
+}
+
+/// Builds a field error from serde's message, resolving `missing field `x``
+/// and `unknown field `x`` to the field's full path.
+fn field_error(path: &str, message: &str) -> FieldError {
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_string();
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    let field = match (named, path) {
+        (Some(name), ".") | (Some(name), "") => name.to_string(),
+        (Some(name), parent) => format!("{parent}.{name}"),
+        (None, path) => path.to_string(),
+    };
+    let message = if message.starts_with("missing field") {
+        "is required".to_string()
+    } else if message.starts_with("unknown field") {
+        "is not allowed here".to_string()
+    } else {
+        message
+    };
+    FieldError::new(field, message)
+}
+
+/// A query string; a bad one is a 422 naming the parameter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ApiError::validation(vec![field_error(&path, &e.inner().to_string())])
+            })
+    }
+}
+
+/// A path parameter; a malformed one (e.g. not a UUID) is a 404, since no such resource exists.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Path(v))
+            .map_err(|e: PathRejection| ApiError::not_found("Not found").with_detail(e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        product_id: String,
+        quantity: i64,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Order {
+        items: Vec<Item>,
+    }
+
+    fn err(body: &str) -> ApiError {
+        parse_json::<Order>(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn malformed_json_is_400() {
+        let e = err("{\"items\": [");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.code, "malformed_json");
+    }
+
+    #[test]
+    fn missing_nested_field_is_named_with_its_path() {
+        let e = err(r#"{"items":[{"product_id":"a"}]}"#);
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.errors[0].field, "items[0].quantity");
+        assert_eq!(e.errors[0].message, "is required");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = err(r#"{"items":[{"product_id":"a","quantity":"two"}]}"#);
+        assert_eq!(e.errors[0].field, "items[0].quantity");
+        assert!(
+            e.errors[0].message.contains("invalid type"),
+            "{:?}",
+            e.errors
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_field_is_named() {
+        let e = err(r#"{"items":[],"role":"admin"}"#);
+        assert_eq!(e.errors[0].field, "role");
+    }
+}

@@ -1,0 +1,208 @@
+//! The HTTP shell every service shares: standard layers, operational endpoints
+//! (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`) and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+use crate::config::ServerConfig;
+use crate::error::{self, ApiError};
+use crate::metrics::{self, Metrics};
+
+/// A readiness check beyond the database: `Err` says what is not ready.
+pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// What the operational endpoints need.
+#[derive(Clone)]
+pub struct Ops {
+    pub service: &'static str,
+    pub pool: Option<PgPool>,
+    pub metrics: Arc<Metrics>,
+    pub openapi: Arc<utoipa::openapi::OpenApi>,
+    pub checks: Vec<ReadyCheck>,
+}
+
+impl std::fmt::Debug for Ops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ops")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ops {
+    pub fn new(
+        service: &'static str,
+        pool: Option<PgPool>,
+        openapi: utoipa::openapi::OpenApi,
+    ) -> Self {
+        Self {
+            service,
+            metrics: Metrics::new(service, pool.clone()),
+            pool,
+            openapi: Arc::new(openapi),
+            checks: Vec::new(),
+        }
+    }
+
+    pub fn with_check(mut self, check: ReadyCheck) -> Self {
+        self.checks.push(check);
+        self
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(ops): State<Ops>) -> Response {
+    let mut failures = Vec::new();
+    if let Some(pool) = &ops.pool {
+        let ping = tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query("SELECT 1").execute(pool),
+        )
+        .await;
+        match ping {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: database unreachable");
+                failures.push("database unreachable".to_string());
+            }
+            Err(_) => failures.push("database timed out".to_string()),
+        }
+    }
+    failures.extend(ops.checks.iter().filter_map(|check| check().err()));
+    if failures.is_empty() {
+        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "Not ready")
+            .with_detail(failures.join("; "))
+            .into_response()
+    }
+}
+
+async fn openapi(State(ops): State<Ops>) -> impl IntoResponse {
+    axum::Json(ops.openapi.as_ref().clone())
+}
+
+async fn deadline(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            "Request took too long",
+        )
+        .into_response(),
+    }
+}
+
+/// Wraps a service's API router with the operational endpoints and the standard layers:
+/// request id + span, metrics and access log, deadline, body limit, problem+json fallbacks.
+pub fn build(api: Router, ops: Ops, config: &ServerConfig) -> Router {
+    let metrics = ops.metrics.clone();
+    let operational = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .with_state(ops)
+        .route(
+            "/metrics",
+            get(metrics::handler).with_state(metrics.clone()),
+        );
+    api.merge(operational)
+        .fallback(error::not_found_fallback)
+        .method_not_allowed_fallback(error::method_not_allowed_fallback)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            config.request_timeout(),
+            deadline,
+        ))
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
+        .layer(middleware::from_fn(crate::telemetry::request_id))
+}
+
+/// Binds the configured address, with a clear error when it is taken.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// Serves until SIGTERM or Ctrl-C, then stops accepting and drains in-flight requests
+/// for at most `grace`.
+pub async fn serve(listener: TcpListener, router: Router, grace: Duration) -> anyhow::Result<()> {
+    serve_until(listener, router, shutdown_signal(), grace).await
+}
+
+/// [`serve`] with an explicit shutdown trigger (tests stop services this way).
+pub async fn serve_until(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stopping_tx.send(true);
+    };
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal);
+    let drained = async move {
+        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result.map_err(Into::into),
+        () = drained => {
+            tracing::warn!(?grace, "grace period over; exiting with requests still in flight");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

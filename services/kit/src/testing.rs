@@ -1,0 +1,127 @@
+//! Test support for services' integration tests: a fresh PostgreSQL database per test
+//! and a real HTTP server on a random port.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::sync::oneshot;
+
+/// Where tests find PostgreSQL: `DATABASE_URL` (set by `make test`, which finds or starts
+/// a server), else the conventional local server.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database created for one test and dropped when the test ends.
+#[derive(Debug)]
+pub struct TestDb {
+    pub url: String,
+    name: String,
+    server: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let server = server_url();
+        let name = format!("mercato_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&server).await.unwrap_or_else(|e| {
+            panic!("tests need PostgreSQL at {server} (run them with `make test`, which finds or starts one): {e}")
+        });
+        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .await
+            .expect("create test database");
+        let mut url = url::Url::parse(&server).expect("DATABASE_URL is a URL");
+        url.set_path(&name);
+        Self {
+            url: url.to_string(),
+            name,
+            server,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // Drop runs inside the test's runtime; a separate thread with its own runtime
+        // can block on the async driver without starving it.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = PgConnection::connect(&server).await.ok()?;
+                conn.execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("warning: could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// A service running on a random local port until dropped.
+#[derive(Debug)]
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(router: Router) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        Self::start_on(listener, router)
+    }
+
+    pub fn start_on(listener: tokio::net::TcpListener, router: Router) -> Self {
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let stop = async {
+                let _ = rx.await;
+            };
+            if let Err(e) =
+                crate::server::serve_until(listener, router, stop, Duration::from_secs(5)).await
+            {
+                eprintln!("test server failed: {e}");
+            }
+        });
+        Self {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the server and waits until it has stopped.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}

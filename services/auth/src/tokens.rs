@@ -60,29 +60,41 @@ pub enum Rotation {
     Reused,
 }
 
+/// A presented refresh token with its family and user, locked for rotation.
+#[derive(sqlx::FromRow)]
+struct PresentedToken {
+    family_id: Uuid,
+    user_id: Uuid,
+    expires_at: OffsetDateTime,
+    rotated_at: Option<OffsetDateTime>,
+    revoked_at: Option<OffsetDateTime>,
+    disabled: bool,
+}
+
 /// Rotates a refresh token. The row lock makes two concurrent uses of one token resolve
 /// as one rotation and one reuse, never two successors.
 pub async fn rotate(db: &PgPool, presented: &str, ttl: Duration) -> Result<Rotation, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let row: Option<(
-        Uuid,
-        Uuid,
-        OffsetDateTime,
-        Option<OffsetDateTime>,
-        Option<OffsetDateTime>,
-        bool,
-    )> = sqlx::query_as(
+    let row: Option<PresentedToken> = sqlx::query_as(
         "SELECT t.family_id, f.user_id, t.expires_at, t.rotated_at, f.revoked_at, u.disabled
-             FROM refresh_tokens t
-             JOIN refresh_families f ON f.id = t.family_id
-             JOIN users u ON u.id = f.user_id
-             WHERE t.token_hash = $1
-             FOR UPDATE OF t, f",
+         FROM refresh_tokens t
+         JOIN refresh_families f ON f.id = t.family_id
+         JOIN users u ON u.id = f.user_id
+         WHERE t.token_hash = $1
+         FOR UPDATE OF t, f",
     )
     .bind(token_hash(presented))
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((family, user_id, expires_at, rotated_at, revoked_at, disabled)) = row else {
+    let Some(PresentedToken {
+        family_id: family,
+        user_id,
+        expires_at,
+        rotated_at,
+        revoked_at,
+        disabled,
+    }) = row
+    else {
         return Ok(Rotation::Invalid);
     };
     if revoked_at.is_some() || disabled || expires_at <= OffsetDateTime::now_utc() {

@@ -106,6 +106,10 @@ fn field_error(path: &str, message: &str) -> FieldError {
         .and_then(|rest| rest.split('`').next());
     let field = match (named, path) {
         (Some(name), ".") | (Some(name), "") => name.to_string(),
+        // serde_path_to_error already ends the path with an unknown field's name.
+        (Some(name), path) if path == name || path.ends_with(&format!(".{name}")) => {
+            path.to_string()
+        }
         (Some(name), parent) => format!("{parent}.{name}"),
         (None, path) => path.to_string(),
     };
@@ -215,5 +219,7 @@ mod tests {
     fn unknown_top_level_field_is_named() {
         let e = err(r#"{"items":[],"role":"admin"}"#);
         assert_eq!(e.errors[0].field, "role");
+        let e = err(r#"{"items":[{"product_id":"a","quantity":1,"price":1}]}"#);
+        assert_eq!(e.errors[0].field, "items[0].price");
     }
 }

@@ -1,0 +1,31 @@
+# Mercato developer commands. `make help` lists them.
+SHELL := bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help setup test lint fmt clippy crds e2e
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: ## Fetch dependencies and check for PostgreSQL and cargo-nextest
+	$(CARGO) fetch
+	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
+	@scripts/postgres.sh >/dev/null && echo "setup: PostgreSQL is available"
+
+test: ## Run every test against a real PostgreSQL (found or started by scripts/postgres.sh)
+	@url="$$(scripts/postgres.sh)" && \
+	if command -v cargo-nextest >/dev/null; then \
+	  DATABASE_URL="$$url" $(CARGO) nextest run --workspace --all-features --no-fail-fast; \
+	else \
+	  DATABASE_URL="$$url" $(CARGO) test --workspace --all-features --no-fail-fast; \
+	fi
+
+lint: ## Formatting and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+clippy: lint

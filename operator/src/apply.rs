@@ -1,0 +1,427 @@
+//! Bringing one child to its desired state with server-side apply, without writing when
+//! it is already there.
+//!
+//! A child is left alone when both hold:
+//! 1. its `mercato.dev/applied-hash` annotation equals the fingerprint of the desired object,
+//!    so the last thing applied is what is desired now; and
+//! 2. every field of the desired object is still owned by our field manager in the live
+//!    object's `managedFields`.
+//!
+//! The second check is what catches hand edits without comparing values (which the API
+//! server normalises, e.g. `0.5` CPU becomes `500m`): a `kubectl edit`, `patch`, `scale` or
+//! a foreign apply that changes or removes one of our fields moves that field's ownership
+//! to another manager. Fields someone else adds beside ours are not ours to police and are
+//! left alone, as server-side apply intends. A deleted child simply is not there. Reading
+//! the child is a GET; an unchanged Store therefore costs reads and no writes.
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::ApiResource;
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::builders::hex;
+use crate::meta::{APPLIED_HASH_ANNOTATION, MANAGER};
+
+/// One desired object, kind-erased so every kind goes through the same code.
+#[derive(Debug, Clone)]
+pub struct Child {
+    pub resource: ApiResource,
+    pub name: String,
+    /// The object to apply: apiVersion, kind, metadata and spec; never status.
+    pub object: Value,
+    /// Fields left out of the fingerprint and the ownership check (a Secret's `data`, which
+    /// is generated once and may be rotated by hand without the operator reverting it).
+    ignore: &'static [&'static str],
+}
+
+impl Child {
+    pub fn new<K>(obj: &K) -> Child
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Serialize,
+    {
+        let mut object =
+            serde_json::to_value(obj).expect("Kubernetes objects always serialize to JSON");
+        if let Some(map) = object.as_object_mut() {
+            map.remove("status");
+        }
+        let ignore: &'static [&'static str] = if K::kind(&()) == "Secret" {
+            &["data"]
+        } else {
+            &[]
+        };
+        let mut child = Child {
+            resource: ApiResource::erase::<K>(&()),
+            name: obj.meta().name.clone().unwrap_or_default(),
+            object,
+            ignore,
+        };
+        let hash = child.fingerprint();
+        child.set_annotation(APPLIED_HASH_ANNOTATION, hash);
+        child
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.resource.kind
+    }
+
+    /// `Kind/name`, for events, logs and error messages.
+    pub fn display(&self) -> String {
+        format!("{}/{}", self.resource.kind, self.name)
+    }
+
+    /// SHA-256 of the object as it is desired (without the hash annotation itself).
+    pub fn fingerprint(&self) -> String {
+        let mut v = self.checked_part();
+        if let Some(annotations) = v
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut)
+        {
+            annotations.remove(APPLIED_HASH_ANNOTATION);
+            if annotations.is_empty() {
+                if let Some(meta) = v.pointer_mut("/metadata").and_then(Value::as_object_mut) {
+                    meta.remove("annotations");
+                }
+            }
+        }
+        hex(&Sha256::digest(v.to_string().as_bytes()))
+    }
+
+    fn checked_part(&self) -> Value {
+        let mut v = self.object.clone();
+        if let Some(map) = v.as_object_mut() {
+            for field in self.ignore {
+                map.remove(*field);
+            }
+        }
+        v
+    }
+
+    fn set_annotation(&mut self, key: &str, value: String) {
+        let Some(meta) = self.object.get_mut("metadata").and_then(Value::as_object_mut) else {
+            return;
+        };
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(map) = annotations.as_object_mut() {
+            map.insert(key.to_string(), Value::String(value));
+        }
+    }
+
+    /// Whether `live` already is this child (see the module comment).
+    pub fn is_up_to_date(&self, live: &Value) -> bool {
+        let applied = live
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(APPLIED_HASH_ANNOTATION))
+            .and_then(Value::as_str);
+        let expected = self
+            .object
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(APPLIED_HASH_ANNOTATION))
+            .and_then(Value::as_str);
+        applied.is_some() && applied == expected && owns_all(live, &self.checked_part())
+    }
+}
+
+/// Whether our field manager owns every field `desired` sets in `live`.
+pub fn owns_all(live: &Value, desired: &Value) -> bool {
+    let Some(fields) = our_fields(live) else {
+        return false;
+    };
+    let Some(desired) = desired.as_object() else {
+        return false;
+    };
+    desired.iter().all(|(key, value)| match key.as_str() {
+        // Identity fields are not tracked in managedFields.
+        "apiVersion" | "kind" | "status" => true,
+        "metadata" => value.as_object().is_none_or(|meta| {
+            meta.iter().all(|(k, v)| match k.as_str() {
+                "name" | "namespace" => true,
+                _ => fields
+                    .get("f:metadata")
+                    .and_then(|m| m.get(format!("f:{k}")))
+                    .is_some_and(|f| covers(f, v)),
+            })
+        }),
+        _ => {
+            is_empty(value)
+                || fields
+                    .get(format!("f:{key}"))
+                    .is_some_and(|f| covers(f, value))
+        }
+    })
+}
+
+/// The union of the field sets of our manager's entries on the main resource (both `Apply`
+/// and the `Update` of a create).
+fn our_fields(live: &Value) -> Option<Value> {
+    let entries = live.pointer("/metadata/managedFields")?.as_array()?;
+    let mut union = Value::Object(Map::new());
+    let mut found = false;
+    for entry in entries {
+        let ours = entry.get("manager").and_then(Value::as_str) == Some(MANAGER);
+        let main = entry
+            .get("subresource")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if ours && main {
+            if let Some(f) = entry.get("fieldsV1") {
+                merge(&mut union, f);
+                found = true;
+            }
+        }
+    }
+    found.then_some(union)
+}
+
+fn merge(into: &mut Value, from: &Value) {
+    if let (Some(a), Some(b)) = (into.as_object_mut(), from.as_object()) {
+        for (k, v) in b {
+            merge(a.entry(k.clone()).or_insert_with(|| Value::Object(Map::new())), v);
+        }
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+/// Whether the field set `fields` (the `fieldsV1` node of one field) covers `desired`.
+fn covers(fields: &Value, desired: &Value) -> bool {
+    let Some(fields) = fields.as_object() else {
+        return false;
+    };
+    // A node without children owns the whole value: a scalar, an atomic list or struct.
+    // (A node holding only "." owns the value's existence, not its members.)
+    if fields.is_empty() {
+        return true;
+    }
+    match desired {
+        Value::Object(map) => map.iter().all(|(k, v)| {
+            is_empty(v)
+                || fields
+                    .get(&format!("f:{k}"))
+                    .is_some_and(|f| covers(f, v))
+        }),
+        Value::Array(items) => items.iter().all(|item| match item {
+            Value::Object(element) => fields
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("k:")?, v)))
+                .filter_map(|(k, v)| Some((serde_json::from_str::<Map<String, Value>>(k).ok()?, v)))
+                .find(|(key, _)| key_matches(key, element))
+                .is_some_and(|(_, f)| covers(f, item)),
+            scalar => fields.contains_key(&format!("v:{scalar}")),
+        }),
+        _ => true,
+    }
+}
+
+/// Whether a list element is the one an associative-list key names. Key fields the element
+/// does not set were defaulted by the server (`protocol: TCP`) and do not disqualify it.
+fn key_matches(key: &Map<String, Value>, element: &Map<String, Value>) -> bool {
+    let mut compared = 0;
+    for (k, v) in key {
+        match element.get(k) {
+            Some(e) if e == v => compared += 1,
+            Some(_) => return false,
+            None => {}
+        }
+    }
+    compared > 0
+}
+
+/// What ensuring a child did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Unchanged,
+    Created,
+    Updated,
+}
+
+/// Reads the child and applies it unless it is up to date; returns the live object.
+pub async fn ensure(
+    client: &Client,
+    namespace: &str,
+    child: &Child,
+) -> Result<(Outcome, DynamicObject), kube::Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &child.resource);
+    let live = api.get_opt(&child.name).await?;
+    if let Some(live) = &live {
+        if child.is_up_to_date(&serde_json::to_value(live).map_err(kube::Error::SerdeError)?) {
+            return Ok((Outcome::Unchanged, live.clone()));
+        }
+    }
+    let applied = api
+        .patch(
+            &child.name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&child.object),
+        )
+        .await?;
+    let outcome = if live.is_some() {
+        Outcome::Updated
+    } else {
+        Outcome::Created
+    };
+    Ok((outcome, applied))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn live_with(fields: Value, annotations: Value) -> Value {
+        json!({
+            "metadata": {
+                "name": "x",
+                "annotations": annotations,
+                "managedFields": [
+                    {"manager": MANAGER, "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": fields},
+                    {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+                     "fieldsV1": {"f:status": {"f:replicas": {}}}},
+                ]
+            }
+        })
+    }
+
+    /// The shape the API server records for a Deployment like ours (list maps keyed by
+    /// `name`, `containerPort`+`protocol`, `mountPath`).
+    fn deployment_fields() -> Value {
+        json!({
+            "f:metadata": {"f:annotations": {"f:mercato.dev/applied-hash": {}}, "f:labels": {"f:app": {}},
+                           "f:ownerReferences": {"k:{\"uid\":\"u1\"}": {}}},
+            "f:spec": {
+                "f:replicas": {},
+                "f:template": {"f:spec": {"f:containers": {
+                    "k:{\"name\":\"auth\"}": {
+                        ".": {}, "f:name": {}, "f:image": {},
+                        "f:env": {"k:{\"name\":\"A\"}": {".": {}, "f:name": {}, "f:value": {}}},
+                        "f:ports": {"k:{\"containerPort\":8080,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}, "f:name": {}}},
+                        "f:securityContext": {"f:capabilities": {"f:drop": {}}}
+                    }
+                }}}
+            }
+        })
+    }
+
+    fn desired() -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "x", "namespace": "ns", "annotations": {"mercato.dev/applied-hash": "h"},
+                         "labels": {"app": "a"}, "ownerReferences": [{"uid": "u1", "name": "demo"}]},
+            "spec": {"replicas": 1, "template": {"spec": {"containers": [{
+                "name": "auth", "image": "i", "env": [{"name": "A", "value": "1"}],
+                "ports": [{"containerPort": 8080, "name": "http"}],
+                "securityContext": {"capabilities": {"drop": ["ALL"]}}
+            }]}}}
+        })
+    }
+
+    #[test]
+    fn fully_owned_object_is_covered() {
+        assert!(owns_all(&live_with(deployment_fields(), json!({})), &desired()));
+    }
+
+    #[test]
+    fn a_field_taken_over_by_a_hand_edit_is_detected() {
+        let mut fields = deployment_fields();
+        fields["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"auth\"}"]
+            .as_object_mut()
+            .unwrap()
+            .remove("f:image");
+        assert!(!owns_all(&live_with(fields, json!({})), &desired()));
+    }
+
+    #[test]
+    fn a_removed_env_var_is_detected() {
+        let mut fields = deployment_fields();
+        fields["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"auth\"}"]["f:env"] =
+            json!({"k:{\"name\":\"B\"}": {".": {}}});
+        assert!(!owns_all(&live_with(fields, json!({})), &desired()));
+    }
+
+    #[test]
+    fn scaled_replicas_are_detected() {
+        let mut fields = deployment_fields();
+        fields["f:spec"].as_object_mut().unwrap().remove("f:replicas");
+        assert!(!owns_all(&live_with(fields, json!({})), &desired()));
+    }
+
+    #[test]
+    fn another_managers_entry_does_not_count_as_ours() {
+        let mut live = live_with(deployment_fields(), json!({}));
+        live["metadata"]["managedFields"][0]["manager"] = json!("kubectl-edit");
+        assert!(!owns_all(&live, &desired()));
+    }
+
+    #[test]
+    fn changed_desired_state_changes_the_fingerprint_and_is_applied() {
+        let sa = k8s_openapi::api::core::v1::ServiceAccount {
+            metadata: kube::api::ObjectMeta {
+                name: Some("demo-auth".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            automount_service_account_token: Some(false),
+            ..Default::default()
+        };
+        let a = Child::new(&sa);
+        let mut sa2 = sa.clone();
+        sa2.automount_service_account_token = Some(true);
+        let b = Child::new(&sa2);
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint(), Child::new(&sa).fingerprint());
+        // The live object carries a's hash: b is not up to date even though all is owned.
+        let live = json!({
+            "metadata": {"annotations": a.object["metadata"]["annotations"].clone(), "managedFields": [
+                {"manager": MANAGER, "operation": "Apply", "fieldsV1": {
+                    "f:metadata": {"f:annotations": {"f:mercato.dev/applied-hash": {}}},
+                    "f:automountServiceAccountToken": {}}}
+            ]}
+        });
+        assert!(a.is_up_to_date(&live));
+        assert!(!b.is_up_to_date(&live));
+    }
+
+    #[test]
+    fn secret_data_is_neither_fingerprinted_nor_policed() {
+        use k8s_openapi::ByteString;
+        let secret = |v: &str| k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("demo-admin".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            data: Some([("password".to_string(), ByteString(v.into()))].into()),
+            ..Default::default()
+        };
+        let a = Child::new(&secret("one"));
+        let b = Child::new(&secret("two"));
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert!(a.object["data"]["password"].is_string(), "data is still applied");
+        let live = json!({
+            "metadata": {"annotations": a.object["metadata"]["annotations"].clone(), "managedFields": [
+                {"manager": MANAGER, "operation": "Update", "fieldsV1": {
+                    "f:metadata": {"f:annotations": {"f:mercato.dev/applied-hash": {}}}, "f:type": {}}},
+                {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:data": {"f:password": {}}}}
+            ]}
+        });
+        assert!(b.is_up_to_date(&live));
+    }
+
+    #[test]
+    fn set_elements_are_matched_by_value() {
+        let fields = json!({"f:finalizers": {".": {}, "v:\"a\"": {}}});
+        let live = json!({"metadata": {"managedFields": [{"manager": MANAGER, "fieldsV1": {"f:metadata": fields}}]}});
+        assert!(owns_all(&live, &json!({"metadata": {"finalizers": ["a"]}})));
+        assert!(!owns_all(&live, &json!({"metadata": {"finalizers": ["a", "b"]}})));
+    }
+}

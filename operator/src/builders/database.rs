@@ -1,0 +1,214 @@
+//! Per backend service: a PostgreSQL StatefulSet (one pod, one volume claim) and the
+//! headless Service that names it, runnable under the `restricted` Pod Security Standard.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
+    SecretKeySelector, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use mercato_contract::{Component, POSTGRES_PORT, names, secret_keys};
+
+use super::security::{container_security_context, pod_security_context};
+use super::{SecretData, config_hash};
+use crate::crd::{DatabaseSpec, ImagePullPolicy};
+use crate::meta::{CONFIG_HASH_ANNOTATION, Owner, Role, labels, selector, selector_labels};
+
+/// uid, gid and fsGroup of the official (Debian) postgres image's `postgres` user.
+pub const POSTGRES_UID: i64 = 999;
+/// Where the data volume is mounted.
+pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
+/// `PGDATA`: a subdirectory, since the volume root may hold `lost+found`.
+pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+/// Name of the volume claim template; claims are `data-<store>-<c>-db-0`.
+pub const DATA_VOLUME: &str = "data";
+pub const POSTGRES_PORT_NAME: &str = "postgres";
+
+/// The postgres image's own settings (not Mercato names, so not in the contract).
+const POSTGRES_USER: &str = "POSTGRES_USER";
+const POSTGRES_PASSWORD: &str = "POSTGRES_PASSWORD";
+const POSTGRES_DB: &str = "POSTGRES_DB";
+const PGDATA_ENV: &str = "PGDATA";
+
+fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_string(),
+                key: key.to_string(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// `pg_isready` over TCP as the configured user and database: over TCP so that the
+/// entrypoint's temporary init server (socket only) does not count as ready.
+fn pg_isready_probe(period: i32, failures: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                format!(
+                    "exec pg_isready -U \"${POSTGRES_USER}\" -d \"${POSTGRES_DB}\" -h 127.0.0.1 -p {POSTGRES_PORT}"
+                ),
+            ]),
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.to_string(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_string(),
+        mount_path: path.to_string(),
+        ..VolumeMount::default()
+    }
+}
+
+/// The PostgreSQL StatefulSet of component `c`, whose settings are `db`.
+pub fn stateful_set(
+    owner: &Owner,
+    db: &DatabaseSpec,
+    pull_policy: ImagePullPolicy,
+    c: Component,
+    secrets: &SecretData,
+) -> StatefulSet {
+    let role = Role::database(c);
+    let name = names::database(&owner.name, c);
+    let creds = names::db_credentials_secret(&owner.name, c);
+    let env = vec![
+        from_secret(POSTGRES_USER, &creds, secret_keys::DB_USERNAME),
+        from_secret(POSTGRES_PASSWORD, &creds, secret_keys::DB_PASSWORD),
+        from_secret(POSTGRES_DB, &creds, secret_keys::DB_DATABASE),
+        EnvVar {
+            name: PGDATA_ENV.to_string(),
+            value: Some(PGDATA.to_string()),
+            value_from: None,
+        },
+    ];
+    let hash = config_hash(
+        secrets,
+        std::slice::from_ref(&creds),
+        &serde_json::json!({ "env": env, "image": db.image() }),
+    );
+
+    let container = Container {
+        name: "postgres".to_string(),
+        image: Some(db.image().to_string()),
+        image_pull_policy: Some(pull_policy.as_str().to_string()),
+        ports: Some(vec![ContainerPort {
+            name: Some(POSTGRES_PORT_NAME.to_string()),
+            container_port: i32::from(POSTGRES_PORT),
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]),
+        env: Some(env),
+        resources: Some(db.resources.clone()),
+        readiness_probe: Some(pg_isready_probe(5, 3)),
+        liveness_probe: Some(Probe {
+            initial_delay_seconds: Some(30),
+            ..pg_isready_probe(10, 6)
+        }),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(vec![
+            mount(DATA_VOLUME, DATA_MOUNT),
+            mount("run", "/var/run/postgresql"),
+            mount("tmp", "/tmp"),
+        ]),
+        ..Container::default()
+    };
+
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_string()),
+            labels: Some(labels(&owner.name, &role)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+            storage_class_name: db.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(db.storage_size.clone()),
+                )])),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    };
+
+    StatefulSet {
+        metadata: owner.child_meta(name.clone(), &role),
+        spec: Some(StatefulSetSpec {
+            service_name: Some(name.clone()),
+            replicas: Some(1),
+            selector: selector(&owner.name, &role),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&owner.name, &role)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        hash,
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: None,
+                    automount_service_account_token: Some(false),
+                    security_context: Some(pod_security_context(POSTGRES_UID)),
+                    containers: vec![container],
+                    volumes: Some(vec![empty_dir("run"), empty_dir("tmp")]),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![claim]),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The headless Service that gives the PostgreSQL pod a stable DNS name.
+pub fn headless_service(owner: &Owner, c: Component) -> Service {
+    let role = Role::database(c);
+    Service {
+        metadata: owner.child_meta(names::database(&owner.name, c), &role),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_string()),
+            selector: Some(selector_labels(&owner.name, &role)),
+            ports: Some(vec![ServicePort {
+                name: Some(POSTGRES_PORT_NAME.to_string()),
+                port: i32::from(POSTGRES_PORT),
+                target_port: Some(IntOrString::String(POSTGRES_PORT_NAME.to_string())),
+                protocol: Some("TCP".to_string()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}

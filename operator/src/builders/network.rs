@@ -1,0 +1,179 @@
+//! NetworkPolicies: deny everything for the store's pods, then allow exactly the edges of
+//! the checkout flow (`Component::calls`), each service to its own PostgreSQL, DNS, and
+//! ingress to the gateway from anywhere.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use mercato_contract::{Component, HTTP_PORT, POSTGRES_PORT, names};
+
+use crate::meta::{Owner, Role, selector, store_pods_selector};
+
+/// Where the cluster DNS runs: the well-known labels of CoreDNS/kube-dns.
+const DNS_NAMESPACE: &str = "kube-system";
+const DNS_POD_LABEL: (&str, &str) = ("k8s-app", "kube-dns");
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+const DNS_PORT: i32 = 53;
+
+fn tcp(port: i32) -> NetworkPolicyPort {
+    port_of("TCP", port)
+}
+
+fn port_of(protocol: &str, port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        protocol: Some(protocol.to_string()),
+        port: Some(IntOrString::Int(port)),
+        end_port: None,
+    }
+}
+
+fn pods(store: &str, role: &Role) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(selector(store, role)),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+fn policy(owner: &Owner, name: String, role: &Role, spec: NetworkPolicySpec) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: owner.child_meta(name, role),
+        spec: Some(spec),
+    }
+}
+
+/// Name of the store-wide default-deny policy.
+pub fn default_deny_name(store: &str) -> String {
+    format!("{store}-default-deny")
+}
+
+/// Name of the store-wide DNS egress policy.
+pub fn dns_name(store: &str) -> String {
+    format!("{store}-allow-dns")
+}
+
+/// Every pod of the store: no ingress, no egress, unless another policy allows it.
+pub fn default_deny(owner: &Owner) -> NetworkPolicy {
+    policy(
+        owner,
+        default_deny_name(&owner.name),
+        &Role::store(),
+        NetworkPolicySpec {
+            pod_selector: Some(store_pods_selector(&owner.name)),
+            policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
+            ingress: None,
+            egress: None,
+        },
+    )
+}
+
+/// Every pod of the store may resolve names with the cluster DNS (UDP and TCP 53).
+pub fn allow_dns(owner: &Owner) -> NetworkPolicy {
+    policy(
+        owner,
+        dns_name(&owner.name),
+        &Role::store(),
+        NetworkPolicySpec {
+            pod_selector: Some(store_pods_selector(&owner.name)),
+            policy_types: Some(vec!["Egress".to_string()]),
+            ingress: None,
+            egress: Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(LabelSelector {
+                        match_labels: Some(BTreeMap::from([(
+                            NAMESPACE_NAME_LABEL.to_string(),
+                            DNS_NAMESPACE.to_string(),
+                        )])),
+                        match_expressions: None,
+                    }),
+                    pod_selector: Some(LabelSelector {
+                        match_labels: Some(BTreeMap::from([(
+                            DNS_POD_LABEL.0.to_string(),
+                            DNS_POD_LABEL.1.to_string(),
+                        )])),
+                        match_expressions: None,
+                    }),
+                    ip_block: None,
+                }]),
+                ports: Some(vec![port_of("UDP", DNS_PORT), port_of("TCP", DNS_PORT)]),
+            }]),
+        },
+    )
+}
+
+/// The components that call `c`.
+pub fn callers(c: Component) -> Vec<Component> {
+    Component::ALL
+        .into_iter()
+        .filter(|caller| caller.calls().contains(&c))
+        .collect()
+}
+
+/// A component's pods: ingress from its callers (the gateway: from anywhere) on the HTTP
+/// port; egress to its callees' HTTP port and its own PostgreSQL.
+pub fn component(owner: &Owner, c: Component) -> NetworkPolicy {
+    let store = &owner.name;
+    let role = Role::service(c);
+    let ingress_from = if c == Component::Gateway {
+        None
+    } else {
+        Some(
+            callers(c)
+                .into_iter()
+                .map(|caller| pods(store, &Role::service(caller)))
+                .collect(),
+        )
+    };
+    let mut egress: Vec<NetworkPolicyEgressRule> = c
+        .calls()
+        .iter()
+        .map(|callee| NetworkPolicyEgressRule {
+            to: Some(vec![pods(store, &Role::service(*callee))]),
+            ports: Some(vec![tcp(i32::from(HTTP_PORT))]),
+        })
+        .collect();
+    if c.has_database() {
+        egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![pods(store, &Role::database(c))]),
+            ports: Some(vec![tcp(i32::from(POSTGRES_PORT))]),
+        });
+    }
+    policy(
+        owner,
+        names::component(store, c),
+        &role,
+        NetworkPolicySpec {
+            pod_selector: Some(selector(store, &role)),
+            policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: ingress_from,
+                ports: Some(vec![tcp(i32::from(HTTP_PORT))]),
+            }]),
+            egress: (!egress.is_empty()).then_some(egress),
+        },
+    )
+}
+
+/// A component's PostgreSQL: ingress from that component only.
+pub fn database(owner: &Owner, c: Component) -> NetworkPolicy {
+    let store = &owner.name;
+    let role = Role::database(c);
+    policy(
+        owner,
+        names::database(store, c),
+        &role,
+        NetworkPolicySpec {
+            pod_selector: Some(selector(store, &role)),
+            policy_types: Some(vec!["Ingress".to_string()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![pods(store, &Role::service(c))]),
+                ports: Some(vec![tcp(i32::from(POSTGRES_PORT))]),
+            }]),
+            egress: None,
+        },
+    )
+}

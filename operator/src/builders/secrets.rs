@@ -1,0 +1,230 @@
+//! The credentials a Store needs, generated once with the contract's generator, and the
+//! Secret objects that hold them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use mercato_contract::credentials::{SECRET_LEN, generate_jwt_keys, random_secret};
+use mercato_contract::{Component, names, secret_keys};
+
+use crate::meta::{Owner, Role};
+
+/// Username of the first admin.
+pub const ADMIN_USERNAME: &str = "admin";
+/// Email of the first admin (a reserved domain; the admin changes it after first login).
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+
+/// The data of every Secret of one store, by Secret name.
+pub type SecretData = BTreeMap<String, BTreeMap<String, ByteString>>;
+
+/// One Secret a Store needs: its name, what it belongs to, and the keys it must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    pub name: String,
+    pub role: Role,
+    pub keys: Vec<&'static str>,
+}
+
+/// Every Secret of a store, in the order they are created.
+pub fn specs(store: &str) -> Vec<SecretSpec> {
+    let mut out = vec![
+        SecretSpec {
+            name: names::jwt_signing_secret(store),
+            role: Role::service(Component::Auth),
+            keys: vec![secret_keys::JWT_PRIVATE_KEY],
+        },
+        SecretSpec {
+            name: names::jwks_secret(store),
+            role: Role::store(),
+            keys: vec![secret_keys::JWKS],
+        },
+        SecretSpec {
+            name: names::admin_secret(store),
+            role: Role::service(Component::Auth),
+            keys: vec![
+                secret_keys::ADMIN_USERNAME,
+                secret_keys::ADMIN_EMAIL,
+                secret_keys::ADMIN_PASSWORD,
+            ],
+        },
+    ];
+    for c in Component::WITH_DATABASE {
+        out.push(SecretSpec {
+            name: names::db_credentials_secret(store, c),
+            role: Role::database(c),
+            keys: vec![
+                secret_keys::DB_USERNAME,
+                secret_keys::DB_PASSWORD,
+                secret_keys::DB_DATABASE,
+            ],
+        });
+    }
+    for c in Component::ALL {
+        if c.service_client_scopes().is_some() {
+            out.push(SecretSpec {
+                name: names::client_secret(store, c),
+                role: Role::service(c),
+                keys: vec![secret_keys::CLIENT_ID, secret_keys::CLIENT_SECRET],
+            });
+        }
+    }
+    out
+}
+
+/// Fresh credentials for every Secret of a store. The JWT key pair is generated together, so
+/// `<store>-jwt-signing` and `<store>-jwks` always match when created from one call.
+pub fn generate(store: &str) -> SecretData {
+    let b = |s: &str| ByteString(s.as_bytes().to_vec());
+    let keys = generate_jwt_keys();
+    let mut out = SecretData::new();
+    out.insert(
+        names::jwt_signing_secret(store),
+        BTreeMap::from([(secret_keys::JWT_PRIVATE_KEY.to_string(), b(&keys.private_pem))]),
+    );
+    out.insert(
+        names::jwks_secret(store),
+        BTreeMap::from([(secret_keys::JWKS.to_string(), b(&keys.jwks_json))]),
+    );
+    out.insert(
+        names::admin_secret(store),
+        BTreeMap::from([
+            (secret_keys::ADMIN_USERNAME.to_string(), b(ADMIN_USERNAME)),
+            (secret_keys::ADMIN_EMAIL.to_string(), b(ADMIN_EMAIL)),
+            (
+                secret_keys::ADMIN_PASSWORD.to_string(),
+                b(&random_secret(SECRET_LEN)),
+            ),
+        ]),
+    );
+    for c in Component::WITH_DATABASE {
+        out.insert(
+            names::db_credentials_secret(store, c),
+            BTreeMap::from([
+                (secret_keys::DB_USERNAME.to_string(), b(&names::db_name(c))),
+                (
+                    secret_keys::DB_PASSWORD.to_string(),
+                    b(&random_secret(SECRET_LEN)),
+                ),
+                (secret_keys::DB_DATABASE.to_string(), b(&names::db_name(c))),
+            ]),
+        );
+    }
+    for c in Component::ALL {
+        if c.service_client_scopes().is_some() {
+            out.insert(
+                names::client_secret(store, c),
+                BTreeMap::from([
+                    (secret_keys::CLIENT_ID.to_string(), b(c.name())),
+                    (
+                        secret_keys::CLIENT_SECRET.to_string(),
+                        b(&random_secret(SECRET_LEN)),
+                    ),
+                ]),
+            );
+        }
+    }
+    out
+}
+
+/// The Secret object for `spec` holding `data`.
+pub fn secret(owner: &Owner, spec: &SecretSpec, data: BTreeMap<String, ByteString>) -> Secret {
+    Secret {
+        metadata: owner.child_meta(spec.name.clone(), &spec.role),
+        type_: Some("Opaque".to_string()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// The secrets whose keys a live Secret lacks: the operator never rewrites a Secret, so a
+/// broken one is reported for a human to fix (deleting it makes the operator generate anew).
+pub fn missing_keys(spec: &SecretSpec, data: Option<&BTreeMap<String, ByteString>>) -> Vec<&'static str> {
+    spec.keys
+        .iter()
+        .copied()
+        .filter(|k| data.is_none_or(|d| !d.contains_key(*k)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_generated_secret_has_the_keys_its_spec_lists() {
+        let data = generate("demo");
+        let specs = specs("demo");
+        assert_eq!(data.len(), specs.len());
+        for spec in &specs {
+            assert!(
+                missing_keys(&spec, data.get(&spec.name)).is_empty(),
+                "{} lacks keys",
+                spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn secret_names_follow_the_contract() {
+        let names: Vec<String> = specs("demo").into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            [
+                "demo-jwt-signing",
+                "demo-jwks",
+                "demo-admin",
+                "demo-auth-db-credentials",
+                "demo-product-db-credentials",
+                "demo-order-db-credentials",
+                "demo-payment-db-credentials",
+                "demo-order-client",
+                "demo-payment-client",
+            ]
+        );
+    }
+
+    #[test]
+    fn db_credentials_use_the_contract_database_name_and_fresh_passwords() {
+        let a = generate("demo");
+        let b = generate("demo");
+        let creds = &a["demo-order-db-credentials"];
+        assert_eq!(creds[secret_keys::DB_DATABASE].0, names::db_name(Component::Order).as_bytes());
+        assert_eq!(creds[secret_keys::DB_USERNAME].0, b"order");
+        assert_eq!(creds[secret_keys::DB_PASSWORD].0.len(), SECRET_LEN);
+        assert_ne!(
+            creds[secret_keys::DB_PASSWORD],
+            b["demo-order-db-credentials"][secret_keys::DB_PASSWORD]
+        );
+    }
+
+    #[test]
+    fn jwks_matches_the_signing_key_of_the_same_generation() {
+        let data = generate("demo");
+        let jwks: serde_json::Value =
+            serde_json::from_slice(&data["demo-jwks"][secret_keys::JWKS].0).unwrap();
+        let pem = String::from_utf8(data["demo-jwt-signing"][secret_keys::JWT_PRIVATE_KEY].0.clone())
+            .unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+        assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
+    }
+
+    #[test]
+    fn client_secret_ids_are_the_component_names() {
+        let data = generate("demo");
+        assert_eq!(data["demo-order-client"][secret_keys::CLIENT_ID].0, b"order");
+        assert_eq!(data["demo-payment-client"][secret_keys::CLIENT_ID].0, b"payment");
+        assert!(!data.contains_key("demo-product-client"));
+    }
+
+    #[test]
+    fn missing_keys_names_what_a_live_secret_lacks() {
+        let spec = &specs("demo")[2];
+        let mut data = generate("demo").remove("demo-admin").unwrap();
+        assert!(missing_keys(spec, Some(&data)).is_empty());
+        data.remove(secret_keys::ADMIN_PASSWORD);
+        assert_eq!(missing_keys(spec, Some(&data)), vec![secret_keys::ADMIN_PASSWORD]);
+        assert_eq!(missing_keys(spec, None).len(), 3);
+    }
+}

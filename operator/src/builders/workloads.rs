@@ -1,0 +1,335 @@
+//! Per component: Deployment, Service, ServiceAccount and, with several replicas, a
+//! PodDisruptionBudget; the environment is wired from the Secrets by the contract's names.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SecretVolumeSource, Service,
+    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use mercato_contract::{
+    Component, DEFAULT_JWT_AUDIENCE, DEFAULT_JWT_ISSUER, HTTP_PORT, POSTGRES_PORT, env, names,
+    paths, secret_keys, service_clients,
+};
+
+use super::security::{container_security_context, pod_security_context};
+use super::{SecretData, config_hash};
+use crate::crd::{GatewayServiceType, StoreSpec};
+use crate::meta::{CONFIG_HASH_ANNOTATION, Owner, Role, selector, selector_labels};
+
+/// Name of the container port every service listens on.
+pub const HTTP_PORT_NAME: &str = "http";
+/// Value of `LOG_FORMAT` in a cluster.
+const LOG_FORMAT_JSON: &str = "json";
+/// Non-root uid/gid the service containers run as (the distroless `nonroot` user).
+pub const SERVICE_UID: i64 = 65532;
+
+const JWKS_VOLUME: &str = "jwks";
+const SIGNING_KEY_VOLUME: &str = "jwt-signing";
+const TMP_VOLUME: &str = "tmp";
+/// Secret files readable by the owner and the pod's fsGroup only.
+const SECRET_FILE_MODE: i32 = 0o440;
+
+fn plain(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn from_secret(name: &str, secret: String, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret,
+                key: key.to_string(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// `CLIENT_SECRET_ORDER`, from which auth's `SERVICE_CLIENTS` is composed.
+pub fn client_secret_env(c: Component) -> String {
+    format!("{}{}", env::CLIENT_SECRET_PREFIX, c.name().to_uppercase())
+}
+
+/// The components that hold an OAuth2 client, i.e. auth's service clients.
+fn service_clients() -> impl Iterator<Item = Component> {
+    Component::ALL
+        .into_iter()
+        .filter(|c| c.service_client_scopes().is_some())
+}
+
+/// The environment of a component's container. Order matters: a `$(VAR)` reference only
+/// expands variables defined above it.
+pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
+    let store = &owner.name;
+    let mut out = vec![
+        plain(env::HTTP_ADDR, format!("0.0.0.0:{HTTP_PORT}")),
+        plain(env::LOG_FORMAT, LOG_FORMAT_JSON),
+        plain(env::JWT_ISSUER, DEFAULT_JWT_ISSUER),
+        plain(env::JWT_AUDIENCE, DEFAULT_JWT_AUDIENCE),
+        plain(env::JWKS_PATH, paths::JWKS_FILE),
+    ];
+    if c.has_database() {
+        let creds = names::db_credentials_secret(store, c);
+        out.extend([
+            from_secret(env::DB_USER, creds.clone(), secret_keys::DB_USERNAME),
+            from_secret(env::DB_PASSWORD, creds.clone(), secret_keys::DB_PASSWORD),
+            from_secret(env::DB_NAME, creds, secret_keys::DB_DATABASE),
+            plain(env::DB_HOST, owner.database_host(c)),
+            plain(
+                env::DATABASE_URL,
+                format!(
+                    "postgres://$({}):$({})@$({}):{POSTGRES_PORT}/$({})",
+                    env::DB_USER,
+                    env::DB_PASSWORD,
+                    env::DB_HOST,
+                    env::DB_NAME
+                ),
+            ),
+        ]);
+    }
+    if c == Component::Auth {
+        let admin = names::admin_secret(store);
+        out.extend([
+            plain(env::JWT_PRIVATE_KEY_PATH, paths::SIGNING_KEY_FILE),
+            plain(
+                env::ACCESS_TOKEN_TTL_SECS,
+                spec.tokens.access_token_ttl_seconds.to_string(),
+            ),
+            plain(
+                env::REFRESH_TOKEN_TTL_SECS,
+                spec.tokens.refresh_token_ttl_seconds.to_string(),
+            ),
+            from_secret(env::ADMIN_USERNAME, admin.clone(), secret_keys::ADMIN_USERNAME),
+            from_secret(env::ADMIN_EMAIL, admin.clone(), secret_keys::ADMIN_EMAIL),
+            from_secret(env::ADMIN_PASSWORD, admin, secret_keys::ADMIN_PASSWORD),
+        ]);
+        let clients: Vec<Component> = service_clients().collect();
+        for client in &clients {
+            out.push(from_secret(
+                &client_secret_env(*client),
+                names::client_secret(store, *client),
+                secret_keys::CLIENT_SECRET,
+            ));
+        }
+        let refs: Vec<(&str, String)> = clients
+            .iter()
+            .map(|c| (c.name(), format!("$({})", client_secret_env(*c))))
+            .collect();
+        out.push(plain(
+            env::SERVICE_CLIENTS,
+            service_clients::format(refs.iter().map(|(id, s)| (*id, s.as_str()))),
+        ));
+    }
+    if c.service_client_scopes().is_some() {
+        let client = names::client_secret(store, c);
+        out.extend([
+            from_secret(env::CLIENT_ID, client.clone(), secret_keys::CLIENT_ID),
+            from_secret(env::CLIENT_SECRET, client, secret_keys::CLIENT_SECRET),
+        ]);
+    }
+    for callee in c.calls() {
+        out.push(plain(callee.url_env(), owner.service_url(*callee)));
+    }
+    out
+}
+
+/// The Secrets a component's pods read, whose data goes into the pod template's hash.
+pub fn referenced_secrets(store: &str, c: Component) -> Vec<String> {
+    let mut out = vec![names::jwks_secret(store)];
+    if c.has_database() {
+        out.push(names::db_credentials_secret(store, c));
+    }
+    if c == Component::Auth {
+        out.push(names::jwt_signing_secret(store));
+        out.push(names::admin_secret(store));
+        out.extend(service_clients().map(|client| names::client_secret(store, client)));
+    }
+    if c.service_client_scopes().is_some() {
+        out.push(names::client_secret(store, c));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn secret_volume(name: &str, secret: String) -> Volume {
+    Volume {
+        name: name.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret),
+            default_mode: Some(SECRET_FILE_MODE),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_string(),
+        mount_path: path.to_string(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String(HTTP_PORT_NAME.to_string()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+/// The Deployment of a component. `secrets` holds the data of the Secrets its pods read.
+pub fn deployment(owner: &Owner, spec: &StoreSpec, c: Component, secrets: &SecretData) -> Deployment {
+    let role = Role::service(c);
+    let workload = spec.workload(c);
+    let name = names::component(&owner.name, c);
+    let env = env(owner, spec, c);
+
+    let mut volumes = vec![
+        secret_volume(JWKS_VOLUME, names::jwks_secret(&owner.name)),
+        Volume {
+            name: TMP_VOLUME.to_string(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    let mut mounts = vec![
+        mount(JWKS_VOLUME, paths::JWKS_DIR, true),
+        mount(TMP_VOLUME, "/tmp", false),
+    ];
+    if c == Component::Auth {
+        volumes.push(secret_volume(
+            SIGNING_KEY_VOLUME,
+            names::jwt_signing_secret(&owner.name),
+        ));
+        mounts.push(mount(SIGNING_KEY_VOLUME, paths::SIGNING_KEY_DIR, true));
+    }
+
+    let hash = config_hash(
+        secrets,
+        &referenced_secrets(&owner.name, c),
+        &serde_json::json!({ "env": env, "image": workload.image(c) }),
+    );
+
+    let container = Container {
+        name: c.name().to_string(),
+        image: Some(workload.image(c)),
+        image_pull_policy: Some(spec.image_pull_policy.as_str().to_string()),
+        ports: Some(vec![ContainerPort {
+            name: Some(HTTP_PORT_NAME.to_string()),
+            container_port: i32::from(HTTP_PORT),
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]),
+        env: Some(env),
+        resources: Some(workload.resources.clone()),
+        liveness_probe: Some(http_probe("/healthz", 10, 3)),
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+
+    Deployment {
+        metadata: owner.child_meta(name.clone(), &role),
+        spec: Some(DeploymentSpec {
+            replicas: Some(workload.replicas),
+            selector: selector(&owner.name, &role),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(crate::meta::labels(&owner.name, &role)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        hash,
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(name),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(pod_security_context(SERVICE_UID)),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The Service in front of a component; the gateway's type comes from the Store.
+pub fn service(owner: &Owner, spec: &StoreSpec, c: Component) -> Service {
+    let role = Role::service(c);
+    let (type_, node_port) = if c == Component::Gateway {
+        (spec.gateway.service.type_, spec.gateway.service.node_port)
+    } else {
+        (GatewayServiceType::ClusterIP, None)
+    };
+    Service {
+        metadata: owner.child_meta(names::component(&owner.name, c), &role),
+        spec: Some(ServiceSpec {
+            type_: Some(type_.as_str().to_string()),
+            selector: Some(selector_labels(&owner.name, &role)),
+            ports: Some(vec![ServicePort {
+                name: Some(HTTP_PORT_NAME.to_string()),
+                port: i32::from(HTTP_PORT),
+                target_port: Some(IntOrString::String(HTTP_PORT_NAME.to_string())),
+                protocol: Some("TCP".to_string()),
+                node_port,
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The component's own identity, with no API token: no service talks to the API server.
+pub fn service_account(owner: &Owner, c: Component) -> ServiceAccount {
+    ServiceAccount {
+        metadata: owner.child_meta(names::component(&owner.name, c), &Role::service(c)),
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    }
+}
+
+/// With several replicas, a voluntary disruption (node drain) takes at most one at a time.
+pub fn pod_disruption_budget(owner: &Owner, spec: &StoreSpec, c: Component) -> Option<PodDisruptionBudget> {
+    if spec.workload(c).replicas <= 1 {
+        return None;
+    }
+    let role = Role::service(c);
+    Some(PodDisruptionBudget {
+        metadata: owner.child_meta(names::component(&owner.name, c), &role),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(selector(&owner.name, &role)),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    })
+}

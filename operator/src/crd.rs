@@ -1,0 +1,430 @@
+//! The `Store` custom resource: spec with defaults and API-server-side validation, and status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSON,
+};
+use kube::{CustomResource, CustomResourceExt};
+use mercato_contract::{
+    Component, DEFAULT_ACCESS_TOKEN_TTL_SECS, DEFAULT_REFRESH_TOKEN_TTL_SECS,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Longest Store name whose derived names still fit Kubernetes' 63-character limits: the
+/// longest Service is `<store>-payment-db` (+11), and its StatefulSet's pods carry a
+/// `controller-revision-hash` label `<store>-payment-db-<hash up to 10>` (+22).
+pub const MAX_STORE_NAME_LEN: usize = 40;
+
+/// PostgreSQL image used when a Store names none. Debian-based on purpose: the official
+/// Debian images run as uid 999, which the pod security context relies on (Alpine uses 70).
+pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:17";
+
+/// Image of a component when the Store names none: the release matching this operator, so an
+/// operator upgrade rolls stores that do not pin images.
+pub fn default_image(component: Component) -> String {
+    format!("mercato/{}:{}", component.name(), env!("CARGO_PKG_VERSION"))
+}
+
+/// A Mercato online store: auth, product, order and payment services, each with its own
+/// PostgreSQL, and a gateway in front of them.
+#[derive(CustomResource, JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "mercato.dev",
+    version = "v1alpha1",
+    kind = "Store",
+    plural = "stores",
+    shortname = "mst",
+    category = "mercato",
+    namespaced,
+    status = "StoreStatus",
+    derive = "Default",
+    derive = "PartialEq",
+    doc = "A Mercato online store: auth, product, order and payment services (each with its own PostgreSQL) behind a gateway.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 40").message(
+        "metadata.name must be at most 40 characters: derived names such as <name>-payment-db must fit in 63"
+    ),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(
+        "metadata.name must start with a letter and contain only lowercase letters, digits and '-' (it prefixes Service names)"
+    )
+)]
+#[serde(rename_all = "camelCase", default)]
+pub struct StoreSpec {
+    /// The authentication service and its database.
+    pub auth: ServiceSpec,
+    /// The product catalogue service and its database.
+    pub product: ServiceSpec,
+    /// The order service and its database.
+    pub order: ServiceSpec,
+    /// The payment service and its database.
+    pub payment: ServiceSpec,
+    /// The gateway: the store's only entry point.
+    pub gateway: GatewaySpec,
+    /// Lifetimes of the tokens the auth service issues.
+    pub tokens: TokenSpec,
+    /// What happens to the databases' volumes when the Store is deleted.
+    pub deletion_policy: DeletionPolicy,
+    /// Default-deny NetworkPolicies plus exactly the edges the store needs.
+    pub network_policies: NetworkPoliciesSpec,
+    /// Pull policy of every container of the store.
+    pub image_pull_policy: ImagePullPolicy,
+}
+
+/// One backend service: its Deployment and its PostgreSQL.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServiceSpec {
+    /// Container image; defaults to `mercato/<component>:<operator version>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Pod replicas (0 stops the service).
+    #[schemars(range(min = 0, max = 50))]
+    pub replicas: i32,
+    /// Container resources.
+    #[schemars(schema_with = "resources_schema")]
+    pub resources: ResourceRequirements,
+    /// The service's own PostgreSQL.
+    pub database: DatabaseSpec,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            replicas: 1,
+            resources: resources("50m", "64Mi", "256Mi"),
+            database: DatabaseSpec::default(),
+        }
+    }
+}
+
+/// The gateway: its Deployment and how its Service is exposed.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GatewaySpec {
+    /// Container image; defaults to `mercato/gateway:<operator version>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Pod replicas (0 stops the gateway).
+    #[schemars(range(min = 0, max = 50))]
+    pub replicas: i32,
+    /// Container resources.
+    #[schemars(schema_with = "resources_schema")]
+    pub resources: ResourceRequirements,
+    /// How the gateway's Service is exposed.
+    pub service: GatewayServiceSpec,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            replicas: 1,
+            resources: resources("50m", "64Mi", "256Mi"),
+            service: GatewayServiceSpec::default(),
+        }
+    }
+}
+
+/// The gateway Service's type and, for node-exposed types, its node port.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.nodePort) || self.type != 'ClusterIP'",
+    "message": "gateway.service.nodePort can only be set when gateway.service.type is NodePort or LoadBalancer"
+}]))]
+pub struct GatewayServiceSpec {
+    /// Service type.
+    #[serde(rename = "type")]
+    pub type_: GatewayServiceType,
+    /// Fixed node port (30000-32767); the cluster picks one when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GatewayServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl GatewayServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayServiceType::ClusterIP => "ClusterIP",
+            GatewayServiceType::NodePort => "NodePort",
+            GatewayServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// A service's PostgreSQL: one StatefulSet pod with a persistent volume.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
+    "message": "database.storageClassName cannot be changed once the Store exists (StatefulSet volume claims are immutable)"
+}]))]
+pub struct DatabaseSpec {
+    /// PostgreSQL image (Debian-based official image or compatible, running as uid 999).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Size of the data volume, e.g. `1Gi`.
+    #[schemars(regex(pattern = r"^[1-9][0-9]*(Mi|Gi|Ti)$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "database.storageSize cannot be changed once the Store exists (StatefulSet volume claims are immutable)"
+    }]))]
+    pub storage_size: String,
+    /// StorageClass of the data volume; the cluster's default class when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub storage_class_name: Option<String>,
+    /// Container resources of PostgreSQL.
+    #[schemars(schema_with = "resources_schema")]
+    pub resources: ResourceRequirements,
+}
+
+impl Default for DatabaseSpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            storage_size: "1Gi".to_string(),
+            storage_class_name: None,
+            resources: resources("100m", "256Mi", "512Mi"),
+        }
+    }
+}
+
+/// Token lifetimes in seconds.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.refreshTokenTtlSeconds > self.accessTokenTtlSeconds",
+    "message": "tokens.refreshTokenTtlSeconds must be greater than tokens.accessTokenTtlSeconds"
+}]))]
+pub struct TokenSpec {
+    /// Access token lifetime (1 minute to 1 day).
+    #[schemars(range(min = 60, max = 86400))]
+    pub access_token_ttl_seconds: i64,
+    /// Refresh token lifetime (5 minutes to 90 days).
+    #[schemars(range(min = 300, max = 7776000))]
+    pub refresh_token_ttl_seconds: i64,
+}
+
+impl Default for TokenSpec {
+    fn default() -> Self {
+        // The contract's defaults are small constants; the casts cannot truncate.
+        Self {
+            access_token_ttl_seconds: DEFAULT_ACCESS_TOKEN_TTL_SECS as i64,
+            refresh_token_ttl_seconds: DEFAULT_REFRESH_TOKEN_TTL_SECS as i64,
+        }
+    }
+}
+
+/// What happens to the data when the Store is deleted.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Keep the PostgreSQL volumes and their credentials, so a Store of the same name finds its data again.
+    #[default]
+    Retain,
+    /// Delete the PostgreSQL volumes with the Store.
+    Delete,
+}
+
+/// NetworkPolicies on or off.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NetworkPoliciesSpec {
+    /// Create default-deny NetworkPolicies and allow only the store's own edges.
+    pub enabled: bool,
+}
+
+impl Default for NetworkPoliciesSpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImagePullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// `requests` and `limits` of a container, as in a Pod (without the alpha `claims`): a
+/// compact schema instead of k8s-openapi's, whose Quantity docs repeat at every use.
+fn resources_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let quantities = serde_json::json!({
+        "type": "object",
+        "additionalProperties": {"x-kubernetes-int-or-string": true},
+    });
+    schemars::json_schema!({
+        "type": "object",
+        "properties": {
+            "requests": quantities.clone(),
+            "limits": quantities,
+        },
+    })
+}
+
+fn resources(cpu_request: &str, memory_request: &str, memory_limit: &str) -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_string());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), q(cpu_request)),
+            ("memory".to_string(), q(memory_request)),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), q(memory_limit))])),
+        claims: None,
+    }
+}
+
+/// Observed state of a Store, computed from its children.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStatus {
+    /// The Store generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Summary of the conditions: Progressing, Ready or Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// `Ready`, `Progressing` and `Degraded`, per the Kubernetes API conventions.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Readiness per component, by component name.
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentStatus>,
+    /// Where the gateway answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The Secret holding the first admin's credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_secret: Option<String>,
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Progressing,
+    Ready,
+    Degraded,
+}
+
+/// Replicas of one component, and whether its database is up.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// Replicas the Store asks for.
+    pub replicas: i32,
+    /// Replicas that are ready and run the current pod template.
+    pub ready_replicas: i32,
+    /// Whether the component's PostgreSQL is ready (absent for the gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_ready: Option<bool>,
+}
+
+/// The CRD as installed: `Store::crd()` with `spec` optional and defaulted to `{}`, so that
+/// a Store of only a name is accepted and every default below applies.
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = Store::crd();
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        if let Some(required) = schema.required.as_mut() {
+            required.retain(|r| r != "spec");
+            if required.is_empty() {
+                schema.required = None;
+            }
+        }
+        if let Some(spec) = schema.properties.as_mut().and_then(|p| p.get_mut("spec")) {
+            spec.default = Some(JSON(serde_json::json!({})));
+        }
+    }
+    crd
+}
+
+impl StoreSpec {
+    /// The settings of a backend service; `None` for the gateway, which has no database.
+    pub fn service(&self, component: Component) -> Option<&ServiceSpec> {
+        match component {
+            Component::Auth => Some(&self.auth),
+            Component::Product => Some(&self.product),
+            Component::Order => Some(&self.order),
+            Component::Payment => Some(&self.payment),
+            Component::Gateway => None,
+        }
+    }
+
+    /// The workload settings every component has.
+    pub fn workload(&self, component: Component) -> Workload<'_> {
+        match self.service(component) {
+            Some(s) => Workload {
+                image: s.image.as_deref(),
+                replicas: s.replicas,
+                resources: &s.resources,
+            },
+            None => Workload {
+                image: self.gateway.image.as_deref(),
+                replicas: self.gateway.replicas,
+                resources: &self.gateway.resources,
+            },
+        }
+    }
+}
+
+/// The part of a component's spec shared by the services and the gateway.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload<'a> {
+    image: Option<&'a str>,
+    pub replicas: i32,
+    pub resources: &'a ResourceRequirements,
+}
+
+impl Workload<'_> {
+    pub fn image(&self, component: Component) -> String {
+        self.image
+            .map_or_else(|| default_image(component), str::to_string)
+    }
+}
+
+impl DatabaseSpec {
+    pub fn image(&self) -> &str {
+        self.image.as_deref().unwrap_or(DEFAULT_POSTGRES_IMAGE)
+    }
+}

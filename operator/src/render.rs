@@ -1,0 +1,40 @@
+//! `render`: every object the operator would apply for a Store, as a multi-document YAML
+//! stream, for static checks (checkov, kubernetes-validate) without a cluster.
+
+use anyhow::Context as _;
+use kube::ResourceExt;
+
+use crate::builders::{self, secrets};
+use crate::crd::Store;
+use crate::meta::Owner;
+
+/// Stands in for the uid the API server would give the Store; owner references need one.
+pub const RENDER_UID: &str = "00000000-0000-4000-8000-000000000000";
+
+/// Renders the children of the Store in `yaml`, with freshly generated Secrets. The
+/// namespace is `namespace`, else the manifest's, else `default`.
+pub fn render(yaml: &str, namespace: Option<&str>) -> anyhow::Result<String> {
+    let mut store: Store = serde_yaml::from_str(yaml).context("the file is not a valid Store")?;
+    let namespace = namespace
+        .map(str::to_string)
+        .or_else(|| store.namespace())
+        .unwrap_or_else(|| "default".to_string());
+    store.metadata.namespace = Some(namespace);
+    store.metadata.uid.get_or_insert_with(|| RENDER_UID.to_string());
+    let owner = Owner::of(&store).context("the Store has no metadata.name")?;
+
+    let data = secrets::generate(&owner.name);
+    let mut objects = Vec::new();
+    for spec in secrets::specs(&owner.name) {
+        let secret = secrets::secret(&owner, &spec, data.get(&spec.name).cloned().unwrap_or_default());
+        objects.push(crate::apply::Child::new(&secret).object);
+    }
+    objects.extend(builders::children(&owner, &store.spec, &data).into_iter().map(|c| c.object));
+
+    let mut out = String::new();
+    for object in objects {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&object)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,232 @@
+//! Store status computed from its children: conditions per the Kubernetes API conventions,
+//! readiness per component, the gateway endpoint.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use mercato_contract::{Component, HTTP_PORT, names};
+
+use crate::crd::{ComponentStatus, Phase, Store, StoreStatus};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// The children that status is computed from, as last read or applied.
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    pub deployments: BTreeMap<Component, Deployment>,
+    pub stateful_sets: BTreeMap<Component, StatefulSet>,
+    pub gateway_service: Option<Service>,
+}
+
+/// Replicas of a workload that are ready and run its current template; 0 while the
+/// controller has not yet seen the latest spec.
+fn current_ready(
+    generation: Option<i64>,
+    observed_generation: Option<i64>,
+    ready: Option<i32>,
+    updated: Option<i32>,
+) -> i32 {
+    if observed_generation.unwrap_or(0) < generation.unwrap_or(0) {
+        return 0;
+    }
+    ready.unwrap_or(0).min(updated.unwrap_or(0))
+}
+
+fn deployment_ready(d: &Deployment) -> i32 {
+    let s = d.status.clone().unwrap_or_default();
+    current_ready(
+        d.metadata.generation,
+        s.observed_generation,
+        s.ready_replicas,
+        s.updated_replicas,
+    )
+}
+
+fn stateful_set_ready(s: &StatefulSet) -> bool {
+    let st = s.status.clone().unwrap_or_default();
+    let want = s.spec.as_ref().and_then(|sp| sp.replicas).unwrap_or(1);
+    current_ready(
+        s.metadata.generation,
+        st.observed_generation,
+        st.ready_replicas,
+        st.updated_replicas,
+    ) >= want
+}
+
+/// A Deployment whose rollout has passed its progress deadline.
+fn rollout_stuck(d: &Deployment) -> bool {
+    d.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "Progressing"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            })
+        })
+}
+
+/// Where the gateway answers, from its Service.
+pub fn endpoint(store: &str, namespace: &str, svc: &Service) -> String {
+    let in_cluster = format!(
+        "http://{}.{namespace}.svc:{HTTP_PORT}",
+        names::component(store, Component::Gateway)
+    );
+    let spec = svc.spec.clone().unwrap_or_default();
+    match spec.type_.as_deref() {
+        Some("LoadBalancer") => svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .and_then(|i| i.first())
+            .and_then(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+            .map_or(in_cluster, |host| format!("http://{host}:{HTTP_PORT}")),
+        Some("NodePort") => spec
+            .ports
+            .as_ref()
+            .and_then(|p| p.first())
+            .and_then(|p| p.node_port)
+            .map_or(in_cluster, |port| format!("http://<node-address>:{port}")),
+        _ => in_cluster,
+    }
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if ok { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        // Filled in by `carry_transition_times`.
+        last_transition_time: Time(Timestamp::UNIX_EPOCH),
+    }
+}
+
+/// Keeps each condition's `lastTransitionTime` from the previous status unless its status
+/// flipped, in which case it becomes `now`.
+fn carry_transition_times(conditions: &mut [Condition], previous: &[Condition], now: Timestamp) {
+    for c in conditions {
+        c.last_transition_time = match previous.iter().find(|p| p.type_ == c.type_) {
+            Some(p) if p.status == c.status => p.last_transition_time.clone(),
+            _ => Time(now),
+        };
+    }
+}
+
+/// The status of `store` given its children (`None` when they could not be read) and the
+/// error of this reconcile, if any. `now` is whole seconds, as the API server stores it.
+pub fn compute(
+    store: &Store,
+    observed: Option<&Observed>,
+    error: Option<&str>,
+    now: Timestamp,
+) -> StoreStatus {
+    let previous = store.status.clone().unwrap_or_default();
+    let generation = store.metadata.generation;
+    let name = store.metadata.name.clone().unwrap_or_default();
+    let namespace = store.metadata.namespace.clone().unwrap_or_default();
+
+    let (components, endpoint, stuck) = match observed {
+        Some(o) => {
+            let mut components = BTreeMap::new();
+            for c in Component::ALL {
+                let ready = o.deployments.get(&c).map_or(0, deployment_ready);
+                let database_ready = c
+                    .has_database()
+                    .then(|| o.stateful_sets.get(&c).is_some_and(stateful_set_ready));
+                components.insert(
+                    c.name().to_string(),
+                    ComponentStatus {
+                        replicas: store.spec.workload(c).replicas,
+                        ready_replicas: ready,
+                        database_ready,
+                    },
+                );
+            }
+            let endpoint = o
+                .gateway_service
+                .as_ref()
+                .map(|svc| endpoint(&name, &namespace, svc));
+            let stuck: Vec<String> = o
+                .deployments
+                .iter()
+                .filter(|(_, d)| rollout_stuck(d))
+                .map(|(c, _)| c.name().to_string())
+                .collect();
+            (components, endpoint, stuck)
+        }
+        None => (previous.components.clone(), previous.endpoint.clone(), Vec::new()),
+    };
+
+    let waiting: Vec<String> = components
+        .iter()
+        .flat_map(|(c, s)| {
+            let mut w = Vec::new();
+            if s.ready_replicas < s.replicas {
+                w.push(format!("{c} ({}/{})", s.ready_replicas, s.replicas));
+            }
+            if s.database_ready == Some(false) {
+                w.push(format!("{c}-db"));
+            }
+            w
+        })
+        .collect();
+    let all_ready = observed.is_some() && waiting.is_empty();
+
+    let (ready, progressing, degraded) = match error {
+        Some(e) => (
+            condition(READY, false, "ReconcileFailed", e.to_string(), generation),
+            condition(PROGRESSING, false, "ReconcileFailed", e.to_string(), generation),
+            condition(DEGRADED, true, "ReconcileFailed", e.to_string(), generation),
+        ),
+        None => {
+            let ready = if all_ready {
+                condition(READY, true, "AllComponentsReady", "every component and database is ready".into(), generation)
+            } else {
+                condition(READY, false, "ComponentsNotReady", format!("waiting for: {}", waiting.join(", ")), generation)
+            };
+            let progressing = if all_ready {
+                condition(PROGRESSING, false, "RolloutComplete", "the store runs its desired state".into(), generation)
+            } else {
+                condition(PROGRESSING, true, "RollingOut", format!("waiting for: {}", waiting.join(", ")), generation)
+            };
+            let degraded = if stuck.is_empty() {
+                condition(DEGRADED, false, "ReconcileSucceeded", "all children are applied".into(), generation)
+            } else {
+                condition(DEGRADED, true, "RolloutStuck", format!("rollout exceeded its progress deadline: {}", stuck.join(", ")), generation)
+            };
+            (ready, progressing, degraded)
+        }
+    };
+    let phase = if degraded.status == "True" {
+        Phase::Degraded
+    } else if ready.status == "True" {
+        Phase::Ready
+    } else {
+        Phase::Progressing
+    };
+    let mut conditions = vec![ready, progressing, degraded];
+    carry_transition_times(&mut conditions, &previous.conditions, now);
+
+    StoreStatus {
+        observed_generation: generation,
+        phase: Some(phase),
+        conditions,
+        components,
+        endpoint,
+        admin_secret: Some(names::admin_secret(&name)),
+    }
+}
+
+/// Now, truncated to whole seconds (the precision of `metav1.Time`).
+pub fn now() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
+}

@@ -20,3 +20,6 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
         serde_yaml::to_string(&crd::crd())?
     ))
 }
+
+#[cfg(test)]
+mod tests;

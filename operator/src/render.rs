@@ -14,7 +14,7 @@ pub const RENDER_UID: &str = "00000000-0000-4000-8000-000000000000";
 /// Renders the children of the Store in `yaml`, with freshly generated Secrets. The
 /// namespace is `namespace`, else the manifest's, else `default`.
 pub fn render(yaml: &str, namespace: Option<&str>) -> anyhow::Result<String> {
-    let mut store: Store = serde_yaml::from_str(yaml).context("the file is not a valid Store")?;
+    let mut store = parse_store(yaml)?;
     let namespace = namespace
         .map(str::to_string)
         .or_else(|| store.namespace())
@@ -37,4 +37,22 @@ pub fn render(yaml: &str, namespace: Option<&str>) -> anyhow::Result<String> {
         out.push_str(&serde_yaml::to_string(&object)?);
     }
     Ok(out)
+}
+
+/// Parses a Store manifest as the API server would accept it: `spec` may be left out, and
+/// every default applies.
+pub fn parse_store(yaml: &str) -> anyhow::Result<Store> {
+    let mut value: serde_yaml::Value = serde_yaml::from_str(yaml).context("the file is not YAML")?;
+    let field = |k: &str| value.get(k).and_then(serde_yaml::Value::as_str).unwrap_or_default().to_string();
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
+    anyhow::ensure!(
+        kind == "Store" && api_version == "mercato.dev/v1alpha1",
+        "expected apiVersion mercato.dev/v1alpha1 and kind Store, got {api_version:?} {kind:?}"
+    );
+    if let Some(map) = value.as_mapping_mut() {
+        map.entry("spec".into())
+            .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
+    }
+    let store: Store = serde_yaml::from_value(value).context("the file is not a valid Store")?;
+    Ok(store)
 }

@@ -6,14 +6,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use mercato_contract::credentials::{SECRET_LEN, generate_jwt_keys, random_secret};
-use mercato_contract::{Component, names, secret_keys};
+use mercato_contract::{
+    Component, DEFAULT_ADMIN_EMAIL, DEFAULT_ADMIN_USERNAME, names, secret_keys,
+};
 
 use crate::meta::{Owner, Role};
 
-/// Username of the first admin.
-pub const ADMIN_USERNAME: &str = "admin";
-/// Email of the first admin (a reserved domain; the admin changes it after first login).
-pub const ADMIN_EMAIL: &str = "admin@example.com";
 
 /// The data of every Secret of one store, by Secret name.
 pub type SecretData = BTreeMap<String, BTreeMap<String, ByteString>>;
@@ -89,8 +87,8 @@ pub fn generate(store: &str) -> SecretData {
     out.insert(
         names::admin_secret(store),
         BTreeMap::from([
-            (secret_keys::ADMIN_USERNAME.to_string(), b(ADMIN_USERNAME)),
-            (secret_keys::ADMIN_EMAIL.to_string(), b(ADMIN_EMAIL)),
+            (secret_keys::ADMIN_USERNAME.to_string(), b(DEFAULT_ADMIN_USERNAME)),
+            (secret_keys::ADMIN_EMAIL.to_string(), b(DEFAULT_ADMIN_EMAIL)),
             (
                 secret_keys::ADMIN_PASSWORD.to_string(),
                 b(&random_secret(SECRET_LEN)),

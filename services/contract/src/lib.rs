@@ -20,6 +20,11 @@ pub const DEFAULT_JWT_ISSUER: &str = "mercato-auth";
 /// `aud` every service expects, unless configured otherwise.
 pub const DEFAULT_JWT_AUDIENCE: &str = "mercato";
 
+/// The first admin's username and email unless configured otherwise: the operator writes
+/// them into `<store>-admin`, and auth falls back to them.
+pub const DEFAULT_ADMIN_USERNAME: &str = "admin";
+pub const DEFAULT_ADMIN_EMAIL: &str = "admin@mercato.local";
+
 /// One deployable part of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Component {

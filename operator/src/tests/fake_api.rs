@@ -1,0 +1,519 @@
+//! An in-memory Kubernetes API server for reconciler tests: enough of GET, LIST, POST,
+//! PUT, DELETE and the three PATCH flavours (server-side apply, merge, JSON patch) for the
+//! kinds the operator touches, with `managedFields` bookkeeping close enough to the real
+//! thing for the applied-hash + ownership check. Every request is logged, so tests can
+//! assert which writes a reconcile made; failures can be injected per request.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Map, Value, json};
+
+use crate::meta::MANAGER;
+
+/// One request the fake received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+}
+
+impl Logged {
+    pub fn is_write(&self) -> bool {
+        self.method != "GET"
+    }
+    /// `PATCH deployments/demo-auth`, for readable assertions.
+    pub fn short(&self) -> String {
+        let parts: Vec<&str> = self.path.split('/').collect();
+        let tail = parts
+            .iter()
+            .position(|p| *p == "namespaces")
+            .map(|i| parts[i + 2..].join("/"))
+            .unwrap_or_else(|| self.path.clone());
+        format!("{} {tail}", self.method)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Failure {
+    method: Method,
+    path_contains: String,
+    code: u16,
+    remaining: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// (plural, namespace, name) → object.
+    objects: BTreeMap<(String, String, String), Value>,
+    log: Vec<Logged>,
+    failures: Vec<Failure>,
+    resource_version: u64,
+    uid: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FakeApi {
+    state: Arc<Mutex<State>>,
+}
+
+/// Parsed `/api/v1/namespaces/ns/plural/name/sub` or `/apis/g/v/namespaces/...`.
+#[derive(Debug)]
+struct Target {
+    group_version: String,
+    namespace: String,
+    plural: String,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn parse_path(path: &str) -> Option<Target> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (gv, rest) = match segs.first()? {
+        &"api" => (segs.get(1)?.to_string(), &segs[2..]),
+        &"apis" => (format!("{}/{}", segs.get(1)?, segs.get(2)?), &segs[3..]),
+        _ => return None,
+    };
+    if rest.first() != Some(&"namespaces") {
+        return None;
+    }
+    Some(Target {
+        group_version: gv,
+        namespace: rest.get(1)?.to_string(),
+        plural: rest.get(2)?.to_string(),
+        name: rest.get(3).map(|s| s.to_string()),
+        subresource: rest.get(4).map(|s| s.to_string()),
+    })
+}
+
+fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": message, "reason": reason, "code": code}),
+    )
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/"))
+    })
+}
+
+/// The fieldsV1 a manager gets for applying `v` (every list treated as atomic).
+fn fields_of(v: &Value, top: bool) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (k, child) in map {
+                if top && matches!(k.as_str(), "apiVersion" | "kind" | "status") {
+                    continue;
+                }
+                if top && k == "metadata" {
+                    let mut meta = Map::new();
+                    if let Some(m) = child.as_object() {
+                        for (mk, mv) in m {
+                            if matches!(mk.as_str(), "labels" | "annotations" | "ownerReferences" | "finalizers") {
+                                meta.insert(format!("f:{mk}"), fields_of(mv, false));
+                            }
+                        }
+                    }
+                    out.insert("f:metadata".into(), Value::Object(meta));
+                    continue;
+                }
+                out.insert(format!("f:{k}"), fields_of(child, false));
+            }
+            Value::Object(out)
+        }
+        _ => json!({}),
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            if let Some(t) = target.as_object_mut() {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+impl FakeApi {
+    /// A fake API server and a client talking to it.
+    pub fn new() -> (FakeApi, Client) {
+        let fake = FakeApi::default();
+        let handler = fake.clone();
+        let service = tower::service_fn(move |req: Request<Body>| {
+            let fake = handler.clone();
+            async move { Ok::<_, std::convert::Infallible>(fake.handle(req).await) }
+        });
+        (fake, Client::new(service, "default"))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every request since the last `clear_log`.
+    pub fn requests(&self) -> Vec<Logged> {
+        self.lock().log.clone()
+    }
+
+    /// The writes since the last `clear_log`, as `METHOD plural/name[/sub]`.
+    pub fn writes(&self) -> Vec<String> {
+        self.requests().iter().filter(|r| r.is_write()).map(Logged::short).collect()
+    }
+
+    pub fn clear_log(&self) {
+        self.lock().log.clear();
+    }
+
+    /// Makes requests whose method is `method` and whose path contains `path_contains`
+    /// fail with `code`, `times` times (forever when `None`).
+    pub fn fail(&self, method: Method, path_contains: &str, code: u16, times: Option<usize>) {
+        self.lock().failures.push(Failure {
+            method,
+            path_contains: path_contains.to_string(),
+            code,
+            remaining: times,
+        });
+    }
+
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.lock()
+            .objects
+            .get(&(plural.into(), namespace.into(), name.into()))
+            .cloned()
+    }
+
+    pub fn names(&self, plural: &str) -> Vec<String> {
+        self.lock()
+            .objects
+            .keys()
+            .filter(|(p, _, _)| p == plural)
+            .map(|(_, _, n)| n.clone())
+            .collect()
+    }
+
+    /// Stores an object as if someone had created it (no managedFields of ours).
+    pub fn insert(&self, plural: &str, mut object: Value) {
+        let mut s = self.lock();
+        s.resource_version += 1;
+        s.uid += 1;
+        let (rv, uid) = (s.resource_version, s.uid);
+        let meta = &mut object["metadata"];
+        meta["resourceVersion"] = json!(rv.to_string());
+        if meta.get("uid").is_none() {
+            meta["uid"] = json!(format!("uid-{uid}"));
+        }
+        let key = (
+            plural.to_string(),
+            meta["namespace"].as_str().unwrap_or("default").to_string(),
+            meta["name"].as_str().unwrap_or_default().to_string(),
+        );
+        s.objects.insert(key, object);
+    }
+
+    pub fn remove(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.lock()
+            .objects
+            .remove(&(plural.into(), namespace.into(), name.into()))
+    }
+
+    /// Changes an object by JSON merge patch, as a controller or a person would, with
+    /// `manager` taking ownership of the changed fields away from ours.
+    pub fn edit(&self, plural: &str, namespace: &str, name: &str, manager: &str, patch: Value) {
+        let mut s = self.lock();
+        s.resource_version += 1;
+        let rv = s.resource_version;
+        let Some(obj) = s.objects.get_mut(&(plural.into(), namespace.into(), name.into())) else {
+            panic!("no {plural}/{name} to edit");
+        };
+        merge_patch(obj, &patch);
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let taken = fields_of(&patch, true);
+        if let Some(entries) = obj["metadata"]["managedFields"].as_array_mut() {
+            for e in entries.iter_mut() {
+                if e["manager"] == MANAGER {
+                    subtract(&mut e["fieldsV1"], &taken);
+                }
+            }
+            entries.push(json!({"manager": manager, "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": taken}));
+        }
+    }
+
+    /// Sets an object's status, as its controller would.
+    pub fn set_status(&self, plural: &str, namespace: &str, name: &str, status: Value) {
+        let mut s = self.lock();
+        if let Some(obj) = s.objects.get_mut(&(plural.into(), namespace.into(), name.into())) {
+            obj["status"] = status;
+        }
+    }
+
+    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let path = parts.uri.path().to_string();
+        let query = parts.uri.query().unwrap_or_default().to_string();
+        let content_type = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let (code, value) = {
+            let mut s = self.lock();
+            s.log.push(Logged {
+                method: parts.method.to_string(),
+                path: path.clone(),
+                query: query.clone(),
+                content_type: content_type.clone(),
+            });
+            let failure = s.failures.iter_mut().find(|f| {
+                f.method == parts.method && path.contains(&f.path_contains) && f.remaining != Some(0)
+            });
+            match failure {
+                Some(f) => {
+                    f.remaining = f.remaining.map(|n| n - 1);
+                    let code = f.code;
+                    status(code, "InternalError", "injected failure")
+                }
+                None => match parse_path(&path) {
+                    Some(t) => s.serve(&parts.method, &t, &query, &content_type, body),
+                    None => status(404, "NotFound", "unknown path"),
+                },
+            }
+        };
+        Response::builder()
+            .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(serde_json::to_vec(&value).unwrap_or_default()))
+            .unwrap_or_else(|_| Response::new(Body::from(Vec::new())))
+    }
+}
+
+/// Removes from `fields` every leaf present in `taken`.
+fn subtract(fields: &mut Value, taken: &Value) {
+    let (Some(f), Some(t)) = (fields.as_object_mut(), taken.as_object()) else {
+        return;
+    };
+    for (k, sub) in t {
+        let leaf = sub.as_object().is_none_or(Map::is_empty);
+        if leaf {
+            f.remove(k);
+        } else if let Some(child) = f.get_mut(k) {
+            subtract(child, sub);
+        }
+    }
+}
+
+impl State {
+    fn next_rv(&mut self) -> String {
+        self.resource_version += 1;
+        self.resource_version.to_string()
+    }
+
+    fn create(&mut self, t: &Target, mut obj: Value, manager: Option<String>, operation: &str) -> (u16, Value) {
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let key = (t.plural.clone(), t.namespace.clone(), name.clone());
+        if self.objects.contains_key(&key) {
+            return status(409, "AlreadyExists", &format!("{} {name} already exists", t.plural));
+        }
+        self.uid += 1;
+        let uid = format!("uid-{}", self.uid);
+        let rv = self.next_rv();
+        if let Some(m) = obj.as_object_mut() {
+            m.remove("status");
+        }
+        let fields = fields_of(&obj, true);
+        let meta = &mut obj["metadata"];
+        meta["namespace"] = json!(t.namespace);
+        meta["uid"] = json!(uid);
+        meta["resourceVersion"] = json!(rv);
+        meta["generation"] = json!(1);
+        meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+        if let Some(manager) = manager {
+            meta["managedFields"] = json!([{
+                "manager": manager, "operation": operation, "apiVersion": t.group_version,
+                "fieldsType": "FieldsV1", "fieldsV1": fields
+            }]);
+        }
+        self.objects.insert(key, obj.clone());
+        (201, obj)
+    }
+
+    fn serve(&mut self, method: &Method, t: &Target, query: &str, content_type: &str, body: Value) -> (u16, Value) {
+        let manager = query_param(query, "fieldManager");
+        let Some(name) = t.name.clone() else {
+            return match *method {
+                Method::GET => self.list(t, query),
+                Method::POST => self.create(t, body, manager, "Update"),
+                _ => status(405, "MethodNotAllowed", "collection"),
+            };
+        };
+        let key = (t.plural.clone(), t.namespace.clone(), name.clone());
+        let not_found = || status(404, "NotFound", &format!("{} \"{name}\" not found", t.plural));
+        match *method {
+            Method::GET => match self.objects.get(&key) {
+                Some(o) => (200, o.clone()),
+                None => not_found(),
+            },
+            Method::DELETE => {
+                let has_finalizers = self.objects.get(&key).is_some_and(|o| {
+                    o["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
+                });
+                if has_finalizers {
+                    let obj = self.objects.get_mut(&key).map(|o| {
+                        o["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:01Z");
+                        o.clone()
+                    });
+                    return (200, obj.unwrap_or_default());
+                }
+                match self.objects.remove(&key) {
+                    Some(_) => (200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})),
+                    None => not_found(),
+                }
+            }
+            Method::PUT => {
+                let Some(live) = self.objects.get(&key) else { return not_found() };
+                if body["metadata"]["resourceVersion"] != live["metadata"]["resourceVersion"] {
+                    return status(409, "Conflict", "the object has been modified");
+                }
+                let rv = self.next_rv();
+                let mut obj = body;
+                obj["metadata"]["resourceVersion"] = json!(rv);
+                self.objects.insert(key, obj.clone());
+                (200, obj)
+            }
+            Method::PATCH => self.patch(t, key, query, content_type, body),
+            _ => status(405, "MethodNotAllowed", "method"),
+        }
+    }
+
+    fn list(&self, t: &Target, query: &str) -> (u16, Value) {
+        let selector: Vec<(String, String)> = query_param(query, "labelSelector")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        let items: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|((p, ns, _), _)| *p == t.plural && *ns == t.namespace)
+            .map(|(_, o)| o)
+            .filter(|o| selector.iter().all(|(k, v)| o["metadata"]["labels"][k] == json!(v)))
+            .cloned()
+            .collect();
+        (
+            200,
+            json!({"apiVersion": t.group_version, "kind": "List", "metadata": {"resourceVersion": self.resource_version.to_string()}, "items": items}),
+        )
+    }
+
+    fn patch(&mut self, t: &Target, key: (String, String, String), query: &str, content_type: &str, body: Value) -> (u16, Value) {
+        let manager = query_param(query, "fieldManager");
+        let status_only = t.subresource.as_deref() == Some("status");
+        if content_type.starts_with("application/apply-patch") {
+            if manager.is_none() || query_param(query, "force").as_deref() != Some("true") {
+                return status(400, "BadRequest", "server-side apply needs fieldManager and force in these tests");
+            }
+            if body.get("apiVersion").is_none() || body.get("kind").is_none() {
+                return status(400, "BadRequest", "apply needs apiVersion and kind");
+            }
+            if !self.objects.contains_key(&key) {
+                if status_only {
+                    return status(404, "NotFound", "no object for status");
+                }
+                if body.get("status").is_some() {
+                    return status(400, "BadRequest", "status sent in a main-resource apply");
+                }
+                return self.create(t, body, manager, "Apply");
+            }
+            let rv = self.next_rv();
+            let Some(live) = self.objects.get_mut(&key) else { return status(404, "NotFound", "gone") };
+            if status_only {
+                live["status"] = body["status"].clone();
+            } else {
+                if body.get("status").is_some() {
+                    return status(400, "BadRequest", "status sent in a main-resource apply");
+                }
+                let spec_changed = live.get("spec") != body.get("spec");
+                let Some(obj) = live.as_object_mut() else { return status(500, "Internal", "not an object") };
+                for (k, v) in body.as_object().into_iter().flatten() {
+                    if k == "metadata" {
+                        for (mk, mv) in v.as_object().into_iter().flatten() {
+                            obj["metadata"][mk] = mv.clone();
+                        }
+                    } else {
+                        obj.insert(k.clone(), v.clone());
+                    }
+                }
+                if spec_changed {
+                    let g = live["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+                    live["metadata"]["generation"] = json!(g);
+                }
+                let fields = fields_of(&body, true);
+                let entries = live["metadata"]["managedFields"].as_array_mut();
+                let entry = json!({"manager": manager, "operation": "Apply", "apiVersion": t.group_version,
+                                   "fieldsType": "FieldsV1", "fieldsV1": fields});
+                match entries {
+                    Some(list) => {
+                        list.retain(|e| !(e["manager"] == json!(manager) && e["operation"] == "Apply"));
+                        list.push(entry);
+                    }
+                    None => live["metadata"]["managedFields"] = json!([entry]),
+                }
+            }
+            live["metadata"]["resourceVersion"] = json!(rv);
+            return (200, live.clone());
+        }
+        let rv = self.next_rv();
+        let Some(live) = self.objects.get_mut(&key) else {
+            return status(404, "NotFound", "not found");
+        };
+        if content_type.starts_with("application/merge-patch") {
+            if status_only {
+                merge_patch(&mut live["status"], &body["status"]);
+            } else {
+                merge_patch(live, &body);
+            }
+        } else if content_type.starts_with("application/json-patch") {
+            let Ok(p) = serde_json::from_value::<json_patch::Patch>(body) else {
+                return status(400, "BadRequest", "bad json patch");
+            };
+            if json_patch::patch(live, &p).is_err() {
+                return status(422, "Invalid", "json patch test failed");
+            }
+        } else {
+            return status(415, "UnsupportedMediaType", content_type);
+        }
+        live["metadata"]["resourceVersion"] = json!(rv);
+        let out = live.clone();
+        // A deleted object whose last finalizer went is gone.
+        let finalizers_gone = out["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+        if out["metadata"].get("deletionTimestamp").is_some() && finalizers_gone {
+            self.objects.remove(&key);
+        }
+        (200, out)
+    }
+}

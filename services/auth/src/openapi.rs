@@ -1,8 +1,7 @@
 //! The OpenAPI 3.1 document of the auth service's public API.
 
-use utoipa::Modify;
+use mercato_kit::server::BearerAuth;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::routes::{auth, users};
 
@@ -18,24 +17,6 @@ use crate::routes::{auth, users};
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        if let Some(components) = openapi.components.as_mut() {
-            components.add_security_scheme(
-                "bearer",
-                SecurityScheme::Http(
-                    HttpBuilder::new()
-                        .scheme(HttpAuthScheme::Bearer)
-                        .bearer_format("JWT")
-                        .build(),
-                ),
-            );
-        }
-    }
-}
 
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()

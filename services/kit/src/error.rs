@@ -80,6 +80,12 @@ impl ApiError {
         self
     }
 
+    /// Names the input field an error is about (also on non-422 errors, e.g. a 409).
+    pub fn with_field(mut self, field: impl Into<String>, message: impl Into<String>) -> Self {
+        self.errors.push(FieldError::new(field, message));
+        self
+    }
+
     /// 422 listing every offending field.
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let detail = errors

@@ -4,6 +4,7 @@
 //! OpenAPI serving, rate limits and graceful shutdown.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -17,5 +18,5 @@ pub mod telemetry;
 pub mod testing;
 
 pub use error::{ApiError, ApiResult, FieldError, Problem};
-pub use extract::{Json, Path, Query};
+pub use extract::{IdempotencyKey, Json, Path, Query};
 pub use mercato_contract as contract;

@@ -19,6 +19,26 @@ use crate::config::ServerConfig;
 use crate::error::{self, ApiError};
 use crate::metrics::{self, Metrics};
 
+/// Adds the `bearer` (JWT) security scheme that handlers' `security(("bearer" = []))` name.
+#[derive(Debug)]
+pub struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
 /// A readiness check beyond the database: `Err` says what is not ready.
 pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
@@ -204,5 +224,33 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+/// The whole `main` of a service binary: parse configuration (exiting with one line on a
+/// bad setting), build the runtime, run until shutdown, and exit non-zero on failure.
+pub fn main<C, F>(service: &str, run: fn(C) -> F) -> std::process::ExitCode
+where
+    C: clap::Parser,
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let config = crate::config::parse::<C>();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "{service} service stopped");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -67,6 +67,67 @@ impl Drop for TestDb {
     }
 }
 
+/// A JWT key pair on disk, so a service under test verifies tokens the test mints.
+#[derive(Debug)]
+pub struct TestKeys {
+    pub dir: tempfile::TempDir,
+    pub keys: mercato_contract::credentials::JwtKeyMaterial,
+    pub signer: crate::jwt::Signer,
+}
+
+impl Default for TestKeys {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestKeys {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keys = mercato_contract::credentials::generate_jwt_keys();
+        std::fs::write(self_path(&dir, "jwks.json"), &keys.jwks_json).expect("write jwks");
+        std::fs::write(self_path(&dir, "private.pem"), &keys.private_pem).expect("write key");
+        let signer = crate::jwt::Signer::from_pem(
+            &keys.private_pem,
+            mercato_contract::DEFAULT_JWT_ISSUER,
+            mercato_contract::DEFAULT_JWT_AUDIENCE,
+        )
+        .expect("signer");
+        Self { dir, keys, signer }
+    }
+
+    pub fn jwks_path(&self) -> std::path::PathBuf {
+        self_path(&self.dir, "jwks.json")
+    }
+
+    pub fn private_key_path(&self) -> std::path::PathBuf {
+        self_path(&self.dir, "private.pem")
+    }
+
+    /// A user token for `user_id` with `role`.
+    pub fn user(&self, user_id: &str, role: crate::jwt::Role) -> String {
+        let claims = self
+            .signer
+            .claims(user_id, Some(role), None, Duration::from_secs(600));
+        self.signer.sign(&claims).expect("sign")
+    }
+
+    /// A service token for `client` with `scopes`.
+    pub fn service(&self, client: &str, scopes: &[&str]) -> String {
+        let claims = self.signer.claims(
+            client,
+            None,
+            Some(scopes.join(" ")),
+            Duration::from_secs(600),
+        );
+        self.signer.sign(&claims).expect("sign")
+    }
+}
+
+fn self_path(dir: &tempfile::TempDir, name: &str) -> std::path::PathBuf {
+    dir.path().join(name)
+}
+
 /// A service running on a random local port until dropped.
 #[derive(Debug)]
 pub struct TestServer {

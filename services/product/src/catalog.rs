@@ -1,0 +1,225 @@
+//! Products: the validated input types, the view, and their SQL.
+
+use mercato_kit::{ApiError, FieldError};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// 100 million currency units, in minor units.
+pub const MAX_PRICE: i64 = 10_000_000_000;
+pub const MAX_STOCK: i64 = 10_000_000;
+
+/// A product as clients see it. `price` is in minor units of `currency` (cents).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct Product {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub category: String,
+    pub price: i64,
+    pub currency: String,
+    pub stock: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Fields as sent by an admin; every one optional so PUT and PATCH share the parser.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductFields {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    /// Minor units (cents); an integer, never a float.
+    pub price: Option<i64>,
+    /// ISO 4217 code, e.g. EUR.
+    pub currency: Option<String>,
+    pub stock: Option<i64>,
+}
+
+/// Validated changes: `None` leaves a column as it is.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub price: Option<i64>,
+    pub currency: Option<String>,
+    pub stock: Option<i32>,
+}
+
+impl ProductFields {
+    /// Parses for a create or full update (`complete`: every field but description is
+    /// required) or for a partial update (at least one field).
+    pub fn parse(self, complete: bool) -> Result<Changes, ApiError> {
+        let mut errors = Vec::new();
+        let mut need = |field: &str, present: bool| {
+            if complete && !present {
+                errors.push(FieldError::new(field, "is required"));
+            }
+        };
+        need("name", self.name.is_some());
+        need("category", self.category.is_some());
+        need("price", self.price.is_some());
+        need("currency", self.currency.is_some());
+        need("stock", self.stock.is_some());
+        let mut check = |ok: bool, field: &str, message: &str| {
+            if !ok {
+                errors.push(FieldError::new(field, message));
+            }
+        };
+        if let Some(name) = &self.name {
+            check(
+                (1..=200).contains(&name.trim().chars().count()),
+                "name",
+                "must be 1 to 200 characters",
+            );
+        }
+        if let Some(d) = &self.description {
+            check(
+                d.chars().count() <= 2000,
+                "description",
+                "must be at most 2000 characters",
+            );
+        }
+        if let Some(c) = &self.category {
+            let ok = (1..=64).contains(&c.len())
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            check(
+                ok,
+                "category",
+                "must be 1 to 64 of lowercase letters, digits and '-'",
+            );
+        }
+        if let Some(p) = self.price {
+            check(
+                (0..=MAX_PRICE).contains(&p),
+                "price",
+                "must be an integer number of minor units from 0",
+            );
+        }
+        if let Some(c) = &self.currency {
+            check(
+                c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()),
+                "currency",
+                "must be a 3-letter ISO 4217 code, e.g. EUR",
+            );
+        }
+        if let Some(s) = self.stock {
+            check(
+                (0..=MAX_STOCK).contains(&s),
+                "stock",
+                "must be from 0 to 10000000",
+            );
+        }
+        let all_empty = self.name.is_none()
+            && self.description.is_none()
+            && self.category.is_none()
+            && self.price.is_none()
+            && self.currency.is_none()
+            && self.stock.is_none();
+        if !complete && all_empty {
+            errors.push(FieldError::new("body", "must change at least one field"));
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors));
+        }
+        Ok(Changes {
+            name: self.name.map(|n| n.trim().to_string()),
+            description: self.description.or_else(|| complete.then(String::new)),
+            category: self.category,
+            price: self.price,
+            currency: self.currency,
+            stock: self.stock.and_then(|s| i32::try_from(s).ok()),
+        })
+    }
+}
+
+const COLUMNS: &str = "id, name, description, category, price, currency::text AS currency, stock, created_at, updated_at";
+
+pub async fn insert(db: &PgPool, c: &Changes) -> Result<Product, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO products (id, name, description, category, price, currency, stock)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+    ))
+    .bind(Uuid::new_v4())
+    .bind(&c.name)
+    .bind(c.description.as_deref().unwrap_or(""))
+    .bind(&c.category)
+    .bind(c.price)
+    .bind(&c.currency)
+    .bind(c.stock)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn update(db: &PgPool, id: Uuid, c: &Changes) -> Result<Option<Product>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE products SET
+            name = COALESCE($2, name),
+            description = COALESCE($3, description),
+            category = COALESCE($4, category),
+            price = COALESCE($5, price),
+            currency = COALESCE($6, currency),
+            stock = COALESCE($7, stock),
+            updated_at = now()
+         WHERE id = $1 AND active RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&c.name)
+    .bind(&c.description)
+    .bind(&c.category)
+    .bind(c.price)
+    .bind(&c.currency)
+    .bind(c.stock)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<Product>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM products WHERE id = $1 AND active"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Hides a product from the catalog; orders that reference it keep their snapshot.
+pub async fn deactivate(db: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE products SET active = false, updated_at = now() WHERE id = $1 AND active",
+    )
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// A page of the catalog after `after` (keyset on creation time and id, so pages stay
+/// stable while products are added).
+pub async fn list(
+    db: &PgPool,
+    category: Option<&str>,
+    after: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Product>, sqlx::Error> {
+    let (after_at, after_id) = after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM products
+         WHERE active AND ($1::text IS NULL OR category = $1)
+           AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+         ORDER BY created_at, id LIMIT $4"
+    ))
+    .bind(category)
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

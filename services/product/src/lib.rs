@@ -1,0 +1,111 @@
+//! The product service: the catalog (public reads, admin writes) and stock, reserved for
+//! whole orders at once by the order service.
+
+pub mod catalog;
+pub mod openapi;
+pub mod reservations;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::FromRef;
+use clap::Parser;
+use mercato_contract::Component;
+use mercato_kit::config::{DatabaseConfig, JwtConfig, ServerConfig};
+use mercato_kit::jwt::Verifier;
+use mercato_kit::server::{self, Ops};
+use sqlx::PgPool;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "mercato-product",
+    version,
+    about = "Mercato product service: catalog and stock"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub server: ServerConfig,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub jwt: JwtConfig,
+    /// How long an unconfirmed reservation holds stock before it returns.
+    #[arg(long, env = "RESERVATION_TTL_SECS", default_value_t = 30 * 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub reservation_ttl_secs: u64,
+    /// How often expired reservations are swept.
+    #[arg(long, env = "RESERVATION_SWEEP_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub reservation_sweep_secs: u64,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub verifier: Arc<Verifier>,
+    pub reservation_ttl: Duration,
+}
+
+impl FromRef<AppState> for Arc<Verifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+pub struct App {
+    pub router: Router,
+    pub state: AppState,
+}
+
+impl App {
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let verifier = Verifier::load(&config.jwt)?;
+        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
+        let state = AppState {
+            pool: pool.clone(),
+            verifier,
+            reservation_ttl: Duration::from_secs(config.reservation_ttl_secs),
+        };
+        let ops = Ops::new(Component::Product.name(), Some(pool), openapi::document());
+        let router = server::build(routes::router(state.clone()), ops, &config.server);
+        Ok(Self { router, state })
+    }
+
+    /// JWKS reloads, and the sweeper that returns the stock of expired reservations.
+    pub fn spawn_background(&self, config: &Config) {
+        self.state.verifier.spawn_reloader(Duration::from_secs(
+            config.jwt.jwks_reload_interval_secs.max(1),
+        ));
+        let pool = self.state.pool.clone();
+        let every = Duration::from_secs(config.reservation_sweep_secs);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match reservations::release_expired(&pool).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(released = n, "expired reservations released"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping expired reservations failed"),
+                }
+            }
+        });
+    }
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    mercato_kit::telemetry::init(config.server.log_format, &config.server.log_level);
+    let listener = server::bind(config.server.http_addr).await?;
+    let app = App::build(&config).await?;
+    app.spawn_background(&config);
+    server::serve(
+        listener,
+        app.router,
+        Duration::from_secs(config.server.shutdown_grace_secs),
+    )
+    .await
+}

@@ -1,0 +1,583 @@
+//! The product service over real HTTP against a fresh database: catalog and reservations.
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+use clap::Parser;
+use mercato_contract::scopes;
+use mercato_kit::jwt::Role;
+use mercato_kit::testing::{TestDb, TestKeys, TestServer};
+use mercato_product::{App, Config};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct TestApp {
+    server: TestServer,
+    http: reqwest::Client,
+    keys: TestKeys,
+    db: TestDb,
+    admin: String,
+    service: String,
+}
+
+async fn spawn_app_with(extra: &[&str]) -> (TestApp, App) {
+    let db = TestDb::new().await;
+    let keys = TestKeys::new();
+    let mut args = vec![
+        "mercato-product".to_string(),
+        format!("--database-url={}", db.url),
+        format!("--jwks-path={}", keys.jwks_path().display()),
+        "--log-level=warn".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let config = Config::try_parse_from(args).unwrap();
+    let app = App::build(&config).await.unwrap();
+    app.spawn_background(&config);
+    let server = TestServer::start(app.router.clone()).await;
+    let admin = keys.user(&uuid::Uuid::new_v4().to_string(), Role::Admin);
+    let service = keys.service("order", &[scopes::PRODUCT_RESERVE]);
+    (
+        TestApp {
+            server,
+            http: reqwest::Client::new(),
+            keys,
+            db,
+            admin,
+            service,
+        },
+        app,
+    )
+}
+
+async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await.0
+}
+
+impl TestApp {
+    async fn create(&self, name: &str, category: &str, price: i64, stock: i64) -> Value {
+        let r = self
+            .http
+            .post(self.server.url("/products"))
+            .bearer_auth(&self.admin)
+            .json(&json!({"name": name, "category": category, "price": price, "currency": "EUR", "stock": stock}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json().await.unwrap()
+    }
+
+    async fn product(&self, id: &str) -> Value {
+        self.http
+            .get(self.server.url(&format!("/products/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn reserve(&self, order_id: &str, items: Value) -> reqwest::Response {
+        self.http
+            .post(self.server.url("/internal/reservations"))
+            .bearer_auth(&self.service)
+            .json(&json!({"order_id": order_id, "items": items}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn internal(&self, path: &str) -> reqwest::Response {
+        self.http
+            .post(self.server.url(path))
+            .bearer_auth(&self.service)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let pool = sqlx::PgPool::connect(&self.db.url).await.unwrap();
+        let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        n
+    }
+}
+
+fn fields(p: &Value) -> Vec<&str> {
+    p["errors"]
+        .as_array()
+        .map(|a| a.iter().map(|e| e["field"].as_str().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[tokio::test]
+async fn admin_creates_updates_patches_and_deletes_products() {
+    let app = spawn_app().await;
+    let p = app.create("Kettle", "kitchen", 2599, 5).await;
+    let id = p["id"].as_str().unwrap();
+    assert_eq!(
+        (
+            p["price"].as_i64(),
+            p["currency"].as_str(),
+            p["stock"].as_i64()
+        ),
+        (Some(2599), Some("EUR"), Some(5))
+    );
+
+    let r = app
+        .http
+        .put(app.server.url(&format!("/products/{id}")))
+        .bearer_auth(&app.admin)
+        .json(&json!({"name": "Steel kettle", "description": "1.7 l", "category": "kitchen", "price": 2999, "currency": "EUR", "stock": 7}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .http
+        .patch(app.server.url(&format!("/products/{id}")))
+        .bearer_auth(&app.admin)
+        .json(&json!({"price": 1999}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let p = app.product(id).await;
+    assert_eq!(
+        (
+            p["name"].as_str(),
+            p["description"].as_str(),
+            p["price"].as_i64(),
+            p["stock"].as_i64()
+        ),
+        (Some("Steel kettle"), Some("1.7 l"), Some(1999), Some(7))
+    );
+
+    let r = app
+        .http
+        .delete(app.server.url(&format!("/products/{id}")))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = app
+        .http
+        .get(app.server.url(&format!("/products/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["title"], "Product not found");
+}
+
+#[tokio::test]
+async fn bad_product_input_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    let p = app.create("Mug", "kitchen", 800, 3).await;
+    let id = p["id"].as_str().unwrap();
+    let post = |body: Value| {
+        app.http
+            .post(app.server.url("/products"))
+            .bearer_auth(&app.admin)
+            .json(&body)
+            .send()
+    };
+
+    let r = post(
+        json!({"name": "", "category": "Bad Cat", "price": -1, "currency": "eur", "stock": -5}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(
+        fields(&p),
+        ["name", "category", "price", "currency", "stock"]
+    );
+    let r =
+        post(json!({"name": "x", "category": "a", "price": 10.5, "currency": "EUR", "stock": 1}))
+            .await
+            .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "floats are not money"
+    );
+    let r = post(json!({"name": "x"})).await.unwrap();
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(fields(&p), ["category", "price", "currency", "stock"]);
+
+    let r = app
+        .http
+        .put(app.server.url(&format!("/products/{id}")))
+        .bearer_auth(&app.admin)
+        .json(&json!({"price": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "PUT is a full update"
+    );
+    let r = app
+        .http
+        .patch(app.server.url(&format!("/products/{id}")))
+        .bearer_auth(&app.admin)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = app
+        .http
+        .patch(app.server.url(&format!("/products/{}", new_id())))
+        .bearer_auth(&app.admin)
+        .json(&json!({"price": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    let customer = app.keys.user(&new_id(), Role::Customer);
+    let r = app
+        .http
+        .patch(app.server.url(&format!("/products/{id}")))
+        .bearer_auth(&customer)
+        .json(&json!({"price": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = app
+        .http
+        .post(app.server.url("/products"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    assert_eq!(app.count("SELECT count(*) FROM products").await, 1);
+    assert_eq!(app.product(id).await["price"], 800);
+}
+
+#[tokio::test]
+async fn catalog_filters_by_category_and_pages_with_a_capped_limit() {
+    let app = spawn_app().await;
+    for i in 0..5 {
+        app.create(&format!("Book {i}"), "books", 1000 + i, 1).await;
+    }
+    app.create("Lamp", "home", 4000, 1).await;
+
+    let page: Value = app
+        .http
+        .get(app.server.url("/products?category=books&limit=2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let mut names: Vec<String> = Vec::new();
+    let mut cursor = None::<String>;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("/products?category=books&limit=2&cursor={c}"),
+            None => "/products?category=books&limit=2".into(),
+        };
+        let page: Value = app
+            .http
+            .get(app.server.url(&url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        names.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["Book 0", "Book 1", "Book 2", "Book 3", "Book 4"]);
+
+    let all: Value = app
+        .http
+        .get(app.server.url("/products?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        all["items"].as_array().unwrap().len(),
+        6,
+        "limit is capped, not refused"
+    );
+    for bad in [
+        "/products?limit=0",
+        "/products?limit=abc",
+        "/products?cursor=garbage",
+    ] {
+        let r = app.http.get(app.server.url(bad)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn reservation_is_all_or_nothing_and_idempotent_per_order() {
+    let app = spawn_app().await;
+    let a = app.create("A", "x", 500, 5).await;
+    let b = app.create("B", "x", 250, 1).await;
+    let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+
+    let order = new_id();
+    let r = app
+        .reserve(
+            &order,
+            json!([{"product_id": a_id, "quantity": 2}, {"product_id": b_id, "quantity": 2}]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(
+        (p["title"].as_str(), fields(&p)),
+        (Some("Not enough stock"), vec!["items[1].quantity"])
+    );
+    assert_eq!(
+        app.product(a_id).await["stock"],
+        5,
+        "nothing taken when one item fails"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM reservations").await, 0);
+
+    let r = app
+        .reserve(
+            &order,
+            json!([{"product_id": a_id, "quantity": 2}, {"product_id": b_id, "quantity": 1}]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(
+        (first["total"].as_i64(), first["status"].as_str()),
+        (Some(1250), Some("RESERVED"))
+    );
+    let r = app
+        .reserve(
+            &order,
+            json!([{"product_id": b_id, "quantity": 1}, {"product_id": a_id, "quantity": 2}]),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "a retry returns the first reservation"
+    );
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["total"], first["total"]);
+    assert_eq!(app.product(a_id).await["stock"], 3, "reserved once");
+    let r = app
+        .reserve(&order, json!([{"product_id": a_id, "quantity": 1}]))
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CONFLICT,
+        "same order, different items"
+    );
+
+    let r = app
+        .reserve(&new_id(), json!([{"product_id": new_id(), "quantity": 1}]))
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["title"],
+        "Product not found"
+    );
+}
+
+#[tokio::test]
+async fn malformed_reservations_are_refused() {
+    let app = spawn_app().await;
+    let a = app.create("A", "x", 500, 5).await;
+    let a_id = a["id"].as_str().unwrap();
+    for (items, field) in [
+        (json!([]), "items"),
+        (
+            json!([{"product_id": a_id, "quantity": 0}]),
+            "items[0].quantity",
+        ),
+        (
+            json!([{"product_id": a_id, "quantity": -3}]),
+            "items[0].quantity",
+        ),
+        (
+            json!([{"product_id": a_id, "quantity": 1}, {"product_id": a_id, "quantity": 1}]),
+            "items[1].product_id",
+        ),
+        (
+            json!([{"product_id": "nope", "quantity": 1}]),
+            "items[0].product_id",
+        ),
+    ] {
+        let r = app.reserve(&new_id(), items).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(fields(&p), [field]);
+    }
+    assert_eq!(app.product(a_id).await["stock"], 5);
+}
+
+#[tokio::test]
+async fn commit_keeps_stock_release_returns_it() {
+    let app = spawn_app().await;
+    let a = app.create("A", "x", 100, 10).await;
+    let a_id = a["id"].as_str().unwrap();
+    let (paid, cancelled) = (new_id(), new_id());
+    app.reserve(&paid, json!([{"product_id": a_id, "quantity": 3}]))
+        .await;
+    app.reserve(&cancelled, json!([{"product_id": a_id, "quantity": 4}]))
+        .await;
+    assert_eq!(app.product(a_id).await["stock"], 3);
+
+    assert_eq!(
+        app.internal(&format!("/internal/reservations/{paid}/commit"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.internal(&format!("/internal/reservations/{paid}/commit"))
+            .await
+            .status(),
+        StatusCode::OK,
+        "idempotent"
+    );
+    assert_eq!(
+        app.internal(&format!("/internal/reservations/{paid}/release"))
+            .await
+            .status(),
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        app.internal(&format!("/internal/reservations/{cancelled}/release"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.internal(&format!("/internal/reservations/{cancelled}/release"))
+            .await
+            .status(),
+        StatusCode::OK,
+        "idempotent"
+    );
+    assert_eq!(
+        app.internal(&format!("/internal/reservations/{cancelled}/commit"))
+            .await
+            .status(),
+        StatusCode::CONFLICT
+    );
+    assert_eq!(app.product(a_id).await["stock"], 7, "3 sold, 4 returned");
+}
+
+#[tokio::test]
+async fn concurrent_reservations_never_oversell() {
+    let app = spawn_app().await;
+    let a = app.create("Hot item", "x", 100, 10).await;
+    let a_id = a["id"].as_str().unwrap();
+    let attempts = (0..50).map(|_| app.reserve_owned(a_id));
+    let statuses: Vec<StatusCode> = futures::future::join_all(attempts).await;
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        10
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CONFLICT)
+            .count(),
+        40
+    );
+    assert_eq!(app.product(a_id).await["stock"], 0);
+}
+
+impl TestApp {
+    async fn reserve_owned(&self, product: &str) -> StatusCode {
+        self.reserve(&new_id(), json!([{"product_id": product, "quantity": 1}]))
+            .await
+            .status()
+    }
+}
+
+#[tokio::test]
+async fn expired_reservations_return_their_stock() {
+    let (app, _) =
+        spawn_app_with(&["--reservation-ttl-secs=1", "--reservation-sweep-secs=1"]).await;
+    let a = app.create("A", "x", 100, 4).await;
+    let a_id = a["id"].as_str().unwrap();
+    let order = new_id();
+    app.reserve(&order, json!([{"product_id": a_id, "quantity": 4}]))
+        .await;
+    assert_eq!(app.product(a_id).await["stock"], 0);
+    let mut stock = Value::Null;
+    for _ in 0..50 {
+        stock = app.product(a_id).await["stock"].clone();
+        if stock == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(stock, 4);
+    assert_eq!(
+        app.internal(&format!("/internal/reservations/{order}/commit"))
+            .await
+            .status(),
+        StatusCode::CONFLICT
+    );
+}
+
+#[tokio::test]
+async fn internal_endpoints_need_a_service_token_with_the_reserve_scope() {
+    let app = spawn_app().await;
+    let a = app.create("A", "x", 100, 4).await;
+    let body = json!({"order_id": new_id(), "items": [{"product_id": a["id"], "quantity": 1}]});
+    let customer = app.keys.user(&new_id(), Role::Customer);
+    let admin = app.admin.clone();
+    let wrong_scope = app.keys.service("payment", &[scopes::ORDER_READ]);
+    for (token, expected) in [
+        (Some(customer), StatusCode::FORBIDDEN),
+        (Some(admin), StatusCode::FORBIDDEN),
+        (Some(wrong_scope), StatusCode::FORBIDDEN),
+        (None, StatusCode::UNAUTHORIZED),
+    ] {
+        let mut req = app
+            .http
+            .post(app.server.url("/internal/reservations"))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        assert_eq!(req.send().await.unwrap().status(), expected);
+    }
+    assert_eq!(app.product(a["id"].as_str().unwrap()).await["stock"], 4);
+}

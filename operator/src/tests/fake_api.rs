@@ -183,6 +183,13 @@ impl FakeApi {
         self.requests().iter().filter(|r| r.is_write()).map(Logged::short).collect()
     }
 
+    /// The writes other than events.
+    pub fn child_writes(&self) -> Vec<String> {
+        let mut w: Vec<String> = self.writes().into_iter().filter(|w| !w.contains(" events")).collect();
+        w.sort();
+        w
+    }
+
     pub fn clear_log(&self) {
         self.lock().log.clear();
     }
@@ -196,6 +203,10 @@ impl FakeApi {
             code,
             remaining: times,
         });
+    }
+
+    pub fn clear_failures(&self) {
+        self.lock().failures.clear();
     }
 
     pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
@@ -498,7 +509,14 @@ impl State {
                 merge_patch(live, &body);
             }
         } else if content_type.starts_with("application/json-patch") {
-            let Ok(p) = serde_json::from_value::<json_patch::Patch>(body) else {
+            // As in the API server, testing an absent path against null succeeds.
+            let mut ops = body.as_array().cloned().unwrap_or_default();
+            ops.retain(|op| {
+                !(op["op"] == "test"
+                    && op["value"].is_null()
+                    && op["path"].as_str().is_some_and(|p| live.pointer(p).is_none()))
+            });
+            let Ok(p) = serde_json::from_value::<json_patch::Patch>(Value::Array(ops)) else {
                 return status(400, "BadRequest", "bad json patch");
             };
             if json_patch::patch(live, &p).is_err() {

@@ -104,6 +104,18 @@ impl ApiError {
         }
     }
 
+    /// 422 titled "Missing fields", listing the required fields that were absent.
+    pub fn missing_fields(fields: &[&str]) -> Self {
+        let mut e = Self::validation(
+            fields
+                .iter()
+                .map(|f| FieldError::new(*f, "is required"))
+                .collect(),
+        );
+        e.title = "Missing fields".into();
+        e
+    }
+
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::validation(vec![FieldError::new(field, message)])
     }

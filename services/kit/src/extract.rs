@@ -86,7 +86,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
             _ => {
                 let path = e.path().to_string();
-                ApiError::validation(vec![field_error(&path, &inner.to_string())])
+                let message = inner.to_string();
+                let mut error = ApiError::validation(vec![field_error(&path, &message)]);
+                if message.starts_with("missing field") {
+                    error.title = "Missing fields".into();
+                }
+                error
             }
         }
     })

@@ -4,28 +4,19 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use mercato_kit::{ApiError, FieldError};
+use mercato_kit::ApiError;
+use mercato_kit::items::{self, LineItem};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-pub const MAX_ITEMS: usize = 50;
-pub const MAX_QUANTITY: i64 = 1000;
-
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ItemRequest {
-    pub product_id: Uuid,
-    pub quantity: i64,
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveRequest {
     pub order_id: Uuid,
-    pub items: Vec<ItemRequest>,
+    pub items: Vec<LineItem>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
@@ -48,39 +39,6 @@ pub struct Reservation {
     pub items: Vec<ReservedItem>,
     pub total: i64,
     pub currency: String,
-}
-
-/// Checks the shape of a reservation request: 1–50 items, quantities 1–1000, no product twice.
-pub fn validate(items: &[ItemRequest]) -> Result<(), ApiError> {
-    let mut errors = Vec::new();
-    if items.is_empty() || items.len() > MAX_ITEMS {
-        errors.push(FieldError::new(
-            "items",
-            format!("must hold 1 to {MAX_ITEMS} items"),
-        ));
-    }
-    for (i, item) in items.iter().enumerate() {
-        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-            errors.push(FieldError::new(
-                format!("items[{i}].quantity"),
-                format!("must be from 1 to {MAX_QUANTITY}"),
-            ));
-        }
-        if items[..i]
-            .iter()
-            .any(|other| other.product_id == item.product_id)
-        {
-            errors.push(FieldError::new(
-                format!("items[{i}].product_id"),
-                "appears more than once; combine the quantities",
-            ));
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::validation(errors))
-    }
 }
 
 async fn load(db: &mut PgConnection, order_id: Uuid) -> Result<Option<Reservation>, sqlx::Error> {
@@ -134,7 +92,7 @@ pub async fn reserve(
     req: &ReserveRequest,
     ttl: Duration,
 ) -> Result<(StatusCode, Reservation), ApiError> {
-    validate(&req.items)?;
+    items::validate(&req.items)?;
     let mut tx = db.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO reservations (order_id, status, expires_at)
@@ -169,7 +127,7 @@ pub async fn reserve(
         return Ok((StatusCode::OK, existing));
     }
 
-    let mut order: Vec<(usize, &ItemRequest)> = req.items.iter().enumerate().collect();
+    let mut order: Vec<(usize, &LineItem)> = req.items.iter().enumerate().collect();
     order.sort_by_key(|(_, item)| item.product_id);
     let mut reserved = Vec::with_capacity(order.len());
     for (index, item) in order {

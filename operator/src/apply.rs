@@ -80,10 +80,10 @@ impl Child {
             .and_then(Value::as_object_mut)
         {
             annotations.remove(APPLIED_HASH_ANNOTATION);
-            if annotations.is_empty() {
-                if let Some(meta) = v.pointer_mut("/metadata").and_then(Value::as_object_mut) {
-                    meta.remove("annotations");
-                }
+            if annotations.is_empty()
+                && let Some(meta) = v.pointer_mut("/metadata").and_then(Value::as_object_mut)
+            {
+                meta.remove("annotations");
             }
         }
         hex(&Sha256::digest(v.to_string().as_bytes()))
@@ -100,7 +100,11 @@ impl Child {
     }
 
     fn set_annotation(&mut self, key: &str, value: String) {
-        let Some(meta) = self.object.get_mut("metadata").and_then(Value::as_object_mut) else {
+        let Some(meta) = self
+            .object
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+        else {
             return;
         };
         let annotations = meta
@@ -167,11 +171,12 @@ fn our_fields(live: &Value) -> Option<Value> {
             .get("subresource")
             .and_then(Value::as_str)
             .is_none_or(str::is_empty);
-        if ours && main {
-            if let Some(f) = entry.get("fieldsV1") {
-                merge(&mut union, f);
-                found = true;
-            }
+        if ours
+            && main
+            && let Some(f) = entry.get("fieldsV1")
+        {
+            merge(&mut union, f);
+            found = true;
         }
     }
     found.then_some(union)
@@ -180,7 +185,11 @@ fn our_fields(live: &Value) -> Option<Value> {
 fn merge(into: &mut Value, from: &Value) {
     if let (Some(a), Some(b)) = (into.as_object_mut(), from.as_object()) {
         for (k, v) in b {
-            merge(a.entry(k.clone()).or_insert_with(|| Value::Object(Map::new())), v);
+            merge(
+                a.entry(k.clone())
+                    .or_insert_with(|| Value::Object(Map::new())),
+                v,
+            );
         }
     }
 }
@@ -205,10 +214,7 @@ fn covers(fields: &Value, desired: &Value) -> bool {
     }
     match desired {
         Value::Object(map) => map.iter().all(|(k, v)| {
-            is_empty(v)
-                || fields
-                    .get(&format!("f:{k}"))
-                    .is_some_and(|f| covers(f, v))
+            is_empty(v) || fields.get(&format!("f:{k}")).is_some_and(|f| covers(f, v))
         }),
         Value::Array(items) => items.iter().all(|item| match item {
             Value::Object(element) => fields
@@ -253,10 +259,10 @@ pub async fn ensure(
 ) -> Result<(Outcome, DynamicObject), kube::Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &child.resource);
     let live = api.get_opt(&child.name).await?;
-    if let Some(live) = &live {
-        if child.is_up_to_date(&serde_json::to_value(live).map_err(kube::Error::SerdeError)?) {
-            return Ok((Outcome::Unchanged, live.clone()));
-        }
+    if let Some(live) = &live
+        && child.is_up_to_date(&serde_json::to_value(live).map_err(kube::Error::SerdeError)?)
+    {
+        return Ok((Outcome::Unchanged, live.clone()));
     }
     let applied = api
         .patch(
@@ -327,7 +333,10 @@ mod tests {
 
     #[test]
     fn fully_owned_object_is_covered() {
-        assert!(owns_all(&live_with(deployment_fields(), json!({})), &desired()));
+        assert!(owns_all(
+            &live_with(deployment_fields(), json!({})),
+            &desired()
+        ));
     }
 
     #[test]
@@ -351,7 +360,10 @@ mod tests {
     #[test]
     fn scaled_replicas_are_detected() {
         let mut fields = deployment_fields();
-        fields["f:spec"].as_object_mut().unwrap().remove("f:replicas");
+        fields["f:spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("f:replicas");
         assert!(!owns_all(&live_with(fields, json!({})), &desired()));
     }
 
@@ -406,7 +418,10 @@ mod tests {
         let a = Child::new(&secret("one"));
         let b = Child::new(&secret("two"));
         assert_eq!(a.fingerprint(), b.fingerprint());
-        assert!(a.object["data"]["password"].is_string(), "data is still applied");
+        assert!(
+            a.object["data"]["password"].is_string(),
+            "data is still applied"
+        );
         let live = json!({
             "metadata": {"annotations": a.object["metadata"]["annotations"].clone(), "managedFields": [
                 {"manager": MANAGER, "operation": "Update", "fieldsV1": {
@@ -422,6 +437,9 @@ mod tests {
         let fields = json!({"f:finalizers": {".": {}, "v:\"a\"": {}}});
         let live = json!({"metadata": {"managedFields": [{"manager": MANAGER, "fieldsV1": {"f:metadata": fields}}]}});
         assert!(owns_all(&live, &json!({"metadata": {"finalizers": ["a"]}})));
-        assert!(!owns_all(&live, &json!({"metadata": {"finalizers": ["a", "b"]}})));
+        assert!(!owns_all(
+            &live,
+            &json!({"metadata": {"finalizers": ["a", "b"]}})
+        ));
     }
 }

@@ -22,7 +22,10 @@ use crate::reconciler::{Context, error_policy, reconcile};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -32,26 +35,36 @@ where
 
 /// Runs the controller until `shutdown` completes (in-flight reconciles finish first).
 /// `namespace` limits it to one namespace; `None` watches all.
-pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
     // Only children carrying our managed-by label are watched and cached, not every Secret
     // of the cluster.
     let children = watcher::Config::default().labels(&managed_selector());
-    Controller::new(api::<Store>(&client, namespace), watcher::Config::default().any_semantic())
-        .owns(api::<Secret>(&client, namespace), children.clone())
-        .owns(api::<ServiceAccount>(&client, namespace), children.clone())
-        .owns(api::<Service>(&client, namespace), children.clone())
-        .owns(api::<StatefulSet>(&client, namespace), children.clone())
-        .owns(api::<Deployment>(&client, namespace), children.clone())
-        .owns(api::<PodDisruptionBudget>(&client, namespace), children.clone())
-        .owns(api::<NetworkPolicy>(&client, namespace), children)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((store, action)) => debug!(store = %store, ?action, "reconciled"),
-                Err(e) => warn!(error = %e, "controller error"),
-            }
-        })
-        .await;
+    Controller::new(
+        api::<Store>(&client, namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(api::<Secret>(&client, namespace), children.clone())
+    .owns(api::<ServiceAccount>(&client, namespace), children.clone())
+    .owns(api::<Service>(&client, namespace), children.clone())
+    .owns(api::<StatefulSet>(&client, namespace), children.clone())
+    .owns(api::<Deployment>(&client, namespace), children.clone())
+    .owns(
+        api::<PodDisruptionBudget>(&client, namespace),
+        children.clone(),
+    )
+    .owns(api::<NetworkPolicy>(&client, namespace), children)
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        match result {
+            Ok((store, action)) => debug!(store = %store, ?action, "reconciled"),
+            Err(e) => warn!(error = %e, "controller error"),
+        }
+    })
+    .await;
 }

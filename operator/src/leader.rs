@@ -88,7 +88,11 @@ impl LeaseLock {
         next.spec = Some(new_spec);
         // `replace` carries the resourceVersion read above: if another replica wrote in
         // between, this fails with 409 and we stay a follower.
-        match self.api.replace(&self.name, &PostParams::default(), &next).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &next)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),

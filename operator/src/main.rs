@@ -19,7 +19,12 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "mercato-operator", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "mercato-operator",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -89,7 +94,10 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Render { file, namespace }) => {
             let yaml = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            print!("{}", mercato_operator::render::render(&yaml, namespace.as_deref())?);
+            print!(
+                "{}",
+                mercato_operator::render::render(&yaml, namespace.as_deref())?
+            );
             Ok(())
         }
         Some(Command::Run(args)) => run(args),
@@ -101,7 +109,11 @@ fn init_logging(args: &RunArgs) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&args.log_level).context("invalid --log-level")?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match args.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
         LogFormat::Text => builder.init(),
     }
     Ok(())
@@ -115,7 +127,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "mercato-operator".into());
-        format!("{host}-{}", mercato_contract::credentials::random_secret(6).to_lowercase())
+        format!(
+            "{host}-{}",
+            mercato_contract::credentials::random_secret(6).to_lowercase()
+        )
     });
 
     let metrics = Arc::new(Metrics::default());
@@ -146,18 +161,35 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .lease_namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_string());
-        LeaseLock::new(Api::<Lease>::namespaced(client.clone(), &ns), &args.lease_name, &identity)
+        LeaseLock::new(
+            Api::<Lease>::namespaced(client.clone(), &ns),
+            &args.lease_name,
+            &identity,
+        )
     });
 
     let result = match &lock {
         Some(lock) => {
             ready.store(true, Ordering::Relaxed);
-            lead(lock, client, metrics, &identity, args.watch_namespace.as_deref(), stop_rx.clone()).await
+            lead(
+                lock,
+                client,
+                metrics,
+                &identity,
+                args.watch_namespace.as_deref(),
+                stop_rx.clone(),
+            )
+            .await
         }
         None => {
             ready.store(true, Ordering::Relaxed);
             let ctx = Arc::new(Context::new(client, metrics, Some(identity.clone())));
-            mercato_operator::controller::run(ctx, args.watch_namespace.as_deref(), stopped(stop_rx.clone())).await;
+            mercato_operator::controller::run(
+                ctx,
+                args.watch_namespace.as_deref(),
+                stopped(stop_rx.clone()),
+            )
+            .await;
             Ok(())
         }
     };

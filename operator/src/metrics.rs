@@ -38,7 +38,11 @@ impl Default for Metrics {
         let duration = Family::<OutcomeLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
         });
-        registry.register("reconciles", "Store reconciles by outcome", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Store reconciles by outcome",
+            reconciles.clone(),
+        );
         registry.register(
             "reconcile_failures",
             "Failed Store reconciles by error kind",
@@ -68,7 +72,9 @@ impl Metrics {
             .get_or_create(&label)
             .observe(took.as_secs_f64());
         if let Err(kind) = outcome {
-            self.failures.get_or_create(&FailureLabels { error: kind }).inc();
+            self.failures
+                .get_or_create(&FailureLabels { error: kind })
+                .inc();
         }
     }
 
@@ -91,9 +97,16 @@ mod tests {
         m.observe(Ok(()), Duration::from_millis(20));
         m.observe(Err("kube_api"), Duration::from_millis(20));
         let text = m.render();
-        assert!(text.contains(r#"mercato_operator_reconciles_total{outcome="success"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"mercato_operator_reconciles_total{outcome="success"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"mercato_operator_reconciles_total{outcome="error"} 1"#));
         assert!(text.contains(r#"mercato_operator_reconcile_failures_total{error="kube_api"} 1"#));
-        assert!(text.contains(r#"mercato_operator_reconcile_duration_seconds_count{outcome="success"} 1"#));
+        assert!(
+            text.contains(
+                r#"mercato_operator_reconcile_duration_seconds_count{outcome="success"} 1"#
+            )
+        );
     }
 }

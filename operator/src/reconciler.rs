@@ -132,7 +132,14 @@ impl Context {
         BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX)
     }
 
-    async fn publish(&self, store: &Store, type_: EventType, reason: &str, action: &str, note: String) {
+    async fn publish(
+        &self,
+        store: &Store,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let mut note = note;
         if note.len() > NOTE_LIMIT {
             let mut cut = NOTE_LIMIT;
@@ -216,7 +223,8 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
                 if !list.is_empty() {
                     info!(store = %owner.name, namespace = %owner.namespace, objects = ?list, "{verb} children");
                     let note = format!("{verb} {}: {}", list.len(), list.join(", "));
-                    ctx.publish(store, EventType::Normal, reason, "Reconcile", note).await;
+                    ctx.publish(store, EventType::Normal, reason, "Reconcile", note)
+                        .await;
                 }
             }
             ctx.reset_backoff(store);
@@ -228,15 +236,26 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
             if let Err(e) = patch_status(store, &owner, ctx, new).await {
                 warn!(error = %e, store = %owner.name, "could not record the failure in status");
             }
-            ctx.publish(store, EventType::Warning, "ReconcileFailed", "Reconcile", message)
-                .await;
+            ctx.publish(
+                store,
+                EventType::Warning,
+                "ReconcileFailed",
+                "Reconcile",
+                message,
+            )
+            .await;
             Err(error)
         }
     }
 }
 
 /// Server-side applies the status when it differs from the one the Store carries.
-async fn patch_status(store: &Store, owner: &Owner, ctx: &Context, new: StoreStatus) -> Result<(), Error> {
+async fn patch_status(
+    store: &Store,
+    owner: &Owner,
+    ctx: &Context,
+    new: StoreStatus,
+) -> Result<(), Error> {
     if store.status.as_ref() == Some(&new) {
         return Ok(());
     }
@@ -275,7 +294,8 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
 /// Keeps the children that status is computed from.
 fn observe(observed: &mut Observed, owner: &Owner, child: &Child, live: DynamicObject) {
     let component = Component::ALL.into_iter().find(|c| {
-        child.name == names::component(&owner.name, *c) || child.name == names::database(&owner.name, *c)
+        child.name == names::component(&owner.name, *c)
+            || child.name == names::database(&owner.name, *c)
     });
     let Some(c) = component else { return };
     match child.kind() {
@@ -298,7 +318,11 @@ fn observe(observed: &mut Observed, owner: &Owner, child: &Child, live: DynamicO
 
 /// Creates the Secrets that do not exist yet and returns the data of all of them. A Secret
 /// that exists is never rewritten: only its metadata (labels, owner) is brought back.
-async fn ensure_secrets(owner: &Owner, ctx: &Context, sync: &mut Sync) -> Result<SecretData, Error> {
+async fn ensure_secrets(
+    owner: &Owner,
+    ctx: &Context,
+    sync: &mut Sync,
+) -> Result<SecretData, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let specs = secrets::specs(&owner.name);
     let mut live = BTreeMap::new();
@@ -314,8 +338,18 @@ async fn ensure_secrets(owner: &Owner, ctx: &Context, sync: &mut Sync) -> Result
     let signing = names::jwt_signing_secret(&owner.name);
     let jwks = names::jwks_secret(&owner.name);
     match (live[&signing].is_some(), live[&jwks].is_some()) {
-        (true, false) => return Err(Error::HalfKeyPair { present: signing, missing: jwks }),
-        (false, true) => return Err(Error::HalfKeyPair { present: jwks, missing: signing }),
+        (true, false) => {
+            return Err(Error::HalfKeyPair {
+                present: signing,
+                missing: jwks,
+            });
+        }
+        (false, true) => {
+            return Err(Error::HalfKeyPair {
+                present: jwks,
+                missing: signing,
+            });
+        }
         _ => {}
     }
 
@@ -374,7 +408,8 @@ async fn ensure_secrets(owner: &Owner, ctx: &Context, sync: &mut Sync) -> Result
 /// Creates a Secret, failing with 409 if it exists, so generated data can never overwrite
 /// credentials already in use.
 async fn create_secret(api: &Api<Secret>, child: &Child) -> Result<Secret, kube::Error> {
-    let secret: Secret = serde_json::from_value(child.object.clone()).map_err(kube::Error::SerdeError)?;
+    let secret: Secret =
+        serde_json::from_value(child.object.clone()).map_err(kube::Error::SerdeError)?;
     let params = PostParams {
         dry_run: false,
         field_manager: Some(MANAGER.to_string()),
@@ -384,7 +419,12 @@ async fn create_secret(api: &Api<Secret>, child: &Child) -> Result<Secret, kube:
 
 /// Deletes the objects of kind `K` this Store controls that are no longer desired (a PDB
 /// after scaling to one replica, NetworkPolicies after turning them off).
-async fn prune<K>(owner: &Owner, ctx: &Context, desired: &[Child], sync: &mut Sync) -> Result<(), Error>
+async fn prune<K>(
+    owner: &Owner,
+    ctx: &Context,
+    desired: &[Child],
+    sync: &mut Sync,
+) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -435,7 +475,8 @@ async fn cleanup(store: &Store, ctx: &Context) -> Result<Action, Error> {
                     Err(e) => return Err(api_err("delete", format!("StatefulSet/{name}"))(e)),
                 }
             }
-            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+            let pvcs: Api<PersistentVolumeClaim> =
+                Api::namespaced(ctx.client.clone(), &owner.namespace);
             let list = pvcs
                 .list(&ListParams::default().labels(&store_selector(&owner.name)))
                 .await
@@ -446,12 +487,20 @@ async fn cleanup(store: &Store, ctx: &Context) -> Result<Action, Error> {
                 match pvcs.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => deleted.push(name),
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(api_err("delete", format!("PersistentVolumeClaim/{name}"))(e)),
+                    Err(e) => {
+                        return Err(api_err("delete", format!("PersistentVolumeClaim/{name}"))(
+                            e,
+                        ));
+                    }
                 }
             }
-            let note = format!("deletionPolicy Delete: deleted PersistentVolumeClaims {}", deleted.join(", "));
+            let note = format!(
+                "deletionPolicy Delete: deleted PersistentVolumeClaims {}",
+                deleted.join(", ")
+            );
             info!(store = %owner.name, namespace = %owner.namespace, "{note}");
-            ctx.publish(store, EventType::Normal, "Cleanup", "Delete", note).await;
+            ctx.publish(store, EventType::Normal, "Cleanup", "Delete", note)
+                .await;
         }
         DeletionPolicy::Retain => {
             // The volumes stay (claims from volumeClaimTemplates have no owner); so must the
@@ -489,7 +538,8 @@ async fn cleanup(store: &Store, ctx: &Context) -> Result<Action, Error> {
                 kept.join(", ")
             );
             info!(store = %owner.name, namespace = %owner.namespace, "{note}");
-            ctx.publish(store, EventType::Normal, "Cleanup", "Retain", note).await;
+            ctx.publish(store, EventType::Normal, "Cleanup", "Retain", note)
+                .await;
         }
     }
     Ok(Action::await_change())

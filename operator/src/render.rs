@@ -20,16 +20,27 @@ pub fn render(yaml: &str, namespace: Option<&str>) -> anyhow::Result<String> {
         .or_else(|| store.namespace())
         .unwrap_or_else(|| "default".to_string());
     store.metadata.namespace = Some(namespace);
-    store.metadata.uid.get_or_insert_with(|| RENDER_UID.to_string());
+    store
+        .metadata
+        .uid
+        .get_or_insert_with(|| RENDER_UID.to_string());
     let owner = Owner::of(&store).context("the Store has no metadata.name")?;
 
     let data = secrets::generate(&owner.name);
     let mut objects = Vec::new();
     for spec in secrets::specs(&owner.name) {
-        let secret = secrets::secret(&owner, &spec, data.get(&spec.name).cloned().unwrap_or_default());
+        let secret = secrets::secret(
+            &owner,
+            &spec,
+            data.get(&spec.name).cloned().unwrap_or_default(),
+        );
         objects.push(crate::apply::Child::new(&secret).object);
     }
-    objects.extend(builders::children(&owner, &store.spec, &data).into_iter().map(|c| c.object));
+    objects.extend(
+        builders::children(&owner, &store.spec, &data)
+            .into_iter()
+            .map(|c| c.object),
+    );
 
     let mut out = String::new();
     for object in objects {
@@ -42,8 +53,15 @@ pub fn render(yaml: &str, namespace: Option<&str>) -> anyhow::Result<String> {
 /// Parses a Store manifest as the API server would accept it: `spec` may be left out, and
 /// every default applies.
 pub fn parse_store(yaml: &str) -> anyhow::Result<Store> {
-    let mut value: serde_yaml::Value = serde_yaml::from_str(yaml).context("the file is not YAML")?;
-    let field = |k: &str| value.get(k).and_then(serde_yaml::Value::as_str).unwrap_or_default().to_string();
+    let mut value: serde_yaml::Value =
+        serde_yaml::from_str(yaml).context("the file is not YAML")?;
+    let field = |k: &str| {
+        value
+            .get(k)
+            .and_then(serde_yaml::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let (api_version, kind) = (field("apiVersion"), field("kind"));
     anyhow::ensure!(
         kind == "Store" && api_version == "mercato.dev/v1alpha1",

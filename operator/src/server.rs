@@ -57,7 +57,9 @@ mod tests {
             .await
             .unwrap();
         let status = res.status();
-        let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
         (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
@@ -69,10 +71,15 @@ mod tests {
         };
         let app = router(health.clone());
         assert_eq!(get(app.clone(), "/healthz").await.0, StatusCode::OK);
-        assert_eq!(get(app.clone(), "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            get(app.clone(), "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         health.ready.store(true, Ordering::Relaxed);
         assert_eq!(get(app.clone(), "/readyz").await.0, StatusCode::OK);
-        health.metrics.observe(Ok(()), std::time::Duration::from_millis(1));
+        health
+            .metrics
+            .observe(Ok(()), std::time::Duration::from_millis(1));
         let (status, body) = get(app, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("mercato_operator_reconciles_total"), "{body}");

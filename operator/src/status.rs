@@ -98,7 +98,13 @@ pub fn endpoint(store: &str, namespace: &str, svc: &Service) -> String {
     }
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
     Condition {
         type_: type_.to_string(),
         status: if ok { "True" } else { "False" }.to_string(),
@@ -163,7 +169,11 @@ pub fn compute(
                 .collect();
             (components, endpoint, stuck)
         }
-        None => (previous.components.clone(), previous.endpoint.clone(), Vec::new()),
+        None => (
+            previous.components.clone(),
+            previous.endpoint.clone(),
+            Vec::new(),
+        ),
     };
 
     let waiting: Vec<String> = components
@@ -184,24 +194,69 @@ pub fn compute(
     let (ready, progressing, degraded) = match error {
         Some(e) => (
             condition(READY, false, "ReconcileFailed", e.to_string(), generation),
-            condition(PROGRESSING, false, "ReconcileFailed", e.to_string(), generation),
+            condition(
+                PROGRESSING,
+                false,
+                "ReconcileFailed",
+                e.to_string(),
+                generation,
+            ),
             condition(DEGRADED, true, "ReconcileFailed", e.to_string(), generation),
         ),
         None => {
             let ready = if all_ready {
-                condition(READY, true, "AllComponentsReady", "every component and database is ready".into(), generation)
+                condition(
+                    READY,
+                    true,
+                    "AllComponentsReady",
+                    "every component and database is ready".into(),
+                    generation,
+                )
             } else {
-                condition(READY, false, "ComponentsNotReady", format!("waiting for: {}", waiting.join(", ")), generation)
+                condition(
+                    READY,
+                    false,
+                    "ComponentsNotReady",
+                    format!("waiting for: {}", waiting.join(", ")),
+                    generation,
+                )
             };
             let progressing = if all_ready {
-                condition(PROGRESSING, false, "RolloutComplete", "the store runs its desired state".into(), generation)
+                condition(
+                    PROGRESSING,
+                    false,
+                    "RolloutComplete",
+                    "the store runs its desired state".into(),
+                    generation,
+                )
             } else {
-                condition(PROGRESSING, true, "RollingOut", format!("waiting for: {}", waiting.join(", ")), generation)
+                condition(
+                    PROGRESSING,
+                    true,
+                    "RollingOut",
+                    format!("waiting for: {}", waiting.join(", ")),
+                    generation,
+                )
             };
             let degraded = if stuck.is_empty() {
-                condition(DEGRADED, false, "ReconcileSucceeded", "all children are applied".into(), generation)
+                condition(
+                    DEGRADED,
+                    false,
+                    "ReconcileSucceeded",
+                    "all children are applied".into(),
+                    generation,
+                )
             } else {
-                condition(DEGRADED, true, "RolloutStuck", format!("rollout exceeded its progress deadline: {}", stuck.join(", ")), generation)
+                condition(
+                    DEGRADED,
+                    true,
+                    "RolloutStuck",
+                    format!(
+                        "rollout exceeded its progress deadline: {}",
+                        stuck.join(", ")
+                    ),
+                    generation,
+                )
             };
             (ready, progressing, degraded)
         }

@@ -12,7 +12,6 @@ use mercato_contract::{
 
 use crate::meta::{Owner, Role};
 
-
 /// The data of every Secret of one store, by Secret name.
 pub type SecretData = BTreeMap<String, BTreeMap<String, ByteString>>;
 
@@ -78,7 +77,10 @@ pub fn generate(store: &str) -> SecretData {
     let mut out = SecretData::new();
     out.insert(
         names::jwt_signing_secret(store),
-        BTreeMap::from([(secret_keys::JWT_PRIVATE_KEY.to_string(), b(&keys.private_pem))]),
+        BTreeMap::from([(
+            secret_keys::JWT_PRIVATE_KEY.to_string(),
+            b(&keys.private_pem),
+        )]),
     );
     out.insert(
         names::jwks_secret(store),
@@ -87,7 +89,10 @@ pub fn generate(store: &str) -> SecretData {
     out.insert(
         names::admin_secret(store),
         BTreeMap::from([
-            (secret_keys::ADMIN_USERNAME.to_string(), b(DEFAULT_ADMIN_USERNAME)),
+            (
+                secret_keys::ADMIN_USERNAME.to_string(),
+                b(DEFAULT_ADMIN_USERNAME),
+            ),
             (secret_keys::ADMIN_EMAIL.to_string(), b(DEFAULT_ADMIN_EMAIL)),
             (
                 secret_keys::ADMIN_PASSWORD.to_string(),
@@ -137,7 +142,10 @@ pub fn secret(owner: &Owner, spec: &SecretSpec, data: BTreeMap<String, ByteStrin
 
 /// The secrets whose keys a live Secret lacks: the operator never rewrites a Secret, so a
 /// broken one is reported for a human to fix (deleting it makes the operator generate anew).
-pub fn missing_keys(spec: &SecretSpec, data: Option<&BTreeMap<String, ByteString>>) -> Vec<&'static str> {
+pub fn missing_keys(
+    spec: &SecretSpec,
+    data: Option<&BTreeMap<String, ByteString>>,
+) -> Vec<&'static str> {
     spec.keys
         .iter()
         .copied()
@@ -156,7 +164,7 @@ mod tests {
         assert_eq!(data.len(), specs.len());
         for spec in &specs {
             assert!(
-                missing_keys(&spec, data.get(&spec.name)).is_empty(),
+                missing_keys(spec, data.get(&spec.name)).is_empty(),
                 "{} lacks keys",
                 spec.name
             );
@@ -187,7 +195,10 @@ mod tests {
         let a = generate("demo");
         let b = generate("demo");
         let creds = &a["demo-order-db-credentials"];
-        assert_eq!(creds[secret_keys::DB_DATABASE].0, names::db_name(Component::Order).as_bytes());
+        assert_eq!(
+            creds[secret_keys::DB_DATABASE].0,
+            names::db_name(Component::Order).as_bytes()
+        );
         assert_eq!(creds[secret_keys::DB_USERNAME].0, b"order");
         assert_eq!(creds[secret_keys::DB_PASSWORD].0.len(), SECRET_LEN);
         assert_ne!(
@@ -201,8 +212,12 @@ mod tests {
         let data = generate("demo");
         let jwks: serde_json::Value =
             serde_json::from_slice(&data["demo-jwks"][secret_keys::JWKS].0).unwrap();
-        let pem = String::from_utf8(data["demo-jwt-signing"][secret_keys::JWT_PRIVATE_KEY].0.clone())
-            .unwrap();
+        let pem = String::from_utf8(
+            data["demo-jwt-signing"][secret_keys::JWT_PRIVATE_KEY]
+                .0
+                .clone(),
+        )
+        .unwrap();
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
         assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
@@ -211,8 +226,14 @@ mod tests {
     #[test]
     fn client_secret_ids_are_the_component_names() {
         let data = generate("demo");
-        assert_eq!(data["demo-order-client"][secret_keys::CLIENT_ID].0, b"order");
-        assert_eq!(data["demo-payment-client"][secret_keys::CLIENT_ID].0, b"payment");
+        assert_eq!(
+            data["demo-order-client"][secret_keys::CLIENT_ID].0,
+            b"order"
+        );
+        assert_eq!(
+            data["demo-payment-client"][secret_keys::CLIENT_ID].0,
+            b"payment"
+        );
         assert!(!data.contains_key("demo-product-client"));
     }
 
@@ -222,7 +243,10 @@ mod tests {
         let mut data = generate("demo").remove("demo-admin").unwrap();
         assert!(missing_keys(spec, Some(&data)).is_empty());
         data.remove(secret_keys::ADMIN_PASSWORD);
-        assert_eq!(missing_keys(spec, Some(&data)), vec![secret_keys::ADMIN_PASSWORD]);
+        assert_eq!(
+            missing_keys(spec, Some(&data)),
+            vec![secret_keys::ADMIN_PASSWORD]
+        );
         assert_eq!(missing_keys(spec, None).len(), 3);
     }
 }

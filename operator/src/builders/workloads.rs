@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SecretVolumeSource, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, PodSpec,
+    PodTemplateSpec, Probe, SecretKeySelector, SecretVolumeSource, Service, ServiceAccount,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -112,7 +112,11 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
                 env::REFRESH_TOKEN_TTL_SECS,
                 spec.tokens.refresh_token_ttl_seconds.to_string(),
             ),
-            from_secret(env::ADMIN_USERNAME, admin.clone(), secret_keys::ADMIN_USERNAME),
+            from_secret(
+                env::ADMIN_USERNAME,
+                admin.clone(),
+                secret_keys::ADMIN_USERNAME,
+            ),
             from_secret(env::ADMIN_EMAIL, admin.clone(), secret_keys::ADMIN_EMAIL),
             from_secret(env::ADMIN_PASSWORD, admin, secret_keys::ADMIN_PASSWORD),
         ]);
@@ -201,7 +205,12 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
 }
 
 /// The Deployment of a component. `secrets` holds the data of the Secrets its pods read.
-pub fn deployment(owner: &Owner, spec: &StoreSpec, c: Component, secrets: &SecretData) -> Deployment {
+pub fn deployment(
+    owner: &Owner,
+    spec: &StoreSpec,
+    c: Component,
+    secrets: &SecretData,
+) -> Deployment {
     let role = Role::service(c);
     let workload = spec.workload(c);
     let name = names::component(&owner.name, c);
@@ -260,10 +269,7 @@ pub fn deployment(owner: &Owner, spec: &StoreSpec, c: Component, secrets: &Secre
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(crate::meta::labels(&owner.name, &role)),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        hash,
-                    )])),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash)])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -318,7 +324,11 @@ pub fn service_account(owner: &Owner, c: Component) -> ServiceAccount {
 }
 
 /// With several replicas, a voluntary disruption (node drain) takes at most one at a time.
-pub fn pod_disruption_budget(owner: &Owner, spec: &StoreSpec, c: Component) -> Option<PodDisruptionBudget> {
+pub fn pod_disruption_budget(
+    owner: &Owner,
+    spec: &StoreSpec,
+    c: Component,
+) -> Option<PodDisruptionBudget> {
     if spec.workload(c).replicas <= 1 {
         return None;
     }

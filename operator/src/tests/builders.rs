@@ -2,13 +2,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use k8s_openapi::ByteString;
-use mercato_contract::{Component, HTTP_PORT, POSTGRES_PORT, env, names, paths, secret_keys, service_clients};
+use mercato_contract::{
+    Component, HTTP_PORT, POSTGRES_PORT, env, names, paths, secret_keys, service_clients,
+};
 
 use super::fixtures::{NAMESPACE, UID};
 use crate::builders::{database, network, secrets, workloads};
@@ -67,12 +69,18 @@ fn every_child_has_the_store_prefix_five_labels_owner_and_hash() {
         assert!(child.name.starts_with("demo-"), "{what}");
         assert!(child.name.len() <= 63, "{what}");
         assert_eq!(o["metadata"]["namespace"], NAMESPACE, "{what}");
-        assert!(o["apiVersion"].is_string() && o["kind"].is_string(), "{what}: SSA needs apiVersion/kind");
+        assert!(
+            o["apiVersion"].is_string() && o["kind"].is_string(),
+            "{what}: SSA needs apiVersion/kind"
+        );
         assert!(o.get("status").is_none(), "{what}: status is never sent");
         let labels = &o["metadata"]["labels"];
         assert_eq!(labels["app.kubernetes.io/instance"], "demo", "{what}");
         assert_eq!(labels["app.kubernetes.io/part-of"], "mercato", "{what}");
-        assert_eq!(labels["app.kubernetes.io/managed-by"], "mercato-operator", "{what}");
+        assert_eq!(
+            labels["app.kubernetes.io/managed-by"], "mercato-operator",
+            "{what}"
+        );
         assert!(labels["app.kubernetes.io/name"].is_string(), "{what}");
         assert!(labels["app.kubernetes.io/component"].is_string(), "{what}");
         let refs = o["metadata"]["ownerReferences"].as_array().unwrap();
@@ -113,20 +121,51 @@ fn a_minimal_store_gets_every_child_with_defaults() {
     for c in Component::ALL {
         let d = deployment(&store, c);
         assert_eq!(d.spec.as_ref().unwrap().replicas, Some(1));
-        assert_eq!(container(&d).image.as_deref(), Some(default_image(c).as_str()));
-        assert_eq!(container(&d).image_pull_policy.as_deref(), Some("IfNotPresent"));
+        assert_eq!(
+            container(&d).image.as_deref(),
+            Some(default_image(c).as_str())
+        );
+        assert_eq!(
+            container(&d).image_pull_policy.as_deref(),
+            Some("IfNotPresent")
+        );
         assert!(container(&d).resources.as_ref().unwrap().limits.is_some());
     }
     let sts = statefulset(&store, Component::Order);
-    let claim = &sts.spec.as_ref().unwrap().volume_claim_templates.as_ref().unwrap()[0];
+    let claim = &sts
+        .spec
+        .as_ref()
+        .unwrap()
+        .volume_claim_templates
+        .as_ref()
+        .unwrap()[0];
     let claim_spec = claim.spec.as_ref().unwrap();
-    assert_eq!(claim_spec.storage_class_name, None, "the cluster's default class is used");
     assert_eq!(
-        claim_spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+        claim_spec.storage_class_name, None,
+        "the cluster's default class is used"
+    );
+    assert_eq!(
+        claim_spec
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"]
+            .0,
         "1Gi"
     );
     assert_eq!(
-        sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.as_deref(),
+        sts.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+            .as_deref(),
         Some("postgres:17")
     );
 }
@@ -135,19 +174,37 @@ fn a_minimal_store_gets_every_child_with_defaults() {
 fn names_follow_the_contract() {
     let store = Store::test();
     for c in Component::ALL {
-        assert_eq!(deployment(&store, c).metadata.name.unwrap(), names::component("demo", c));
         assert_eq!(
-            workloads::service(&store.owner(), &store.spec, c).metadata.name.unwrap(),
+            deployment(&store, c).metadata.name.unwrap(),
             names::component("demo", c)
         );
-        assert_eq!(pod(&deployment(&store, c)).service_account_name.as_deref(), Some(names::component("demo", c).as_str()));
+        assert_eq!(
+            workloads::service(&store.owner(), &store.spec, c)
+                .metadata
+                .name
+                .unwrap(),
+            names::component("demo", c)
+        );
+        assert_eq!(
+            pod(&deployment(&store, c)).service_account_name.as_deref(),
+            Some(names::component("demo", c).as_str())
+        );
     }
     for c in Component::WITH_DATABASE {
         let sts = statefulset(&store, c);
-        assert_eq!(sts.metadata.name.as_deref(), Some(names::database("demo", c).as_str()));
-        assert_eq!(sts.spec.unwrap().service_name.as_deref(), Some(names::database("demo", c).as_str()));
+        assert_eq!(
+            sts.metadata.name.as_deref(),
+            Some(names::database("demo", c).as_str())
+        );
+        assert_eq!(
+            sts.spec.unwrap().service_name.as_deref(),
+            Some(names::database("demo", c).as_str())
+        );
         let svc = database::headless_service(&store.owner(), c);
-        assert_eq!(svc.metadata.name.as_deref(), Some(names::database("demo", c).as_str()));
+        assert_eq!(
+            svc.metadata.name.as_deref(),
+            Some(names::database("demo", c).as_str())
+        );
         assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("None"));
     }
 }
@@ -160,19 +217,43 @@ fn auth_env_is_wired_from_the_secrets_by_contract_names() {
     });
     let env = env_of(&deployment(&store, Component::Auth));
     let creds = names::db_credentials_secret("demo", Component::Auth);
-    assert_eq!(secret_ref(&env, env::DB_USER), (creds.clone(), secret_keys::DB_USERNAME.into()));
-    assert_eq!(secret_ref(&env, env::DB_PASSWORD), (creds.clone(), secret_keys::DB_PASSWORD.into()));
-    assert_eq!(secret_ref(&env, env::DB_NAME), (creds, secret_keys::DB_DATABASE.into()));
-    assert_eq!(value(&env, env::DB_HOST), format!("demo-auth-db.{NAMESPACE}.svc"));
+    assert_eq!(
+        secret_ref(&env, env::DB_USER),
+        (creds.clone(), secret_keys::DB_USERNAME.into())
+    );
+    assert_eq!(
+        secret_ref(&env, env::DB_PASSWORD),
+        (creds.clone(), secret_keys::DB_PASSWORD.into())
+    );
+    assert_eq!(
+        secret_ref(&env, env::DB_NAME),
+        (creds, secret_keys::DB_DATABASE.into())
+    );
+    assert_eq!(
+        value(&env, env::DB_HOST),
+        format!("demo-auth-db.{NAMESPACE}.svc")
+    );
     assert_eq!(
         value(&env, env::DATABASE_URL),
         format!("postgres://$(DB_USER):$(DB_PASSWORD)@$(DB_HOST):{POSTGRES_PORT}/$(DB_NAME)")
     );
     let admin = names::admin_secret("demo");
-    assert_eq!(secret_ref(&env, env::ADMIN_USERNAME), (admin.clone(), secret_keys::ADMIN_USERNAME.into()));
-    assert_eq!(secret_ref(&env, env::ADMIN_EMAIL), (admin.clone(), secret_keys::ADMIN_EMAIL.into()));
-    assert_eq!(secret_ref(&env, env::ADMIN_PASSWORD), (admin, secret_keys::ADMIN_PASSWORD.into()));
-    assert_eq!(value(&env, env::JWT_PRIVATE_KEY_PATH), paths::SIGNING_KEY_FILE);
+    assert_eq!(
+        secret_ref(&env, env::ADMIN_USERNAME),
+        (admin.clone(), secret_keys::ADMIN_USERNAME.into())
+    );
+    assert_eq!(
+        secret_ref(&env, env::ADMIN_EMAIL),
+        (admin.clone(), secret_keys::ADMIN_EMAIL.into())
+    );
+    assert_eq!(
+        secret_ref(&env, env::ADMIN_PASSWORD),
+        (admin, secret_keys::ADMIN_PASSWORD.into())
+    );
+    assert_eq!(
+        value(&env, env::JWT_PRIVATE_KEY_PATH),
+        paths::SIGNING_KEY_FILE
+    );
     assert_eq!(value(&env, env::JWKS_PATH), paths::JWKS_FILE);
     assert_eq!(value(&env, env::ACCESS_TOKEN_TTL_SECS), "600");
     assert_eq!(value(&env, env::REFRESH_TOKEN_TTL_SECS), "3600");
@@ -191,10 +272,16 @@ fn auth_env_is_wired_from_the_secrets_by_contract_names() {
         assert_eq!(secret, &format!("$({var_name})"));
         assert_eq!(
             secret_ref(&env, &var_name),
-            (names::client_secret("demo", *c), secret_keys::CLIENT_SECRET.into())
+            (
+                names::client_secret("demo", *c),
+                secret_keys::CLIENT_SECRET.into()
+            )
         );
     }
-    assert!(var(&env, env::CLIENT_ID).is_none(), "auth has no client of its own");
+    assert!(
+        var(&env, env::CLIENT_ID).is_none(),
+        "auth has no client of its own"
+    );
 }
 
 #[test]
@@ -207,7 +294,10 @@ fn callers_get_their_callees_urls_and_their_own_client() {
             if c.calls().contains(&callee) {
                 assert_eq!(
                     url,
-                    Some(format!("http://demo-{}.{NAMESPACE}.svc:{HTTP_PORT}", callee.name())),
+                    Some(format!(
+                        "http://demo-{}.{NAMESPACE}.svc:{HTTP_PORT}",
+                        callee.name()
+                    )),
                     "{c} -> {callee}"
                 );
             } else {
@@ -216,12 +306,22 @@ fn callers_get_their_callees_urls_and_their_own_client() {
         }
         if c.service_client_scopes().is_some() {
             let client = names::client_secret("demo", c);
-            assert_eq!(secret_ref(&env, env::CLIENT_ID), (client.clone(), secret_keys::CLIENT_ID.into()));
-            assert_eq!(secret_ref(&env, env::CLIENT_SECRET), (client, secret_keys::CLIENT_SECRET.into()));
+            assert_eq!(
+                secret_ref(&env, env::CLIENT_ID),
+                (client.clone(), secret_keys::CLIENT_ID.into())
+            );
+            assert_eq!(
+                secret_ref(&env, env::CLIENT_SECRET),
+                (client, secret_keys::CLIENT_SECRET.into())
+            );
         } else {
             assert!(var(&env, env::CLIENT_SECRET).is_none(), "{c}");
         }
-        assert_eq!(var(&env, env::DATABASE_URL).is_some(), c.has_database(), "{c}");
+        assert_eq!(
+            var(&env, env::DATABASE_URL).is_some(),
+            c.has_database(),
+            "{c}"
+        );
         assert_eq!(value(&env, env::JWKS_PATH), paths::JWKS_FILE, "{c}");
     }
 }
@@ -269,7 +369,9 @@ fn the_signing_key_is_mounted_into_auth_only_and_jwks_into_every_service() {
         let signing = mounts.get(paths::SIGNING_KEY_DIR);
         assert_eq!(signing.is_some(), c == Component::Auth, "{c}");
         assert_eq!(
-            secrets_mounted.values().any(|s| *s == names::jwt_signing_secret("demo")),
+            secrets_mounted
+                .values()
+                .any(|s| *s == names::jwt_signing_secret("demo")),
             c == Component::Auth,
             "{c}"
         );
@@ -280,7 +382,11 @@ fn assert_restricted(pod: &PodSpec, what: &str) {
     let psc = pod.security_context.as_ref().unwrap();
     assert_eq!(psc.run_as_non_root, Some(true), "{what}");
     assert!(psc.run_as_user.unwrap() > 0, "{what}");
-    assert_eq!(psc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault", "{what}");
+    assert_eq!(
+        psc.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault",
+        "{what}"
+    );
     assert_eq!(pod.automount_service_account_token, Some(false), "{what}");
     assert!(pod.host_network.is_none() && pod.host_pid.is_none() && pod.host_ipc.is_none());
     for v in pod.volumes.iter().flatten() {
@@ -291,10 +397,17 @@ fn assert_restricted(pod: &PodSpec, what: &str) {
         assert_eq!(sc.allow_privilege_escalation, Some(false), "{what}");
         assert_eq!(sc.read_only_root_filesystem, Some(true), "{what}");
         assert_eq!(sc.run_as_non_root, Some(true), "{what}");
-        assert_eq!(sc.capabilities.as_ref().unwrap().drop, Some(vec!["ALL".to_string()]), "{what}");
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop,
+            Some(vec!["ALL".to_string()]),
+            "{what}"
+        );
         assert!(sc.capabilities.as_ref().unwrap().add.is_none(), "{what}");
         assert!(sc.privileged.is_none(), "{what}");
-        assert!(c.ports.iter().flatten().all(|p| p.host_port.is_none()), "{what}");
+        assert!(
+            c.ports.iter().flatten().all(|p| p.host_port.is_none()),
+            "{what}"
+        );
     }
 }
 
@@ -306,7 +419,10 @@ fn every_pod_meets_the_restricted_pod_security_standard() {
     }
     for c in Component::WITH_DATABASE {
         let sts = statefulset(&store, c);
-        assert_restricted(sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap(), &format!("{c}-db"));
+        assert_restricted(
+            sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap(),
+            &format!("{c}-db"),
+        );
     }
 }
 
@@ -315,7 +431,10 @@ fn postgres_runs_as_999_with_pgdata_in_a_subdirectory_and_writable_run_and_tmp()
     let sts = statefulset(&Store::test(), Component::Payment);
     let pod = sts.spec.as_ref().unwrap().template.spec.clone().unwrap();
     let psc = pod.security_context.unwrap();
-    assert_eq!((psc.run_as_user, psc.run_as_group, psc.fs_group), (Some(999), Some(999), Some(999)));
+    assert_eq!(
+        (psc.run_as_user, psc.run_as_group, psc.fs_group),
+        (Some(999), Some(999), Some(999))
+    );
     let c = &pod.containers[0];
     let env = c.env.clone().unwrap();
     let pgdata = value(&env, "PGDATA");
@@ -325,7 +444,11 @@ fn postgres_runs_as_999_with_pgdata_in_a_subdirectory_and_writable_run_and_tmp()
         .flatten()
         .map(|m| (m.mount_path.clone(), m.name.clone()))
         .collect();
-    let data_mount = mounts.iter().find(|(_, n)| *n == database::DATA_VOLUME).unwrap().0;
+    let data_mount = mounts
+        .iter()
+        .find(|(_, n)| *n == database::DATA_VOLUME)
+        .unwrap()
+        .0;
     assert!(pgdata.starts_with(&format!("{data_mount}/")) && pgdata.len() > data_mount.len() + 1);
     let empty_dirs: BTreeSet<String> = pod
         .volumes
@@ -338,12 +461,37 @@ fn postgres_runs_as_999_with_pgdata_in_a_subdirectory_and_writable_run_and_tmp()
         assert!(empty_dirs.contains(&mounts[path]), "{path} is an emptyDir");
     }
     let creds = names::db_credentials_secret("demo", Component::Payment);
-    assert_eq!(secret_ref(&env, "POSTGRES_USER"), (creds.clone(), secret_keys::DB_USERNAME.into()));
-    assert_eq!(secret_ref(&env, "POSTGRES_PASSWORD"), (creds.clone(), secret_keys::DB_PASSWORD.into()));
-    assert_eq!(secret_ref(&env, "POSTGRES_DB"), (creds, secret_keys::DB_DATABASE.into()));
-    let probe = c.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap().command.clone().unwrap().join(" ");
-    assert!(probe.contains("pg_isready -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\""), "{probe}");
-    assert_eq!(c.ports.as_ref().unwrap()[0].container_port, i32::from(POSTGRES_PORT));
+    assert_eq!(
+        secret_ref(&env, "POSTGRES_USER"),
+        (creds.clone(), secret_keys::DB_USERNAME.into())
+    );
+    assert_eq!(
+        secret_ref(&env, "POSTGRES_PASSWORD"),
+        (creds.clone(), secret_keys::DB_PASSWORD.into())
+    );
+    assert_eq!(
+        secret_ref(&env, "POSTGRES_DB"),
+        (creds, secret_keys::DB_DATABASE.into())
+    );
+    let probe = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .exec
+        .as_ref()
+        .unwrap()
+        .command
+        .clone()
+        .unwrap()
+        .join(" ");
+    assert!(
+        probe.contains("pg_isready -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\""),
+        "{probe}"
+    );
+    assert_eq!(
+        c.ports.as_ref().unwrap()[0].container_port,
+        i32::from(POSTGRES_PORT)
+    );
 }
 
 #[test]
@@ -354,10 +502,28 @@ fn services_are_probed_on_healthz_and_readyz_at_the_http_port() {
         let port = &ct.ports.as_ref().unwrap()[0];
         assert_eq!(port.container_port, i32::from(HTTP_PORT));
         let name = IntOrString::String(port.name.clone().unwrap());
-        let live = ct.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
-        let ready = ct.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
-        assert_eq!((live.path.as_deref(), &live.port), (Some("/healthz"), &name));
-        assert_eq!((ready.path.as_deref(), &ready.port), (Some("/readyz"), &name));
+        let live = ct
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        let ready = ct
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (live.path.as_deref(), &live.port),
+            (Some("/healthz"), &name)
+        );
+        assert_eq!(
+            (ready.path.as_deref(), &ready.port),
+            (Some("/readyz"), &name)
+        );
     }
 }
 
@@ -371,20 +537,39 @@ fn selectors_match_the_pod_labels() {
         let d = deployment(&store, c);
         let spec = d.spec.unwrap();
         let labels = spec.template.metadata.unwrap().labels.unwrap();
-        assert!(matches(spec.selector.match_labels.as_ref().unwrap(), &labels));
+        assert!(matches(
+            spec.selector.match_labels.as_ref().unwrap(),
+            &labels
+        ));
         let svc: Service = workloads::service(&store.owner(), &store.spec, c);
-        assert!(matches(svc.spec.unwrap().selector.as_ref().unwrap(), &labels));
+        assert!(matches(
+            svc.spec.unwrap().selector.as_ref().unwrap(),
+            &labels
+        ));
     }
     for c in Component::WITH_DATABASE {
         let spec = statefulset(&store, c).spec.unwrap();
         let labels = spec.template.metadata.unwrap().labels.unwrap();
-        assert!(matches(spec.selector.match_labels.as_ref().unwrap(), &labels));
+        assert!(matches(
+            spec.selector.match_labels.as_ref().unwrap(),
+            &labels
+        ));
         let svc = database::headless_service(&store.owner(), c);
-        assert!(matches(svc.spec.unwrap().selector.as_ref().unwrap(), &labels));
+        assert!(matches(
+            svc.spec.unwrap().selector.as_ref().unwrap(),
+            &labels
+        ));
         // Claims carry the store's labels, so the Delete policy finds them.
-        let claim_labels = spec.volume_claim_templates.unwrap()[0].metadata.labels.clone().unwrap();
+        let claim_labels = spec.volume_claim_templates.unwrap()[0]
+            .metadata
+            .labels
+            .clone()
+            .unwrap();
         assert_eq!(claim_labels["app.kubernetes.io/instance"], "demo");
-        assert_eq!(claim_labels["app.kubernetes.io/managed-by"], "mercato-operator");
+        assert_eq!(
+            claim_labels["app.kubernetes.io/managed-by"],
+            "mercato-operator"
+        );
     }
 }
 
@@ -404,14 +589,24 @@ fn config_hash_follows_the_referenced_secrets_only() {
             .unwrap()[CONFIG_HASH_ANNOTATION]
             .clone()
     };
-    let before: BTreeMap<Component, String> = Component::ALL.into_iter().map(|c| (c, hash(&data, c))).collect();
+    let before: BTreeMap<Component, String> = Component::ALL
+        .into_iter()
+        .map(|c| (c, hash(&data, c)))
+        .collect();
     data.get_mut(&names::client_secret("demo", Component::Order))
         .unwrap()
-        .insert(secret_keys::CLIENT_SECRET.into(), ByteString(b"rotated".to_vec()));
+        .insert(
+            secret_keys::CLIENT_SECRET.into(),
+            ByteString(b"rotated".to_vec()),
+        );
     for c in Component::ALL {
         let changed = hash(&data, c) != before[&c];
         // auth verifies the order client's secret, order uses it; nobody else reads it.
-        assert_eq!(changed, matches!(c, Component::Auth | Component::Order), "{c}");
+        assert_eq!(
+            changed,
+            matches!(c, Component::Auth | Component::Order),
+            "{c}"
+        );
     }
 }
 
@@ -423,7 +618,12 @@ fn pdb_only_with_more_than_one_replica() {
     let pdb = workloads::pod_disruption_budget(&owner, &store.spec, Component::Order).unwrap();
     let spec = pdb.spec.unwrap();
     assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
-    assert_eq!(spec.selector, deployment(&store, Component::Order).spec.map(|s| s.selector));
+    assert_eq!(
+        spec.selector,
+        deployment(&store, Component::Order)
+            .spec
+            .map(|s| s.selector)
+    );
 }
 
 #[test]
@@ -435,15 +635,32 @@ fn gateway_service_type_and_node_port_come_from_the_store() {
         s.product.database.storage_class_name = Some("fast".into());
     });
     let owner = store.owner();
-    let gw = workloads::service(&owner, &store.spec, Component::Gateway).spec.unwrap();
+    let gw = workloads::service(&owner, &store.spec, Component::Gateway)
+        .spec
+        .unwrap();
     assert_eq!(gw.type_.as_deref(), Some("NodePort"));
     assert_eq!(gw.ports.unwrap()[0].node_port, Some(30080));
-    let auth = workloads::service(&owner, &store.spec, Component::Auth).spec.unwrap();
+    let auth = workloads::service(&owner, &store.spec, Component::Auth)
+        .spec
+        .unwrap();
     assert_eq!(auth.type_.as_deref(), Some("ClusterIP"));
     assert_eq!(auth.ports.unwrap()[0].node_port, None);
-    assert_eq!(container(&deployment(&store, Component::Gateway)).image_pull_policy.as_deref(), Some("Always"));
-    let claim = statefulset(&store, Component::Product).spec.unwrap().volume_claim_templates.unwrap().remove(0);
-    assert_eq!(claim.spec.unwrap().storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(
+        container(&deployment(&store, Component::Gateway))
+            .image_pull_policy
+            .as_deref(),
+        Some("Always")
+    );
+    let claim = statefulset(&store, Component::Product)
+        .spec
+        .unwrap()
+        .volume_claim_templates
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        claim.spec.unwrap().storage_class_name.as_deref(),
+        Some("fast")
+    );
 }
 
 #[test]
@@ -474,7 +691,11 @@ fn network_policies_allow_exactly_the_flow_edges() {
     let policies: Vec<NetworkPolicy> = Component::ALL
         .into_iter()
         .map(|c| network::component(&owner, c))
-        .chain(Component::WITH_DATABASE.into_iter().map(|c| network::database(&owner, c)))
+        .chain(
+            Component::WITH_DATABASE
+                .into_iter()
+                .map(|c| network::database(&owner, c)),
+        )
         .collect();
     let (mut egress, mut ingress) = (BTreeSet::new(), BTreeSet::new());
     let mut open_ingress = Vec::new();
@@ -483,22 +704,34 @@ fn network_policies_allow_exactly_the_flow_edges() {
         let me = component_of(spec.pod_selector.as_ref().unwrap());
         for rule in spec.egress.iter().flatten() {
             for port in rule.ports.iter().flatten() {
-                let IntOrString::Int(n) = port.port.clone().unwrap() else { panic!() };
+                let IntOrString::Int(n) = port.port.clone().unwrap() else {
+                    panic!()
+                };
                 assert_eq!(port.protocol.as_deref(), Some("TCP"));
                 for peer in rule.to.iter().flatten() {
-                    egress.insert((me.clone(), component_of(peer.pod_selector.as_ref().unwrap()), n));
+                    egress.insert((
+                        me.clone(),
+                        component_of(peer.pod_selector.as_ref().unwrap()),
+                        n,
+                    ));
                 }
             }
         }
         for rule in spec.ingress.iter().flatten() {
             for port in rule.ports.iter().flatten() {
-                let IntOrString::Int(n) = port.port.clone().unwrap() else { panic!() };
+                let IntOrString::Int(n) = port.port.clone().unwrap() else {
+                    panic!()
+                };
                 match &rule.from {
                     None => open_ingress.push((me.clone(), n)),
                     Some(peers) => {
                         for peer in peers {
                             assert!(peer.namespace_selector.is_none() && peer.ip_block.is_none());
-                            ingress.insert((component_of(peer.pod_selector.as_ref().unwrap()), me.clone(), n));
+                            ingress.insert((
+                                component_of(peer.pod_selector.as_ref().unwrap()),
+                                me.clone(),
+                                n,
+                            ));
                         }
                     }
                 }
@@ -507,28 +740,52 @@ fn network_policies_allow_exactly_the_flow_edges() {
     }
     assert_eq!(egress, expected, "egress edges");
     assert_eq!(ingress, expected, "ingress edges");
-    assert_eq!(open_ingress, vec![("gateway".to_string(), i32::from(HTTP_PORT))], "only the gateway is open");
+    assert_eq!(
+        open_ingress,
+        vec![("gateway".to_string(), i32::from(HTTP_PORT))],
+        "only the gateway is open"
+    );
 }
 
 #[test]
 fn default_deny_and_dns_cover_every_pod_of_the_store() {
     let owner = Store::test().owner();
     let deny = network::default_deny(&owner).spec.unwrap();
-    assert_eq!(deny.policy_types, Some(vec!["Ingress".into(), "Egress".into()]));
+    assert_eq!(
+        deny.policy_types,
+        Some(vec!["Ingress".into(), "Egress".into()])
+    );
     assert!(deny.ingress.is_none() && deny.egress.is_none());
     let sel = deny.pod_selector.unwrap().match_labels.unwrap();
     assert_eq!(sel["app.kubernetes.io/instance"], "demo");
-    assert_eq!(sel.len(), 2, "instance and part-of: every pod of this store, nothing else");
+    assert_eq!(
+        sel.len(),
+        2,
+        "instance and part-of: every pod of this store, nothing else"
+    );
 
     let dns = network::allow_dns(&owner).spec.unwrap();
     assert_eq!(dns.policy_types, Some(vec!["Egress".into()]));
     let rule = &dns.egress.unwrap()[0];
     let peer = &rule.to.as_ref().unwrap()[0];
     assert_eq!(
-        peer.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"],
+        peer.namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()["kubernetes.io/metadata.name"],
         "kube-system"
     );
-    assert_eq!(peer.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["k8s-app"], "kube-dns");
+    assert_eq!(
+        peer.pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()["k8s-app"],
+        "kube-dns"
+    );
     let ports: Vec<(String, IntOrString)> = rule
         .ports
         .iter()
@@ -537,10 +794,20 @@ fn default_deny_and_dns_cover_every_pod_of_the_store() {
         .collect();
     assert_eq!(
         ports,
-        vec![("UDP".into(), IntOrString::Int(53)), ("TCP".into(), IntOrString::Int(53))]
+        vec![
+            ("UDP".into(), IntOrString::Int(53)),
+            ("TCP".into(), IntOrString::Int(53))
+        ]
     );
     // Every pod the store runs carries the labels the store-wide selector matches.
-    let pod_labels = deployment(&Store::test(), Component::Gateway).spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    let pod_labels = deployment(&Store::test(), Component::Gateway)
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .labels
+        .unwrap();
     assert!(sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
 }
 

@@ -10,7 +10,16 @@ use crate::render::parse_store;
 
 fn schema() -> Value {
     let crd = crd();
-    serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap()
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 fn example(file: &str) -> Value {
@@ -34,24 +43,42 @@ fn violations(object: &Value, old: Option<&Value>) -> Vec<String> {
 #[test]
 fn every_cel_rule_compiles() {
     let compiled = compile_schema(&schema());
-    assert!(!compiled.has_errors(), "{:?}", compiled.compilation_errors());
+    assert!(
+        !compiled.has_errors(),
+        "{:?}",
+        compiled.compilation_errors()
+    );
 }
 
 #[test]
 fn the_schema_defaults_are_the_operators_defaults() {
     let minimal = example("store.yaml");
-    assert!(minimal.get("spec").is_none(), "the minimal example is a name only");
+    assert!(
+        minimal.get("spec").is_none(),
+        "the minimal example is a name only"
+    );
     let defaulted = apply_defaults(&schema(), &minimal);
     let spec: StoreSpec = serde_json::from_value(defaulted["spec"].clone()).unwrap();
     assert_eq!(spec, StoreSpec::default());
-    assert_eq!(parse_store(&serde_yaml::to_string(&minimal).unwrap()).unwrap().spec, StoreSpec::default());
+    assert_eq!(
+        parse_store(&serde_yaml::to_string(&minimal).unwrap())
+            .unwrap()
+            .spec,
+        StoreSpec::default()
+    );
 }
 
 #[test]
 fn both_examples_are_valid() {
     for file in ["store.yaml", "store-full.yaml"] {
-        assert_eq!(violations(&example(file), None), Vec::<String>::new(), "{file}");
-        let yaml = std::fs::read_to_string(format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert_eq!(
+            violations(&example(file), None),
+            Vec::<String>::new(),
+            "{file}"
+        );
+        let yaml =
+            std::fs::read_to_string(format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap();
         parse_store(&yaml).unwrap();
     }
 }
@@ -78,14 +105,22 @@ fn the_full_example_sets_every_field() {
     assert!(paths.len() > 40, "{paths:?}");
     for path in paths {
         let pointer = format!("/{}", path.replace('.', "/"));
-        assert!(full.pointer(&pointer).is_some(), "store-full.yaml lacks {path}");
+        assert!(
+            full.pointer(&pointer).is_some(),
+            "store-full.yaml lacks {path}"
+        );
     }
 }
 
 #[test]
 fn the_name_limit_keeps_every_derived_name_within_63() {
     let rules = schema()["x-kubernetes-validations"].to_string();
-    assert!(rules.contains(&format!("self.metadata.name.size() <= {MAX_STORE_NAME_LEN}")), "{rules}");
+    assert!(
+        rules.contains(&format!(
+            "self.metadata.name.size() <= {MAX_STORE_NAME_LEN}"
+        )),
+        "{rules}"
+    );
     let longest = "a".repeat(MAX_STORE_NAME_LEN);
     for c in Component::WITH_DATABASE {
         // StatefulSet pods carry controller-revision-hash = <sts>-<hash of up to 10>.
@@ -94,36 +129,63 @@ fn the_name_limit_keeps_every_derived_name_within_63() {
     for c in Component::ALL {
         assert!(names::component(&longest, c).len() <= 63);
     }
-    assert_eq!(violations(&store(&longest, json!({})), None), Vec::<String>::new());
+    assert_eq!(
+        violations(&store(&longest, json!({})), None),
+        Vec::<String>::new()
+    );
     let too_long = violations(&store(&format!("{longest}a"), json!({})), None);
     assert_eq!(too_long.len(), 1, "{too_long:?}");
-    assert!(too_long[0].contains("at most 40 characters"), "{too_long:?}");
+    assert!(
+        too_long[0].contains("at most 40 characters"),
+        "{too_long:?}"
+    );
 }
 
 #[test]
 fn a_name_that_cannot_prefix_a_service_is_refused() {
     for bad in ["1shop", "shop.example", "shop-"] {
         let v = violations(&store(bad, json!({})), None);
-        assert!(v.iter().any(|m| m.contains("must start with a letter")), "{bad}: {v:?}");
+        assert!(
+            v.iter().any(|m| m.contains("must start with a letter")),
+            "{bad}: {v:?}"
+        );
     }
 }
 
 #[test]
 fn a_node_port_needs_a_node_port_service() {
-    let v = violations(&store("demo", json!({"gateway": {"service": {"nodePort": 30080}}})), None);
+    let v = violations(
+        &store("demo", json!({"gateway": {"service": {"nodePort": 30080}}})),
+        None,
+    );
     assert_eq!(v.len(), 1, "{v:?}");
-    assert!(v[0].contains("nodePort can only be set when gateway.service.type is NodePort"), "{v:?}");
+    assert!(
+        v[0].contains("nodePort can only be set when gateway.service.type is NodePort"),
+        "{v:?}"
+    );
     for t in ["NodePort", "LoadBalancer"] {
-        let ok = store("demo", json!({"gateway": {"service": {"type": t, "nodePort": 30080}}}));
+        let ok = store(
+            "demo",
+            json!({"gateway": {"service": {"type": t, "nodePort": 30080}}}),
+        );
         assert_eq!(violations(&ok, None), Vec::<String>::new(), "{t}");
     }
 }
 
 #[test]
 fn refresh_tokens_must_outlive_access_tokens() {
-    let v = violations(&store("demo", json!({"tokens": {"accessTokenTtlSeconds": 3600, "refreshTokenTtlSeconds": 3600}})), None);
+    let v = violations(
+        &store(
+            "demo",
+            json!({"tokens": {"accessTokenTtlSeconds": 3600, "refreshTokenTtlSeconds": 3600}}),
+        ),
+        None,
+    );
     assert_eq!(v.len(), 1, "{v:?}");
-    assert!(v[0].contains("refreshTokenTtlSeconds must be greater"), "{v:?}");
+    assert!(
+        v[0].contains("refreshTokenTtlSeconds must be greater"),
+        "{v:?}"
+    );
     // The default refresh lifetime applies when only the access lifetime is set.
     let ok = store("demo", json!({"tokens": {"accessTokenTtlSeconds": 3600}}));
     assert_eq!(violations(&ok, None), Vec::<String>::new());
@@ -131,15 +193,36 @@ fn refresh_tokens_must_outlive_access_tokens() {
 
 #[test]
 fn storage_cannot_change_once_the_store_exists() {
-    let old = store("demo", json!({"order": {"database": {"storageSize": "1Gi"}}}));
-    let bigger = store("demo", json!({"order": {"database": {"storageSize": "5Gi"}}}));
+    let old = store(
+        "demo",
+        json!({"order": {"database": {"storageSize": "1Gi"}}}),
+    );
+    let bigger = store(
+        "demo",
+        json!({"order": {"database": {"storageSize": "5Gi"}}}),
+    );
     let v = violations(&bigger, Some(&old));
-    assert!(v.iter().any(|m| m.contains("storageSize cannot be changed")), "{v:?}");
-    assert_eq!(violations(&bigger, None), Vec::<String>::new(), "any size on create");
+    assert!(
+        v.iter()
+            .any(|m| m.contains("storageSize cannot be changed")),
+        "{v:?}"
+    );
+    assert_eq!(
+        violations(&bigger, None),
+        Vec::<String>::new(),
+        "any size on create"
+    );
 
-    let classed = store("demo", json!({"order": {"database": {"storageClassName": "fast"}}}));
+    let classed = store(
+        "demo",
+        json!({"order": {"database": {"storageClassName": "fast"}}}),
+    );
     let v = violations(&classed, Some(&old));
-    assert!(v.iter().any(|m| m.contains("storageClassName cannot be changed")), "{v:?}");
+    assert!(
+        v.iter()
+            .any(|m| m.contains("storageClassName cannot be changed")),
+        "{v:?}"
+    );
     assert_eq!(violations(&old, Some(&old)), Vec::<String>::new());
 }
 
@@ -148,16 +231,33 @@ fn ranges_and_enums_are_in_the_schema() {
     let s = schema();
     let spec = &s["properties"]["spec"]["properties"];
     let replicas = &spec["order"]["properties"]["replicas"];
-    assert_eq!((replicas["minimum"].as_f64(), replicas["maximum"].as_f64()), (Some(0.0), Some(50.0)));
+    assert_eq!(
+        (replicas["minimum"].as_f64(), replicas["maximum"].as_f64()),
+        (Some(0.0), Some(50.0))
+    );
     let node_port = &spec["gateway"]["properties"]["service"]["properties"]["nodePort"];
-    assert_eq!((node_port["minimum"].as_f64(), node_port["maximum"].as_f64()), (Some(30000.0), Some(32767.0)));
+    assert_eq!(
+        (node_port["minimum"].as_f64(), node_port["maximum"].as_f64()),
+        (Some(30000.0), Some(32767.0))
+    );
     assert_eq!(spec["deletionPolicy"]["enum"], json!(["Retain", "Delete"]));
-    assert_eq!(spec["imagePullPolicy"]["enum"], json!(["Always", "IfNotPresent", "Never"]));
+    assert_eq!(
+        spec["imagePullPolicy"]["enum"],
+        json!(["Always", "IfNotPresent", "Never"])
+    );
     assert_eq!(spec["imagePullPolicy"]["default"], "IfNotPresent");
-    assert_eq!(spec["gateway"]["properties"]["service"]["properties"]["type"]["enum"], json!(["ClusterIP", "NodePort", "LoadBalancer"]));
-    assert!(spec["auth"]["properties"]["database"]["properties"]["storageSize"]["pattern"].is_string());
+    assert_eq!(
+        spec["gateway"]["properties"]["service"]["properties"]["type"]["enum"],
+        json!(["ClusterIP", "NodePort", "LoadBalancer"])
+    );
+    assert!(
+        spec["auth"]["properties"]["database"]["properties"]["storageSize"]["pattern"].is_string()
+    );
     let access = &spec["tokens"]["properties"]["accessTokenTtlSeconds"];
-    assert_eq!((access["minimum"].as_f64(), access["maximum"].as_f64()), (Some(60.0), Some(86400.0)));
+    assert_eq!(
+        (access["minimum"].as_f64(), access["maximum"].as_f64()),
+        (Some(60.0), Some(86400.0))
+    );
 }
 
 #[test]
@@ -169,8 +269,16 @@ fn the_crd_has_status_printer_columns_and_a_short_name() {
     let v = &crd.spec.versions[0];
     assert_eq!(v.name, "v1alpha1");
     assert!(v.subresources.as_ref().unwrap().status.is_some());
-    let columns: Vec<&str> = v.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+    let columns: Vec<&str> = v
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
     assert_eq!(columns, ["Ready", "Phase", "Endpoint", "Age"]);
     let schema = schema();
-    assert!(schema.get("required").is_none(), "a Store may leave out spec");
+    assert!(
+        schema.get("required").is_none(),
+        "a Store may leave out spec"
+    );
 }

@@ -75,9 +75,9 @@ struct Target {
 
 fn parse_path(path: &str) -> Option<Target> {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (gv, rest) = match segs.first()? {
-        &"api" => (segs.get(1)?.to_string(), &segs[2..]),
-        &"apis" => (format!("{}/{}", segs.get(1)?, segs.get(2)?), &segs[3..]),
+    let (gv, rest) = match *segs.first()? {
+        "api" => (segs.get(1)?.to_string(), &segs[2..]),
+        "apis" => (format!("{}/{}", segs.get(1)?, segs.get(2)?), &segs[3..]),
         _ => return None,
     };
     if rest.first() != Some(&"namespaces") {
@@ -103,7 +103,11 @@ fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
 fn query_param(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| v.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/"))
+        (k == key).then(|| {
+            v.replace("%3D", "=")
+                .replace("%2C", ",")
+                .replace("%2F", "/")
+        })
     })
 }
 
@@ -120,7 +124,10 @@ fn fields_of(v: &Value, top: bool) -> Value {
                     let mut meta = Map::new();
                     if let Some(m) = child.as_object() {
                         for (mk, mv) in m {
-                            if matches!(mk.as_str(), "labels" | "annotations" | "ownerReferences" | "finalizers") {
+                            if matches!(
+                                mk.as_str(),
+                                "labels" | "annotations" | "ownerReferences" | "finalizers"
+                            ) {
                                 meta.insert(format!("f:{mk}"), fields_of(mv, false));
                             }
                         }
@@ -180,12 +187,20 @@ impl FakeApi {
 
     /// The writes since the last `clear_log`, as `METHOD plural/name[/sub]`.
     pub fn writes(&self) -> Vec<String> {
-        self.requests().iter().filter(|r| r.is_write()).map(Logged::short).collect()
+        self.requests()
+            .iter()
+            .filter(|r| r.is_write())
+            .map(Logged::short)
+            .collect()
     }
 
     /// The writes other than events.
     pub fn child_writes(&self) -> Vec<String> {
-        let mut w: Vec<String> = self.writes().into_iter().filter(|w| !w.contains(" events")).collect();
+        let mut w: Vec<String> = self
+            .writes()
+            .into_iter()
+            .filter(|w| !w.contains(" events"))
+            .collect();
         w.sort();
         w
     }
@@ -256,7 +271,10 @@ impl FakeApi {
         let mut s = self.lock();
         s.resource_version += 1;
         let rv = s.resource_version;
-        let Some(obj) = s.objects.get_mut(&(plural.into(), namespace.into(), name.into())) else {
+        let Some(obj) = s
+            .objects
+            .get_mut(&(plural.into(), namespace.into(), name.into()))
+        else {
             panic!("no {plural}/{name} to edit");
         };
         merge_patch(obj, &patch);
@@ -275,14 +293,21 @@ impl FakeApi {
     /// Sets an object's status, as its controller would.
     pub fn set_status(&self, plural: &str, namespace: &str, name: &str, status: Value) {
         let mut s = self.lock();
-        if let Some(obj) = s.objects.get_mut(&(plural.into(), namespace.into(), name.into())) {
+        if let Some(obj) = s
+            .objects
+            .get_mut(&(plural.into(), namespace.into(), name.into()))
+        {
             obj["status"] = status;
         }
     }
 
     async fn handle(&self, req: Request<Body>) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let bytes = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or_default().to_string();
@@ -301,7 +326,9 @@ impl FakeApi {
                 content_type: content_type.clone(),
             });
             let failure = s.failures.iter_mut().find(|f| {
-                f.method == parts.method && path.contains(&f.path_contains) && f.remaining != Some(0)
+                f.method == parts.method
+                    && path.contains(&f.path_contains)
+                    && f.remaining != Some(0)
             });
             match failure {
                 Some(f) => {
@@ -344,11 +371,24 @@ impl State {
         self.resource_version.to_string()
     }
 
-    fn create(&mut self, t: &Target, mut obj: Value, manager: Option<String>, operation: &str) -> (u16, Value) {
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    fn create(
+        &mut self,
+        t: &Target,
+        mut obj: Value,
+        manager: Option<String>,
+        operation: &str,
+    ) -> (u16, Value) {
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let key = (t.plural.clone(), t.namespace.clone(), name.clone());
         if self.objects.contains_key(&key) {
-            return status(409, "AlreadyExists", &format!("{} {name} already exists", t.plural));
+            return status(
+                409,
+                "AlreadyExists",
+                &format!("{} {name} already exists", t.plural),
+            );
         }
         self.uid += 1;
         let uid = format!("uid-{}", self.uid);
@@ -373,7 +413,14 @@ impl State {
         (201, obj)
     }
 
-    fn serve(&mut self, method: &Method, t: &Target, query: &str, content_type: &str, body: Value) -> (u16, Value) {
+    fn serve(
+        &mut self,
+        method: &Method,
+        t: &Target,
+        query: &str,
+        content_type: &str,
+        body: Value,
+    ) -> (u16, Value) {
         let manager = query_param(query, "fieldManager");
         let Some(name) = t.name.clone() else {
             return match *method {
@@ -383,7 +430,13 @@ impl State {
             };
         };
         let key = (t.plural.clone(), t.namespace.clone(), name.clone());
-        let not_found = || status(404, "NotFound", &format!("{} \"{name}\" not found", t.plural));
+        let not_found = || {
+            status(
+                404,
+                "NotFound",
+                &format!("{} \"{name}\" not found", t.plural),
+            )
+        };
         match *method {
             Method::GET => match self.objects.get(&key) {
                 Some(o) => (200, o.clone()),
@@ -391,7 +444,9 @@ impl State {
             },
             Method::DELETE => {
                 let has_finalizers = self.objects.get(&key).is_some_and(|o| {
-                    o["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
+                    o["metadata"]["finalizers"]
+                        .as_array()
+                        .is_some_and(|f| !f.is_empty())
                 });
                 if has_finalizers {
                     let obj = self.objects.get_mut(&key).map(|o| {
@@ -401,12 +456,17 @@ impl State {
                     return (200, obj.unwrap_or_default());
                 }
                 match self.objects.remove(&key) {
-                    Some(_) => (200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})),
+                    Some(_) => (
+                        200,
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+                    ),
                     None => not_found(),
                 }
             }
             Method::PUT => {
-                let Some(live) = self.objects.get(&key) else { return not_found() };
+                let Some(live) = self.objects.get(&key) else {
+                    return not_found();
+                };
                 if body["metadata"]["resourceVersion"] != live["metadata"]["resourceVersion"] {
                     return status(409, "Conflict", "the object has been modified");
                 }
@@ -425,14 +485,21 @@ impl State {
         let selector: Vec<(String, String)> = query_param(query, "labelSelector")
             .unwrap_or_default()
             .split(',')
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect();
         let items: Vec<Value> = self
             .objects
             .iter()
             .filter(|((p, ns, _), _)| *p == t.plural && *ns == t.namespace)
             .map(|(_, o)| o)
-            .filter(|o| selector.iter().all(|(k, v)| o["metadata"]["labels"][k] == json!(v)))
+            .filter(|o| {
+                selector
+                    .iter()
+                    .all(|(k, v)| o["metadata"]["labels"][k] == json!(v))
+            })
             .cloned()
             .collect();
         (
@@ -441,12 +508,23 @@ impl State {
         )
     }
 
-    fn patch(&mut self, t: &Target, key: (String, String, String), query: &str, content_type: &str, body: Value) -> (u16, Value) {
+    fn patch(
+        &mut self,
+        t: &Target,
+        key: (String, String, String),
+        query: &str,
+        content_type: &str,
+        body: Value,
+    ) -> (u16, Value) {
         let manager = query_param(query, "fieldManager");
         let status_only = t.subresource.as_deref() == Some("status");
         if content_type.starts_with("application/apply-patch") {
             if manager.is_none() || query_param(query, "force").as_deref() != Some("true") {
-                return status(400, "BadRequest", "server-side apply needs fieldManager and force in these tests");
+                return status(
+                    400,
+                    "BadRequest",
+                    "server-side apply needs fieldManager and force in these tests",
+                );
             }
             if body.get("apiVersion").is_none() || body.get("kind").is_none() {
                 return status(400, "BadRequest", "apply needs apiVersion and kind");
@@ -461,7 +539,9 @@ impl State {
                 return self.create(t, body, manager, "Apply");
             }
             let rv = self.next_rv();
-            let Some(live) = self.objects.get_mut(&key) else { return status(404, "NotFound", "gone") };
+            let Some(live) = self.objects.get_mut(&key) else {
+                return status(404, "NotFound", "gone");
+            };
             if status_only {
                 live["status"] = body["status"].clone();
             } else {
@@ -469,7 +549,9 @@ impl State {
                     return status(400, "BadRequest", "status sent in a main-resource apply");
                 }
                 let spec_changed = live.get("spec") != body.get("spec");
-                let Some(obj) = live.as_object_mut() else { return status(500, "Internal", "not an object") };
+                let Some(obj) = live.as_object_mut() else {
+                    return status(500, "Internal", "not an object");
+                };
                 for (k, v) in body.as_object().into_iter().flatten() {
                     if k == "metadata" {
                         for (mk, mv) in v.as_object().into_iter().flatten() {
@@ -489,7 +571,9 @@ impl State {
                                    "fieldsType": "FieldsV1", "fieldsV1": fields});
                 match entries {
                     Some(list) => {
-                        list.retain(|e| !(e["manager"] == json!(manager) && e["operation"] == "Apply"));
+                        list.retain(|e| {
+                            !(e["manager"] == json!(manager) && e["operation"] == "Apply")
+                        });
                         list.push(entry);
                     }
                     None => live["metadata"]["managedFields"] = json!([entry]),
@@ -514,7 +598,9 @@ impl State {
             ops.retain(|op| {
                 !(op["op"] == "test"
                     && op["value"].is_null()
-                    && op["path"].as_str().is_some_and(|p| live.pointer(p).is_none()))
+                    && op["path"]
+                        .as_str()
+                        .is_some_and(|p| live.pointer(p).is_none()))
             });
             let Ok(p) = serde_json::from_value::<json_patch::Patch>(Value::Array(ops)) else {
                 return status(400, "BadRequest", "bad json patch");
@@ -528,7 +614,9 @@ impl State {
         live["metadata"]["resourceVersion"] = json!(rv);
         let out = live.clone();
         // A deleted object whose last finalizer went is gone.
-        let finalizers_gone = out["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+        let finalizers_gone = out["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty());
         if out["metadata"].get("deletionTimestamp").is_some() && finalizers_gone {
             self.objects.remove(&key);
         }

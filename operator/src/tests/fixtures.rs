@@ -2,8 +2,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::builders::{self, SecretData, secrets};
 use crate::apply::Child;
+use crate::builders::{self, SecretData, secrets};
 use crate::crd::{Store, StoreSpec, StoreStatus};
 use crate::meta::{FINALIZER, Owner};
 

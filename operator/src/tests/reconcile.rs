@@ -25,13 +25,22 @@ impl Harness {
     fn new(store: Store) -> Harness {
         let (fake, client) = FakeApi::new();
         fake.insert("stores", serde_json::to_value(&store).unwrap());
-        let ctx = Arc::new(Context::new(client, Arc::new(Metrics::default()), Some("test".into())));
+        let ctx = Arc::new(Context::new(
+            client,
+            Arc::new(Metrics::default()),
+            Some("test".into()),
+        ));
         Harness { fake, ctx }
     }
 
     /// The Store as the API server has it now (what the controller's watch would deliver).
     fn store(&self) -> Store {
-        serde_json::from_value(self.fake.get("stores", NAMESPACE, "demo").expect("store exists")).unwrap()
+        serde_json::from_value(
+            self.fake
+                .get("stores", NAMESPACE, "demo")
+                .expect("store exists"),
+        )
+        .unwrap()
     }
 
     async fn reconcile(&self) -> Result<Action, Error> {
@@ -45,7 +54,11 @@ impl Harness {
 
     fn condition(&self, type_: &str) -> (String, String, String) {
         let status = self.store().status.expect("status is set");
-        let c = status.conditions.iter().find(|c| c.type_ == type_).expect("condition exists");
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("condition exists");
         (c.status.clone(), c.reason.clone(), c.message.clone())
     }
 
@@ -79,39 +92,73 @@ async fn a_store_without_the_finalizer_gets_it_first_and_nothing_else() {
     let h = Harness::new(store);
     assert_eq!(h.reconcile().await.unwrap(), Action::await_change());
     assert_eq!(h.fake.writes(), vec!["PATCH stores/demo"]);
-    assert_eq!(h.store().metadata.finalizers, Some(vec![FINALIZER.to_string()]));
+    assert_eq!(
+        h.store().metadata.finalizers,
+        Some(vec![FINALIZER.to_string()])
+    );
 }
 
 #[tokio::test]
 async fn first_reconcile_creates_every_child_and_sets_status() {
     let h = Harness::new(Store::test());
     let action = h.reconcile().await.unwrap();
-    assert_eq!(action, Action::requeue(RECHECK), "not ready yet: check again soon");
+    assert_eq!(
+        action,
+        Action::requeue(RECHECK),
+        "not ready yet: check again soon"
+    );
 
     let (children, _) = Store::test().children();
     for child in &children {
         let plural = child.resource.plural.as_str();
-        let live = h.get(plural, &child.name).unwrap_or_else(|| panic!("{} missing", child.display()));
-        assert_eq!(live["metadata"]["labels"], child.object["metadata"]["labels"], "{}", child.display());
+        let live = h
+            .get(plural, &child.name)
+            .unwrap_or_else(|| panic!("{} missing", child.display()));
+        assert_eq!(
+            live["metadata"]["labels"],
+            child.object["metadata"]["labels"],
+            "{}",
+            child.display()
+        );
     }
     // Secrets are created (POST), everything else server-side applied, one write each.
     let writes = h.fake.writes();
-    let secrets = writes.iter().filter(|w| w.starts_with("POST secrets")).count();
-    let applies = writes.iter().filter(|w| w.starts_with("PATCH ") && !w.contains("stores/")).count();
+    let secrets = writes
+        .iter()
+        .filter(|w| w.starts_with("POST secrets"))
+        .count();
+    let applies = writes
+        .iter()
+        .filter(|w| w.starts_with("PATCH ") && !w.contains("stores/"))
+        .count();
     assert_eq!(secrets, 9);
     assert_eq!(applies, children.len() - 9);
-    for r in h.fake.requests().iter().filter(|r| r.method == "PATCH" && !r.path.contains("/stores/")) {
+    for r in h
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && !r.path.contains("/stores/"))
+    {
         assert_eq!(r.content_type, "application/apply-patch+yaml");
-        assert!(r.query.contains("fieldManager=mercato-operator") && r.query.contains("force=true"), "{r:?}");
+        assert!(
+            r.query.contains("fieldManager=mercato-operator") && r.query.contains("force=true"),
+            "{r:?}"
+        );
     }
     assert!(writes.contains(&"PATCH stores/demo/status".to_string()));
-    assert!(writes.iter().any(|w| w.starts_with("POST events")), "a Created event");
+    assert!(
+        writes.iter().any(|w| w.starts_with("POST events")),
+        "a Created event"
+    );
 
     let status = h.store().status.unwrap();
     assert_eq!(status.phase, Some(Phase::Progressing));
     assert_eq!(status.observed_generation, Some(1));
     assert_eq!(status.admin_secret.as_deref(), Some("demo-admin"));
-    assert_eq!(status.endpoint.as_deref(), Some("http://demo-gateway.shop.svc:8080"));
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some("http://demo-gateway.shop.svc:8080")
+    );
     assert_eq!(h.condition(READY).0, "False");
     assert_eq!(h.condition(PROGRESSING).0, "True");
     assert_eq!(h.condition(DEGRADED).0, "False");
@@ -142,13 +189,20 @@ async fn a_deleted_child_is_recreated_and_only_it() {
     h.reconcile().await.unwrap();
     let before = h.get("deployments", "demo-order").unwrap();
     h.fake.remove("deployments", NAMESPACE, "demo-order");
-    h.fake.remove("networkpolicies", NAMESPACE, "demo-default-deny");
+    h.fake
+        .remove("networkpolicies", NAMESPACE, "demo-default-deny");
     h.reconcile().await.unwrap();
     assert_eq!(
         h.fake.child_writes(),
-        vec!["PATCH deployments/demo-order", "PATCH networkpolicies/demo-default-deny"]
+        vec![
+            "PATCH deployments/demo-order",
+            "PATCH networkpolicies/demo-default-deny"
+        ]
     );
-    assert_eq!(h.get("deployments", "demo-order").unwrap()["spec"], before["spec"]);
+    assert_eq!(
+        h.get("deployments", "demo-order").unwrap()["spec"],
+        before["spec"]
+    );
 }
 
 #[tokio::test]
@@ -163,12 +217,27 @@ async fn a_hand_edit_of_an_owned_field_is_put_back() {
         "kubectl-edit",
         json!({"spec": {"template": {"spec": {"containers": [{"name": "auth", "image": "evil:latest"}]}}}}),
     );
-    h.fake.edit("services", NAMESPACE, "demo-gateway", "kubectl-patch", json!({"spec": {"type": "NodePort"}}));
+    h.fake.edit(
+        "services",
+        NAMESPACE,
+        "demo-gateway",
+        "kubectl-patch",
+        json!({"spec": {"type": "NodePort"}}),
+    );
     h.reconcile().await.unwrap();
-    assert_eq!(h.fake.child_writes(), vec!["PATCH deployments/demo-auth", "PATCH services/demo-gateway"]);
+    assert_eq!(
+        h.fake.child_writes(),
+        vec!["PATCH deployments/demo-auth", "PATCH services/demo-gateway"]
+    );
     let live = h.get("deployments", "demo-auth").unwrap();
-    assert_eq!(live["spec"]["template"]["spec"]["containers"][0]["image"], image);
-    assert_eq!(h.get("services", "demo-gateway").unwrap()["spec"]["type"], "ClusterIP");
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"][0]["image"],
+        image
+    );
+    assert_eq!(
+        h.get("services", "demo-gateway").unwrap()["spec"]["type"],
+        "ClusterIP"
+    );
     // And then it is stable again.
     h.reconcile().await.unwrap();
     assert_eq!(h.fake.writes(), Vec::<String>::new());
@@ -178,7 +247,13 @@ async fn a_hand_edit_of_an_owned_field_is_put_back() {
 async fn a_foreign_label_beside_ours_is_left_alone() {
     let h = Harness::new(Store::test());
     h.reconcile().await.unwrap();
-    h.fake.edit("services", NAMESPACE, "demo-auth", "kubectl-label", json!({"metadata": {"labels": {"team": "web"}}}));
+    h.fake.edit(
+        "services",
+        NAMESPACE,
+        "demo-auth",
+        "kubectl-label",
+        json!({"metadata": {"labels": {"team": "web"}}}),
+    );
     h.reconcile().await.unwrap();
     assert_eq!(h.fake.writes(), Vec::<String>::new());
 }
@@ -188,17 +263,28 @@ async fn secrets_are_never_regenerated() {
     let h = Harness::new(Store::test());
     h.reconcile().await.unwrap();
     let secret_names = h.fake.names("secrets");
-    let before: Vec<Value> = secret_names.iter().map(|n| h.get("secrets", n).unwrap()["data"].clone()).collect();
+    let before: Vec<Value> = secret_names
+        .iter()
+        .map(|n| h.get("secrets", n).unwrap()["data"].clone())
+        .collect();
 
     // A spec change and a deleted workload: the Secrets stay as they are.
     let mut store = h.store();
     store.spec.gateway.replicas = 2;
     store.metadata.generation = Some(2);
-    h.fake.insert("stores", serde_json::to_value(&store).unwrap());
+    h.fake
+        .insert("stores", serde_json::to_value(&store).unwrap());
     h.fake.remove("deployments", NAMESPACE, "demo-auth");
     h.reconcile().await.unwrap();
-    assert!(h.fake.writes().iter().all(|w| !w.contains("secrets/")), "{:?}", h.fake.writes());
-    let after: Vec<Value> = secret_names.iter().map(|n| h.get("secrets", n).unwrap()["data"].clone()).collect();
+    assert!(
+        h.fake.writes().iter().all(|w| !w.contains("secrets/")),
+        "{:?}",
+        h.fake.writes()
+    );
+    let after: Vec<Value> = secret_names
+        .iter()
+        .map(|n| h.get("secrets", n).unwrap()["data"].clone())
+        .collect();
     assert_eq!(before, after);
 
     // A rotated password is kept, not reverted; the pods that read it roll.
@@ -206,16 +292,34 @@ async fn secrets_are_never_regenerated() {
         h.get("deployments", "demo-order").unwrap()["spec"]["template"]["metadata"]["annotations"]["mercato.dev/config-hash"].clone()
     };
     let old_hash = hash(&h);
-    h.fake.edit("secrets", NAMESPACE, "demo-order-db-credentials", "kubectl-edit", json!({"data": {"password": "cm90YXRlZA=="}}));
+    h.fake.edit(
+        "secrets",
+        NAMESPACE,
+        "demo-order-db-credentials",
+        "kubectl-edit",
+        json!({"data": {"password": "cm90YXRlZA=="}}),
+    );
     h.reconcile().await.unwrap();
-    assert_eq!(h.get("secrets", "demo-order-db-credentials").unwrap()["data"]["password"], "cm90YXRlZA==");
+    assert_eq!(
+        h.get("secrets", "demo-order-db-credentials").unwrap()["data"]["password"],
+        "cm90YXRlZA=="
+    );
     assert!(h.fake.writes().iter().all(|w| !w.contains("secrets/")));
-    assert_ne!(hash(&h), old_hash, "order's pods roll onto the new password");
+    assert_ne!(
+        hash(&h),
+        old_hash,
+        "order's pods roll onto the new password"
+    );
 
     // A deleted Secret is generated anew, alone.
     h.fake.remove("secrets", NAMESPACE, "demo-payment-client");
     h.reconcile().await.unwrap();
-    let secret_writes: Vec<String> = h.fake.writes().into_iter().filter(|w| w.contains("secrets")).collect();
+    let secret_writes: Vec<String> = h
+        .fake
+        .writes()
+        .into_iter()
+        .filter(|w| w.contains("secrets"))
+        .collect();
     assert_eq!(secret_writes, vec!["POST secrets"]);
     assert!(h.get("secrets", "demo-payment-client").unwrap()["data"]["client-secret"].is_string());
 }
@@ -227,42 +331,76 @@ async fn half_a_key_pair_is_reported_not_papered_over() {
     h.fake.remove("secrets", NAMESPACE, "demo-jwks");
     let err = h.reconcile().await.unwrap_err();
     assert_eq!(err.kind(), "half_key_pair");
-    assert!(h.get("secrets", "demo-jwks").is_none(), "no lone public key set is invented");
+    assert!(
+        h.get("secrets", "demo-jwks").is_none(),
+        "no lone public key set is invented"
+    );
     let (status, reason, message) = h.condition(DEGRADED);
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "ReconcileFailed"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "ReconcileFailed")
+    );
     assert!(message.contains("demo-jwt-signing"), "{message}");
 }
 
 #[tokio::test]
 async fn an_api_error_sets_degraded_and_backs_off_exponentially() {
     let h = Harness::new(Store::test());
-    h.fake.fail(Method::PATCH, "/deployments/demo-order", 500, None);
+    h.fake
+        .fail(Method::PATCH, "/deployments/demo-order", 500, None);
     let err = h.reconcile().await.unwrap_err();
     assert_eq!(err.kind(), "kube_api");
     let (status, reason, message) = h.condition(DEGRADED);
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "ReconcileFailed"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "ReconcileFailed")
+    );
     assert!(message.contains("Deployment/demo-order"), "{message}");
     assert_eq!(h.store().status.unwrap().phase, Some(Phase::Degraded));
     assert_eq!(h.condition(READY).0, "False");
-    assert!(h.fake.writes().iter().any(|w| w.starts_with("POST events")), "a Warning event");
+    assert!(
+        h.fake.writes().iter().any(|w| w.starts_with("POST events")),
+        "a Warning event"
+    );
 
     let store = Arc::new(h.store());
-    assert_eq!(error_policy(store.clone(), &err, h.ctx.clone()), Action::requeue(BACKOFF_BASE));
-    assert_eq!(error_policy(store.clone(), &err, h.ctx.clone()), Action::requeue(BACKOFF_BASE * 2));
-    assert_eq!(error_policy(store.clone(), &err, h.ctx.clone()), Action::requeue(BACKOFF_BASE * 4));
+    assert_eq!(
+        error_policy(store.clone(), &err, h.ctx.clone()),
+        Action::requeue(BACKOFF_BASE)
+    );
+    assert_eq!(
+        error_policy(store.clone(), &err, h.ctx.clone()),
+        Action::requeue(BACKOFF_BASE * 2)
+    );
+    assert_eq!(
+        error_policy(store.clone(), &err, h.ctx.clone()),
+        Action::requeue(BACKOFF_BASE * 4)
+    );
     for _ in 0..20 {
         error_policy(store.clone(), &err, h.ctx.clone());
     }
-    assert_eq!(error_policy(store.clone(), &err, h.ctx.clone()), Action::requeue(Duration::from_secs(300)));
+    assert_eq!(
+        error_policy(store.clone(), &err, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(300))
+    );
     let metrics = h.ctx.metrics.render();
-    assert!(metrics.contains(r#"mercato_operator_reconcile_failures_total{error="kube_api"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"mercato_operator_reconcile_failures_total{error="kube_api"} 1"#),
+        "{metrics}"
+    );
 
     // Once the API recovers, Degraded clears and the backoff starts over.
     h.fake.clear_failures();
     h.reconcile().await.unwrap();
     let (status, reason, _) = h.condition(DEGRADED);
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "ReconcileSucceeded"));
-    assert_eq!(error_policy(store, &err, h.ctx.clone()), Action::requeue(BACKOFF_BASE));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ReconcileSucceeded")
+    );
+    assert_eq!(
+        error_policy(store, &err, h.ctx.clone()),
+        Action::requeue(BACKOFF_BASE)
+    );
 }
 
 #[tokio::test]
@@ -284,21 +422,38 @@ async fn status_is_computed_from_the_children() {
     assert_eq!(status.components["order"].database_ready, Some(true));
     assert_eq!(status.components["gateway"].database_ready, None);
     let (ready, reason, message) = h.condition(READY);
-    assert_eq!((ready.as_str(), reason.as_str()), ("False", "ComponentsNotReady"));
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("False", "ComponentsNotReady")
+    );
     assert_eq!(message, "waiting for: order (1/2)");
-    let not_ready_since = h.store().status.unwrap().conditions[0].last_transition_time.clone();
+    let not_ready_since = h.store().status.unwrap().conditions[0]
+        .last_transition_time
+        .clone();
 
     h.roll_out();
     h.reconcile().await.unwrap();
     let status = h.store().status.unwrap();
     assert_eq!(status.phase, Some(Phase::Ready));
     assert_eq!(h.condition(READY).0, "True");
-    assert_eq!(h.condition(PROGRESSING), ("False".into(), "RolloutComplete".into(), "the store runs its desired state".into()));
+    assert_eq!(
+        h.condition(PROGRESSING),
+        (
+            "False".into(),
+            "RolloutComplete".into(),
+            "the store runs its desired state".into()
+        )
+    );
     assert!(status.conditions[0].last_transition_time.0 >= not_ready_since.0);
     let degraded_since = status.conditions[2].last_transition_time.clone();
 
     // A database going down flips Ready only; Degraded keeps its transition time.
-    h.fake.set_status("statefulsets", NAMESPACE, "demo-auth-db", json!({"observedGeneration": 1, "readyReplicas": 0, "updatedReplicas": 1}));
+    h.fake.set_status(
+        "statefulsets",
+        NAMESPACE,
+        "demo-auth-db",
+        json!({"observedGeneration": 1, "readyReplicas": 0, "updatedReplicas": 1}),
+    );
     h.reconcile().await.unwrap();
     let status = h.store().status.unwrap();
     assert_eq!(status.components["auth"].database_ready, Some(false));
@@ -325,11 +480,15 @@ async fn scaling_down_removes_the_disruption_budget_and_turning_policies_off_rem
     let mut store = h.store();
     store.spec.gateway.replicas = 1;
     store.spec.network_policies.enabled = false;
-    h.fake.insert("stores", serde_json::to_value(&store).unwrap());
+    h.fake
+        .insert("stores", serde_json::to_value(&store).unwrap());
     h.reconcile().await.unwrap();
     assert!(h.get("poddisruptionbudgets", "demo-gateway").is_none());
     assert!(h.fake.names("networkpolicies").is_empty());
-    assert_eq!(h.get("deployments", "demo-gateway").unwrap()["spec"]["replicas"], 1);
+    assert_eq!(
+        h.get("deployments", "demo-gateway").unwrap()["spec"]["replicas"],
+        1
+    );
 }
 
 fn pvc(name: &str, store: &str) -> Value {
@@ -342,13 +501,18 @@ fn pvc(name: &str, store: &str) -> Value {
 async fn delete_with(policy: DeletionPolicy) -> Harness {
     let h = Harness::new(Store::test().with(|s| s.deletion_policy = policy));
     h.reconcile().await.unwrap();
-    h.fake.insert("persistentvolumeclaims", pvc("data-demo-auth-db-0", "demo"));
-    h.fake.insert("persistentvolumeclaims", pvc("data-other-auth-db-0", "other"));
+    h.fake
+        .insert("persistentvolumeclaims", pvc("data-demo-auth-db-0", "demo"));
+    h.fake.insert(
+        "persistentvolumeclaims",
+        pvc("data-other-auth-db-0", "other"),
+    );
     let mut store = h.store();
     store.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
     ));
-    h.fake.insert("stores", serde_json::to_value(&store).unwrap());
+    h.fake
+        .insert("stores", serde_json::to_value(&store).unwrap());
     assert_eq!(h.reconcile().await.unwrap(), Action::await_change());
     h
 }
@@ -356,9 +520,19 @@ async fn delete_with(policy: DeletionPolicy) -> Harness {
 #[tokio::test]
 async fn deletion_with_delete_removes_the_stores_volume_claims() {
     let h = delete_with(DeletionPolicy::Delete).await;
-    assert_eq!(h.fake.names("persistentvolumeclaims"), vec!["data-other-auth-db-0"]);
-    assert!(h.fake.writes().contains(&"DELETE statefulsets/demo-auth-db".to_string()));
-    assert!(h.get("stores", "demo").is_none(), "finalizer removed, store gone");
+    assert_eq!(
+        h.fake.names("persistentvolumeclaims"),
+        vec!["data-other-auth-db-0"]
+    );
+    assert!(
+        h.fake
+            .writes()
+            .contains(&"DELETE statefulsets/demo-auth-db".to_string())
+    );
+    assert!(
+        h.get("stores", "demo").is_none(),
+        "finalizer removed, store gone"
+    );
 }
 
 #[tokio::test]
@@ -369,10 +543,25 @@ async fn deletion_with_retain_keeps_volume_claims_and_their_passwords() {
         vec!["data-demo-auth-db-0", "data-other-auth-db-0"]
     );
     for c in mercato_contract::Component::WITH_DATABASE {
-        let secret = h.get("secrets", &mercato_contract::names::db_credentials_secret("demo", c)).unwrap();
-        assert_eq!(secret["metadata"]["ownerReferences"], json!([]), "{c}: released from garbage collection");
+        let secret = h
+            .get(
+                "secrets",
+                &mercato_contract::names::db_credentials_secret("demo", c),
+            )
+            .unwrap();
+        assert_eq!(
+            secret["metadata"]["ownerReferences"],
+            json!([]),
+            "{c}: released from garbage collection"
+        );
     }
-    assert_eq!(h.get("secrets", "demo-admin").unwrap()["metadata"]["ownerReferences"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        h.get("secrets", "demo-admin").unwrap()["metadata"]["ownerReferences"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert!(h.fake.writes().iter().all(|w| !w.starts_with("DELETE")));
     assert!(h.get("stores", "demo").is_none());
 }
@@ -380,12 +569,17 @@ async fn deletion_with_retain_keeps_volume_claims_and_their_passwords() {
 #[tokio::test]
 async fn a_recreated_store_adopts_retained_credentials() {
     let h = delete_with(DeletionPolicy::Retain).await;
-    let password = h.get("secrets", "demo-order-db-credentials").unwrap()["data"]["password"].clone();
+    let password =
+        h.get("secrets", "demo-order-db-credentials").unwrap()["data"]["password"].clone();
     let mut again = Store::test();
     again.metadata.uid = Some("second-uid".into());
-    h.fake.insert("stores", serde_json::to_value(&again).unwrap());
+    h.fake
+        .insert("stores", serde_json::to_value(&again).unwrap());
     h.reconcile().await.unwrap();
     let secret = h.get("secrets", "demo-order-db-credentials").unwrap();
     assert_eq!(secret["data"]["password"], password);
-    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "second-uid");
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        "second-uid"
+    );
 }

@@ -1,0 +1,515 @@
+//! End-to-end check of the operator against the cluster in KUBECONFIG (`make e2e`):
+//!
+//!   cargo run -p mercato-operator --example e2e
+//!
+//! It installs the CRD, runs the operator in this process (watching one fresh namespace
+//! that enforces the `restricted` Pod Security Standard), applies `examples/store.yaml`,
+//! waits for every child, checks them, edits and deletes children and sees them put back,
+//! checks that a settled Store costs no writes, that invalid Stores are refused, and that
+//! deleting Stores honours their deletion policy. Without a cluster configuration it says
+//! so and exits 0.
+//!
+//! Why an example and not a test: `cargo nextest run --workspace` must not touch a cluster,
+//! and a test that returns early without one would pass without testing anything. An
+//! example is compiled (and linted) with the workspace but runs only when asked to.
+//!
+//! Set MERCATO_E2E_READY=1 when the Mercato images are loaded into the cluster, to also
+//! wait for the Store to become Ready.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Config, ResourceExt};
+use mercato_operator::apply::Child;
+use mercato_operator::builders::{self, secrets};
+use mercato_operator::crd::{DeletionPolicy, Store};
+use mercato_operator::meta::{Owner, store_selector};
+use mercato_operator::metrics::Metrics;
+use mercato_operator::reconciler::Context;
+use serde_json::json;
+use tokio::sync::watch;
+
+const FIELD_MANAGER: &str = "mercato-e2e";
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+fn step(what: &str) {
+    println!("e2e: {what}");
+}
+
+/// Polls `check` every second until it yields a value or `timeout` passes.
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(anyhow!(
+                "timed out after {timeout:?} waiting for {what} (last error: {last_error:?})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = match Config::infer().await {
+        Ok(c) => c,
+        Err(e) => {
+            println!(
+                "e2e: skipped: no cluster configured (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
+            );
+            return Ok(());
+        }
+    };
+    let client = Client::try_from(config).context("cannot build a Kubernetes client")?;
+    let version = tokio::time::timeout(Duration::from_secs(15), client.apiserver_version())
+        .await
+        .map_err(|_| anyhow!("the configured cluster did not answer within 15s"))?
+        .context("the configured cluster is unreachable")?;
+    step(&format!(
+        "cluster {}.{} ({})",
+        version.major, version.minor, version.git_version
+    ));
+
+    let namespace = format!(
+        "mercato-e2e-{}",
+        mercato_contract::credentials::random_secret(5).to_lowercase()
+    );
+    let result = run(client.clone(), &namespace).await;
+    step(&format!("deleting namespace {namespace}"));
+    let _ = Api::<Namespace>::all(client)
+        .delete(&namespace, &DeleteParams::default())
+        .await;
+    match &result {
+        Ok(()) => println!("e2e: 1 passed, 0 failed"),
+        Err(e) => println!("e2e: 0 passed, 1 failed: {e:#}"),
+    }
+    result
+}
+
+async fn run(client: Client, ns: &str) -> anyhow::Result<()> {
+    step("installing the CRD");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = mercato_operator::crd::crd();
+    let crd_name = crd.name_any();
+    crds.patch(
+        &crd_name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .context("apply the CRD")?;
+    wait_for("the CRD to be established", TIMEOUT, || async {
+        let crd = crds.get(&crd_name).await?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        Ok(established.then_some(()))
+    })
+    .await?;
+
+    step(&format!(
+        "creating namespace {ns} (Pod Security: restricted, enforced)"
+    ));
+    let namespace: Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": ns, "labels": {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/warn": "restricted"}}
+    }))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await?;
+
+    step("starting the operator in this process");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(Metrics::default()),
+        Some("e2e".into()),
+    ));
+    let owned_ns = ns.to_string();
+    let operator = tokio::spawn(async move {
+        let mut stop = stop_rx;
+        mercato_operator::controller::run(ctx, Some(&owned_ns), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+    });
+
+    let result = scenario(&client, ns).await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(30), operator).await;
+    result
+}
+
+async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
+    let stores: Api<Store> = Api::namespaced(client.clone(), ns);
+
+    step("an invalid Store is refused with a message that says what to fix");
+    for (manifest, expected) in [
+        (
+            json!({"metadata": {"name": "a".repeat(41)}}),
+            "at most 40 characters",
+        ),
+        (
+            json!({"metadata": {"name": "bad-port"}, "spec": {"gateway": {"service": {"nodePort": 30080}}}}),
+            "nodePort can only be set",
+        ),
+        (
+            json!({"metadata": {"name": "bad-replicas"}, "spec": {"order": {"replicas": -1}}}),
+            "spec.order.replicas",
+        ),
+        (
+            json!({"metadata": {"name": "bad-policy"}, "spec": {"deletionPolicy": "Shred"}}),
+            "spec.deletionPolicy",
+        ),
+    ] {
+        let mut manifest = manifest;
+        manifest["apiVersion"] = json!("mercato.dev/v1alpha1");
+        manifest["kind"] = json!("Store");
+        let name = manifest["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match stores
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Apply(&manifest),
+            )
+            .await
+        {
+            Ok(_) => bail!("Store {name} was accepted; expected a refusal mentioning {expected:?}"),
+            Err(kube::Error::Api(s)) => ensure!(
+                s.code == 422 && s.message.contains(expected),
+                "Store {name}: expected 422 mentioning {expected:?}, got {} {}",
+                s.code,
+                s.message
+            ),
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    step("applying examples/store.yaml");
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/store.yaml"
+    ))?;
+    let manifest: serde_json::Value = serde_yaml::from_str(&yaml)?;
+    let name = manifest["metadata"]["name"]
+        .as_str()
+        .context("the example has a name")?
+        .to_string();
+    stores
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&manifest),
+        )
+        .await?;
+    let store = stores.get(&name).await?;
+    ensure!(
+        store.spec.deletion_policy == DeletionPolicy::Retain,
+        "the API server applied the schema defaults"
+    );
+    let owner = Owner::of(&store).context("the Store has a uid")?;
+
+    // What should exist: the same list `render` prints.
+    let data = secrets::generate(&name);
+    let mut expected: Vec<Child> = secrets::specs(&name)
+        .iter()
+        .map(|s| {
+            Child::new(&secrets::secret(
+                &owner,
+                s,
+                data.get(&s.name).cloned().unwrap_or_default(),
+            ))
+        })
+        .collect();
+    expected.extend(builders::children(&owner, &store.spec, &data));
+
+    step(&format!("waiting for {} children", expected.len()));
+    wait_for(
+        "every child with a controller reference to the Store",
+        TIMEOUT,
+        || async {
+            for child in &expected {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), ns, &child.resource);
+                let Some(live) = api.get_opt(&child.name).await? else {
+                    return Ok(None);
+                };
+                let controlled = live
+                    .owner_references()
+                    .iter()
+                    .any(|r| r.uid == owner.reference().uid && r.controller == Some(true));
+                ensure!(
+                    controlled,
+                    "{} is not controlled by the Store",
+                    child.display()
+                );
+                ensure!(
+                    live.labels()
+                        == child.object["metadata"]["labels"]
+                            .as_object()
+                            .map(|m| m
+                                .iter()
+                                .map(|(k, v)| (
+                                    k.clone(),
+                                    v.as_str().unwrap_or_default().to_string()
+                                ))
+                                .collect::<BTreeMap<_, _>>())
+                            .as_ref()
+                            .unwrap_or(&BTreeMap::new()),
+                    "{} has other labels",
+                    child.display()
+                );
+            }
+            Ok(Some(()))
+        },
+    )
+    .await?;
+
+    step("status: conditions with observedGeneration, admin Secret, endpoint");
+    let status = wait_for("a status", TIMEOUT, || async {
+        Ok(stores
+            .get(&name)
+            .await?
+            .status
+            .filter(|s| !s.conditions.is_empty()))
+    })
+    .await?;
+    ensure!(
+        status.admin_secret.as_deref() == Some("demo-admin"),
+        "adminSecret: {:?}",
+        status.admin_secret
+    );
+    ensure!(status.endpoint.is_some(), "no endpoint");
+    for c in &status.conditions {
+        ensure!(
+            c.observed_generation == store.metadata.generation,
+            "{} has observedGeneration {:?}",
+            c.type_,
+            c.observed_generation
+        );
+    }
+
+    step("pods are admitted under the restricted Pod Security Standard");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        "every workload to have created its pods",
+        TIMEOUT,
+        || async {
+            for d in deployments
+                .list(&ListParams::default().labels(&store_selector(&name)))
+                .await?
+            {
+                let conditions = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.clone())
+                    .unwrap_or_default();
+                if let Some(failure) = conditions
+                    .iter()
+                    .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+                {
+                    bail!("{}: {:?}", d.name_any(), failure.message);
+                }
+                if d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0) < 1 {
+                    return Ok(None);
+                }
+            }
+            for s in statefulsets
+                .list(&ListParams::default().labels(&store_selector(&name)))
+                .await?
+            {
+                if s.status.as_ref().map_or(0, |st| st.replicas) < 1 {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .await?;
+
+    if std::env::var_os("MERCATO_E2E_READY").is_some() {
+        step("waiting for the Store to become Ready (MERCATO_E2E_READY)");
+        wait_for("Ready=True", Duration::from_secs(600), || async {
+            let s = stores.get(&name).await?.status.unwrap_or_default();
+            Ok(s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(()))
+        })
+        .await?;
+    }
+
+    step("a settled Store costs no writes");
+    let stable_kinds = ["Secret", "ServiceAccount", "NetworkPolicy"];
+    let versions = |client: Client| {
+        let expected = expected.clone();
+        async move {
+            let mut out = BTreeMap::new();
+            for child in expected.iter().filter(|c| stable_kinds.contains(&c.kind())) {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), ns, &child.resource);
+                out.insert(
+                    child.display(),
+                    api.get(&child.name).await?.resource_version(),
+                );
+            }
+            anyhow::Ok(out)
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = versions(client.clone()).await?;
+    // Any change to the Store triggers a reconcile; an annotation changes nothing desired.
+    stores
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"e2e/poke": "1"}}})),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    ensure!(
+        versions(client.clone()).await? == before,
+        "a reconcile of an unchanged Store wrote to children"
+    );
+
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret_data = |api: Api<Secret>| async move {
+        let mut out = BTreeMap::new();
+        for s in api
+            .list(&ListParams::default().labels(&store_selector("demo")))
+            .await?
+        {
+            out.insert(s.name_any(), s.data.clone());
+        }
+        anyhow::Ok(out)
+    };
+    let secrets_before = secret_data(secrets_api.clone()).await?;
+
+    step("a hand-edited Deployment is put back");
+    let original = deployments.get("demo-auth").await?;
+    let image = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers[0].image.clone())
+    };
+    deployments
+        .patch(
+            "demo-auth",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "auth", "image": "busybox:hand-edit"}]}}}})),
+        )
+        .await?;
+    wait_for("demo-auth's image to be restored", TIMEOUT, || async {
+        let d = deployments.get("demo-auth").await?;
+        Ok((image(&d) == image(&original)).then_some(()))
+    })
+    .await?;
+
+    step("a deleted Service and NetworkPolicy are recreated");
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let old_uid = services.get("demo-product").await?.uid();
+    services
+        .delete("demo-product", &DeleteParams::default())
+        .await?;
+    let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
+        Api::namespaced(client.clone(), ns);
+    policies
+        .delete("demo-default-deny", &DeleteParams::default())
+        .await?;
+    wait_for(
+        "demo-product and demo-default-deny to come back",
+        TIMEOUT,
+        || async {
+            let svc = services.get_opt("demo-product").await?;
+            let np = policies.get_opt("demo-default-deny").await?;
+            Ok((svc.is_some_and(|s| s.uid() != old_uid) && np.is_some()).then_some(()))
+        },
+    )
+    .await?;
+
+    step("Secrets were not regenerated");
+    ensure!(
+        secret_data(secrets_api.clone()).await? == secrets_before,
+        "Secret data changed"
+    );
+
+    step("deleting the Store with deletionPolicy Retain keeps the volume claims");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    delete_store(&stores, &name).await?;
+    let kept = pvcs
+        .list(&ListParams::default().labels(&store_selector(&name)))
+        .await?;
+    ensure!(
+        kept.items.len() == 4,
+        "expected the 4 database claims to stay, found {}",
+        kept.items.len()
+    );
+
+    step("deleting a Store with deletionPolicy Delete removes its volume claims");
+    let doomed = json!({"apiVersion": "mercato.dev/v1alpha1", "kind": "Store",
+                         "metadata": {"name": "doomed"}, "spec": {"deletionPolicy": "Delete", "networkPolicies": {"enabled": false}}});
+    stores
+        .patch(
+            "doomed",
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&doomed),
+        )
+        .await?;
+    wait_for("doomed's 4 volume claims", TIMEOUT, || async {
+        let n = pvcs
+            .list(&ListParams::default().labels(&store_selector("doomed")))
+            .await?
+            .items
+            .len();
+        Ok((n == 4).then_some(()))
+    })
+    .await?;
+    delete_store(&stores, "doomed").await?;
+    wait_for("doomed's volume claims to be gone", TIMEOUT, || async {
+        let n = pvcs
+            .list(&ListParams::default().labels(&store_selector("doomed")))
+            .await?
+            .items
+            .len();
+        Ok((n == 0).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+async fn delete_store(stores: &Api<Store>, name: &str) -> anyhow::Result<()> {
+    stores.delete(name, &DeleteParams::default()).await?;
+    wait_for(
+        &format!("Store {name} to be gone (finalizer done)"),
+        TIMEOUT,
+        || async { Ok(stores.get_opt(name).await?.is_none().then_some(())) },
+    )
+    .await
+}

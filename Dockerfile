@@ -1,0 +1,51 @@
+# syntax=docker/dockerfile:1
+#
+# One Dockerfile for every Mercato binary. Pick the binary with a build argument:
+#
+#   docker build --build-arg BIN=mercato-operator -t mercato/operator:0.1.0 .
+#   docker build --build-arg BIN=mercato-auth     -t mercato/auth:0.1.0 .
+#
+# (BIN is mercato-operator, mercato-auth, mercato-product, mercato-order, mercato-payment
+# or mercato-gateway; the image names are the Store's and the chart's defaults.)
+#
+# Stages: `planner` reduces the workspace to a cargo-chef recipe (manifests and lock file
+# only), `builder` compiles the dependencies from that recipe in a layer of their own, so
+# a change to the sources recompiles only the workspace's crates, then builds the one
+# binary; `runtime` is distroless (no shell, no package manager) and runs as the `nonroot`
+# user, uid/gid 65532, which is also what the operator's pod security contexts set.
+
+ARG RUST_VERSION=1.95
+ARG CARGO_CHEF_VERSION=0.1.78
+
+FROM rust:${RUST_VERSION}-slim-bookworm AS chef
+ARG CARGO_CHEF_VERSION
+RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
+WORKDIR /src
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+# Compile-time checked SQL (if any) reads the committed .sqlx data, never a live database.
+ENV SQLX_OFFLINE=true
+COPY --from=planner /src/recipe.json recipe.json
+# The dependency layer: rebuilt only when Cargo.toml or Cargo.lock files change, and
+# shared by every binary's image.
+RUN cargo chef cook --release --locked --recipe-path recipe.json
+COPY . .
+ARG BIN
+RUN if [ -z "${BIN}" ]; then echo "set --build-arg BIN=<binary>, e.g. BIN=mercato-auth" >&2; exit 1; fi \
+ && cargo build --release --locked --bin "${BIN}" \
+ && install -D -m 0755 "target/release/${BIN}" /out/mercato
+
+FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+ARG BIN
+LABEL org.opencontainers.image.title="${BIN}" \
+      org.opencontainers.image.description="Mercato ${BIN}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# Exec-form ENTRYPOINT cannot expand ${BIN}, so every image keeps its binary under one path.
+COPY --from=builder /out/mercato /usr/local/bin/mercato
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/mercato"]

@@ -321,6 +321,78 @@ impl TokenSource {
     }
 }
 
+/// Another service called with this service's token: a 401 (say, after a key rotation)
+/// gets one retry with a fresh token, and the dependency's own client errors ("Product
+/// not found", "Not enough stock", with the offending field) are passed through.
+#[derive(Debug)]
+pub struct Dependency {
+    pub upstream: Upstream,
+    tokens: std::sync::Arc<TokenSource>,
+}
+
+impl Dependency {
+    pub fn new(
+        name: &'static str,
+        base_url: &str,
+        config: &UpstreamConfig,
+        tokens: std::sync::Arc<TokenSource>,
+    ) -> Self {
+        Self {
+            upstream: Upstream::new(name, base_url, config),
+            tokens,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        idempotent: bool,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<T, ApiError> {
+        let mut retried = false;
+        loop {
+            let token = self.tokens.token().await?;
+            match self
+                .upstream
+                .call(idempotent, |http| build(http, &token))
+                .await
+            {
+                Err(UpstreamError::Rejected(StatusCode::UNAUTHORIZED, _)) if !retried => {
+                    self.tokens.invalidate().await;
+                    retried = true;
+                }
+                Err(UpstreamError::Rejected(status, Some(problem))) => {
+                    let mut e = ApiError::new(status, "upstream_rejected", problem.title);
+                    e.detail = problem.detail;
+                    e.errors = problem.errors;
+                    e.upstream_code = Some(problem.code);
+                    return Err(e);
+                }
+                Err(e) => return Err(self.upstream.error(&e)),
+                Ok(answer) => return Ok(answer),
+            }
+        }
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        idempotent: bool,
+    ) -> Result<T, ApiError> {
+        let url = self.upstream.url(path);
+        self.send(idempotent, |http, token| {
+            http.post(&url).bearer_auth(token).json(body)
+        })
+        .await
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let url = self.upstream.url(path);
+        self.send(true, |http, token| http.get(&url).bearer_auth(token))
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

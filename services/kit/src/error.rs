@@ -53,6 +53,8 @@ pub struct ApiError {
     pub errors: Vec<FieldError>,
     pub retry_after_secs: Option<u64>,
     pub www_authenticate: bool,
+    /// The `code` a dependency answered with, when this error passes its answer on.
+    pub upstream_code: Option<String>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -67,6 +69,7 @@ impl ApiError {
             errors: Vec::new(),
             retry_after_secs: None,
             www_authenticate: false,
+            upstream_code: None,
         }
     }
 
@@ -190,7 +193,10 @@ impl ApiError {
             title: self.title.clone(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
-            code: self.code.to_string(),
+            code: self
+                .upstream_code
+                .clone()
+                .unwrap_or_else(|| self.code.to_string()),
             errors: self.errors.clone(),
             request_id: crate::telemetry::current_request_id(),
         }

@@ -75,7 +75,7 @@ impl App {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let verifier = Verifier::load(&config.jwt)?;
         let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
-        let tokens = TokenSource::new(&config.client, &config.upstream);
+        let tokens = Arc::new(TokenSource::new(&config.client, &config.upstream));
         let state = AppState {
             pool: pool.clone(),
             verifier,

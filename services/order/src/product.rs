@@ -1,10 +1,10 @@
 //! The product service as the order service sees it: reserve, commit, release.
 
+use std::sync::Arc;
+
 use mercato_kit::ApiError;
-use mercato_kit::client::{TokenSource, Upstream, UpstreamConfig, UpstreamError};
+use mercato_kit::client::{Dependency, TokenSource, UpstreamConfig};
 use mercato_kit::items::LineItem;
-use reqwest::StatusCode;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -25,55 +25,16 @@ pub struct Reservation {
     pub currency: String,
 }
 
+/// The product service, called with the order service's token.
 #[derive(Debug)]
-pub struct ProductClient {
-    upstream: Upstream,
-    tokens: TokenSource,
-}
+pub struct ProductClient(Dependency);
 
 impl ProductClient {
-    pub fn new(base_url: &str, config: &UpstreamConfig, tokens: TokenSource) -> Self {
-        Self {
-            upstream: Upstream::new("Product service", base_url, config),
-            tokens,
-        }
+    pub fn new(base_url: &str, config: &UpstreamConfig, tokens: Arc<TokenSource>) -> Self {
+        Self(Dependency::new("Product service", base_url, config, tokens))
     }
 
-    /// POSTs with a service token; a 401 (say, after a key rotation) gets one retry with
-    /// a fresh token. Every call here is idempotent on the product side.
-    async fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, ApiError> {
-        let mut retried = false;
-        loop {
-            let token = self.tokens.token().await?;
-            match self.upstream.post_json(path, &token, body, true).await {
-                Err(UpstreamError::Rejected(StatusCode::UNAUTHORIZED, _)) if !retried => {
-                    self.tokens.invalidate().await;
-                    retried = true;
-                }
-                Err(UpstreamError::Rejected(status, Some(problem))) => {
-                    // Pass the product service's own answer through: "Product not found",
-                    // "Not enough stock", with the offending item named.
-                    let mut e = ApiError::new(status, "rejected", problem.title);
-                    e.code = match problem.code.as_str() {
-                        "not_found" => "not_found",
-                        "insufficient_stock" => "insufficient_stock",
-                        "validation_failed" => "validation_failed",
-                        _ => "upstream_rejected",
-                    };
-                    e.detail = problem.detail;
-                    e.errors = problem.errors;
-                    return Err(e);
-                }
-                Err(e) => return Err(self.upstream.error(&e)),
-                Ok(answer) => return Ok(answer),
-            }
-        }
-    }
-
+    /// Every call here is idempotent on the product side, so all may be retried.
     pub async fn reserve(
         &self,
         order_id: Uuid,
@@ -84,17 +45,28 @@ impl ProductClient {
             order_id: Uuid,
             items: &'a [LineItem],
         }
-        self.post("/internal/reservations", &Body { order_id, items })
+        self.0
+            .post("/internal/reservations", &Body { order_id, items }, true)
             .await
     }
 
     pub async fn commit(&self, order_id: Uuid) -> Result<Reservation, ApiError> {
-        self.post(&format!("/internal/reservations/{order_id}/commit"), &())
+        self.0
+            .post(
+                &format!("/internal/reservations/{order_id}/commit"),
+                &(),
+                true,
+            )
             .await
     }
 
     pub async fn release(&self, order_id: Uuid) -> Result<Reservation, ApiError> {
-        self.post(&format!("/internal/reservations/{order_id}/release"), &())
+        self.0
+            .post(
+                &format!("/internal/reservations/{order_id}/release"),
+                &(),
+                true,
+            )
             .await
     }
 }

@@ -1,0 +1,120 @@
+//! The payment service: payments checked against the order they settle, with outcomes
+//! delivered to the order service through a transactional outbox.
+
+pub mod openapi;
+pub mod outbox;
+pub mod payments;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::FromRef;
+use clap::Parser;
+use mercato_contract::{Component, env};
+use mercato_kit::client::{Dependency, ServiceClientConfig, TokenSource, UpstreamConfig};
+use mercato_kit::config::{DatabaseConfig, JwtConfig, ServerConfig};
+use mercato_kit::jwt::Verifier;
+use mercato_kit::server::{self, Ops};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "mercato-payment",
+    version,
+    about = "Mercato payment service: payments that settle orders"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub server: ServerConfig,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub jwt: JwtConfig,
+    #[command(flatten)]
+    pub client: ServiceClientConfig,
+    #[command(flatten)]
+    pub upstream: UpstreamConfig,
+    /// Base URL of the order service.
+    #[arg(long, env = env::ORDER_URL)]
+    pub order_url: String,
+    /// How often the outbox looks for due events when nothing wakes it.
+    #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub outbox_poll_ms: u64,
+    /// Longest wait between two delivery attempts of one event.
+    #[arg(long, env = "OUTBOX_MAX_BACKOFF_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub outbox_max_backoff_secs: u64,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub verifier: Arc<Verifier>,
+    pub order: Arc<Dependency>,
+    /// Wakes the outbox dispatcher when a payment is written.
+    pub outbox_wake: Arc<Notify>,
+}
+
+impl FromRef<AppState> for Arc<Verifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+pub struct App {
+    pub router: Router,
+    pub state: AppState,
+}
+
+impl App {
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let verifier = Verifier::load(&config.jwt)?;
+        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
+        let tokens = Arc::new(TokenSource::new(&config.client, &config.upstream));
+        let state = AppState {
+            pool: pool.clone(),
+            verifier,
+            order: Arc::new(Dependency::new(
+                "Order service",
+                &config.order_url,
+                &config.upstream,
+                tokens,
+            )),
+            outbox_wake: Arc::new(Notify::new()),
+        };
+        let ops = Ops::new(Component::Payment.name(), Some(pool), openapi::document());
+        let router = server::build(routes::router(state.clone()), ops, &config.server);
+        Ok(Self { router, state })
+    }
+
+    /// JWKS reloads and the outbox dispatcher.
+    pub fn spawn_background(&self, config: &Config) {
+        self.state.verifier.spawn_reloader(Duration::from_secs(
+            config.jwt.jwks_reload_interval_secs.max(1),
+        ));
+        tokio::spawn(outbox::dispatch(
+            self.state.clone(),
+            Duration::from_millis(config.outbox_poll_ms),
+            Duration::from_secs(config.outbox_max_backoff_secs),
+        ));
+    }
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    mercato_kit::telemetry::init(config.server.log_format, &config.server.log_level);
+    let listener = server::bind(config.server.http_addr).await?;
+    let app = App::build(&config).await?;
+    app.spawn_background(&config);
+    server::serve(
+        listener,
+        app.router,
+        Duration::from_secs(config.server.shutdown_grace_secs),
+    )
+    .await
+}

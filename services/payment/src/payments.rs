@@ -1,0 +1,85 @@
+//! Payments: the view and their SQL.
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct Payment {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    /// Minor units.
+    pub amount: i64,
+    pub currency: String,
+    pub method: String,
+    /// SUCCEEDED or DECLINED.
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(skip)]
+    pub request_hash: String,
+}
+
+const COLUMNS: &str = "id, order_id, user_id, amount, currency::text AS currency, method, status, created_at, request_hash";
+
+pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<Payment>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM payments WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn list(
+    db: &PgPool,
+    user: Option<Uuid>,
+    order: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Payment>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM payments
+         WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::uuid IS NULL OR order_id = $2)
+         ORDER BY created_at DESC, id LIMIT $3"
+    ))
+    .bind(user)
+    .bind(order)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A payment to record.
+#[derive(Debug)]
+pub struct NewPayment<'a> {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub method: &'a str,
+    pub status: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    pub request_hash: &'a str,
+}
+
+/// Inserts the payment; `false` when a payment with this id exists already.
+pub async fn insert(tx: &mut sqlx::PgConnection, p: &NewPayment<'_>) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "INSERT INTO payments (id, order_id, user_id, amount, currency, method, status, idempotency_key, request_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(p.id)
+    .bind(p.order_id)
+    .bind(p.user_id)
+    .bind(p.amount)
+    .bind(p.currency)
+    .bind(p.method)
+    .bind(p.status)
+    .bind(p.idempotency_key)
+    .bind(p.request_hash)
+    .execute(tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}

@@ -50,6 +50,9 @@ pub struct Config {
     #[arg(long, env = "OUTBOX_MAX_BACKOFF_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub outbox_max_backoff_secs: u64,
+    /// Run the outbox dispatcher in this process (turn off to run it elsewhere).
+    #[arg(long, env = "OUTBOX_DISPATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub outbox_dispatch: bool,
 }
 
 #[derive(Clone)]
@@ -98,6 +101,10 @@ impl App {
         self.state.verifier.spawn_reloader(Duration::from_secs(
             config.jwt.jwks_reload_interval_secs.max(1),
         ));
+        if !config.outbox_dispatch {
+            tracing::info!("outbox dispatcher disabled in this process");
+            return;
+        }
         tokio::spawn(outbox::dispatch(
             self.state.clone(),
             Duration::from_millis(config.outbox_poll_ms),

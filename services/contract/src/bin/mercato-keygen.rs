@@ -26,7 +26,12 @@ fn main() -> ExitCode {
         .and_then(|()| std::fs::write(&jwks, &keys.jwks_json));
     match written {
         Ok(()) => {
-            println!("wrote {} and {} (kid {})", private.display(), jwks.display(), keys.kid);
+            println!(
+                "wrote {} and {} (kid {})",
+                private.display(),
+                jwks.display(),
+                keys.kid
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

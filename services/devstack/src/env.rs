@@ -1,0 +1,82 @@
+//! Each service's environment, keyed by the contract's names: the same shape the
+//! operator writes into Deployments, so the devstack and a cluster configure the
+//! services identically.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use mercato_contract::{Component, env, service_clients};
+
+/// Where everything is, and the credentials generated for this stack.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub listen: BTreeMap<Component, SocketAddr>,
+    pub database_urls: BTreeMap<Component, String>,
+    pub jwks_path: PathBuf,
+    pub private_key_path: PathBuf,
+    /// Client secrets of the components that call others with service tokens.
+    pub client_secrets: BTreeMap<Component, String>,
+    pub admin_username: String,
+    pub admin_email: String,
+    pub admin_password: String,
+    pub log_format: String,
+    pub log_level: String,
+}
+
+impl Topology {
+    pub fn url(&self, component: Component) -> String {
+        format!("http://{}", self.listen[&component])
+    }
+
+    /// The environment of one component.
+    pub fn service_env(&self, component: Component) -> Vec<(&'static str, String)> {
+        let mut vars = vec![
+            (env::HTTP_ADDR, self.listen[&component].to_string()),
+            (env::LOG_FORMAT, self.log_format.clone()),
+            (env::LOG_LEVEL, self.log_level.clone()),
+            (env::JWKS_PATH, self.jwks_path.display().to_string()),
+        ];
+        if let Some(url) = self.database_urls.get(&component) {
+            vars.push((env::DATABASE_URL, url.clone()));
+        }
+        for callee in component.calls() {
+            // Auth's URL matters to components that fetch service tokens and to the gateway;
+            // the product service's network edge to auth carries no configured calls.
+            let uses_url = *callee != Component::Auth
+                || component.service_client_scopes().is_some()
+                || component == Component::Gateway;
+            if uses_url && self.listen.contains_key(callee) {
+                vars.push((callee.url_env(), self.url(*callee)));
+            }
+        }
+        if let Some(secret) = self.client_secrets.get(&component) {
+            vars.push((env::CLIENT_ID, component.name().to_string()));
+            vars.push((env::CLIENT_SECRET, secret.clone()));
+        }
+        if component == Component::Auth {
+            vars.push((
+                env::JWT_PRIVATE_KEY_PATH,
+                self.private_key_path.display().to_string(),
+            ));
+            vars.push((env::ADMIN_USERNAME, self.admin_username.clone()));
+            vars.push((env::ADMIN_EMAIL, self.admin_email.clone()));
+            vars.push((env::ADMIN_PASSWORD, self.admin_password.clone()));
+            let clients = self
+                .client_secrets
+                .iter()
+                .map(|(c, s)| (c.name(), s.as_str()));
+            vars.push((env::SERVICE_CLIENTS, service_clients::format(clients)));
+        }
+        vars
+    }
+}
+
+/// Turns `NAME=value` pairs into `--name=value` flags. Every service setting's flag is
+/// its environment variable in lower case with dashes (a test holds the services to
+/// that), so in-process services get exactly the environment a process would.
+pub fn to_args<'a>(vars: impl IntoIterator<Item = &'a (&'static str, String)>) -> Vec<String> {
+    vars.into_iter()
+        .map(|(name, value)| format!("--{}={value}", name.to_ascii_lowercase().replace('_', "-")))
+        .collect()
+}

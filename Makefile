@@ -3,7 +3,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help setup test lint fmt clippy crds e2e
+.PHONY: help setup dev dev-reset test lint fmt clippy crds e2e
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -12,6 +12,14 @@ setup: ## Fetch dependencies and check for PostgreSQL and cargo-nextest
 	$(CARGO) fetch
 	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 	@scripts/postgres.sh >/dev/null && echo "setup: PostgreSQL is available"
+
+dev: ## Run the whole store here: gateway on 127.0.0.1:8080 (PORT_BASE=9080 to move it)
+	@url="$$(scripts/postgres.sh)" && \
+	MERCATO_POSTGRES_URL="$$url" exec $(CARGO) run -q -p mercato-devstack --bin mercato-dev
+
+dev-reset: ## Like `make dev`, but first drop its databases and generated credentials
+	@url="$$(scripts/postgres.sh)" && \
+	MERCATO_POSTGRES_URL="$$url" RESET=true exec $(CARGO) run -q -p mercato-devstack --bin mercato-dev
 
 test: ## Run every test against a real PostgreSQL (found or started by scripts/postgres.sh)
 	@url="$$(scripts/postgres.sh)" && \

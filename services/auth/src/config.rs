@@ -63,7 +63,7 @@ pub struct Config {
     #[arg(long, env = "LOGIN_WINDOW_SECS", default_value_t = 60)]
     pub login_window_secs: u64,
     /// Take the client address from the last `X-Forwarded-For` hop (set behind the gateway).
-    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
+    #[arg(long, env = env::TRUST_FORWARDED_FOR, default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_forwarded_for: bool,
 }
 

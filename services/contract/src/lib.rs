@@ -164,6 +164,9 @@ pub mod env {
     pub const ORDER_URL: &str = "ORDER_URL";
     pub const PAYMENT_URL: &str = "PAYMENT_URL";
     pub const GATEWAY_URL: &str = "GATEWAY_URL";
+    /// Auth and gateway: take the client address from `X-Forwarded-For` (set behind the
+    /// gateway or an ingress, so per-client limits see real clients).
+    pub const TRUST_FORWARDED_FOR: &str = "TRUST_FORWARDED_FOR";
 }
 
 /// Keys inside the Secrets the operator generates.

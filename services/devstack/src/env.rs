@@ -68,6 +68,10 @@ impl Topology {
                 .map(|(c, s)| (c.name(), s.as_str()));
             vars.push((env::SERVICE_CLIENTS, service_clients::format(clients)));
         }
+        if matches!(component, Component::Auth) && self.listen.contains_key(&Component::Gateway) {
+            // Behind the gateway, the client address is the gateway's X-Forwarded-For.
+            vars.push((env::TRUST_FORWARDED_FOR, "true".into()));
+        }
         vars
     }
 }

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use clap::Parser;
 use mercato_contract::Component;
 use mercato_contract::credentials::{SECRET_LEN, random_secret};
-use mercato_kit::testing::{TestDb, TestKeys, TestServer};
+use mercato_kit::server::Spawned;
+use mercato_kit::testing::{TestDb, TestKeys};
 use tokio::net::TcpListener;
 
 use crate::env::{Topology, to_args};
@@ -26,7 +26,7 @@ pub struct Stack {
     pub topology: Topology,
     /// Extra flags per component, e.g. short timeouts for fault tests.
     extra: BTreeMap<Component, Vec<String>>,
-    servers: BTreeMap<Component, TestServer>,
+    servers: BTreeMap<Component, Spawned>,
     pub dbs: BTreeMap<Component, TestDb>,
     _keys: TestKeys,
 }
@@ -121,43 +121,10 @@ impl Stack {
 
     async fn launch(&mut self, component: Component, listener: TcpListener, more: &[&str]) {
         let args = self.args(component, more);
-        let router = match component {
-            Component::Auth => {
-                let config = mercato_auth::Config::try_parse_from(args).expect("auth config");
-                let app = mercato_auth::App::build(&config)
-                    .await
-                    .expect("auth starts");
-                app.spawn_background(&config);
-                app.router
-            }
-            Component::Product => {
-                let config = mercato_product::Config::try_parse_from(args).expect("product config");
-                let app = mercato_product::App::build(&config)
-                    .await
-                    .expect("product starts");
-                app.spawn_background(&config);
-                app.router
-            }
-            Component::Order => {
-                let config = mercato_order::Config::try_parse_from(args).expect("order config");
-                let app = mercato_order::App::build(&config)
-                    .await
-                    .expect("order starts");
-                app.spawn_background(&config);
-                app.router
-            }
-            Component::Payment => {
-                let config = mercato_payment::Config::try_parse_from(args).expect("payment config");
-                let app = mercato_payment::App::build(&config)
-                    .await
-                    .expect("payment starts");
-                app.spawn_background(&config);
-                app.router
-            }
-            Component::Gateway => unreachable!("the stack does not run a gateway yet"),
-        };
-        self.servers
-            .insert(component, TestServer::start_on(listener, router));
+        let server = crate::launch::launch(component, args, listener)
+            .await
+            .unwrap_or_else(|e| panic!("{component} starts: {e:#}"));
+        self.servers.insert(component, server);
     }
 
     pub fn addr(&self, component: Component) -> SocketAddr {

@@ -18,15 +18,15 @@ use crate::jwt::{Claims, Role, Verifier};
 /// The bearer token of a request, verified.
 fn verified_claims(parts: &Parts, verifier: &Verifier) -> Result<Claims, ApiError> {
     let token =
-        bearer_token(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        bearer_token(&parts.headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
     verifier
         .verify(token)
         .map_err(|e| ApiError::unauthorized(e.to_string()))
 }
 
 /// The raw bearer token of a request, if it has one.
-pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

@@ -254,3 +254,60 @@ where
         }
     }
 }
+
+/// A server running on its own task until stopped or dropped: how the devstack and the
+/// tests run services in one process.
+#[derive(Debug)]
+pub struct Spawned {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Spawned {
+    /// Serves on a random local port.
+    pub async fn start(router: Router) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
+        Self::start_on(listener, router)
+    }
+
+    pub fn start_on(listener: TcpListener, router: Router) -> Self {
+        let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let stop = async {
+                let _ = rx.await;
+            };
+            if let Err(e) = serve_until(listener, router, stop, Duration::from_secs(5)).await {
+                tracing::error!(error = %e, "server failed");
+            }
+        });
+        Self {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops accepting, drains, and waits until the server has stopped.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}

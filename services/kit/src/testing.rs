@@ -1,12 +1,9 @@
 //! Test support for services' integration tests: a fresh PostgreSQL database per test
 //! and a real HTTP server on a random port.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use sqlx::{Connection, Executor, PgConnection};
-use tokio::sync::oneshot;
 
 /// Where tests find PostgreSQL: `DATABASE_URL` (set by `make test`, which finds or starts
 /// a server), else the conventional local server.
@@ -129,60 +126,4 @@ fn self_path(dir: &tempfile::TempDir, name: &str) -> std::path::PathBuf {
 }
 
 /// A service running on a random local port until dropped.
-#[derive(Debug)]
-pub struct TestServer {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl TestServer {
-    pub async fn start(router: Router) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        Self::start_on(listener, router)
-    }
-
-    pub fn start_on(listener: tokio::net::TcpListener, router: Router) -> Self {
-        let addr = listener.local_addr().expect("local addr");
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            let stop = async {
-                let _ = rx.await;
-            };
-            if let Err(e) =
-                crate::server::serve_until(listener, router, stop, Duration::from_secs(5)).await
-            {
-                eprintln!("test server failed: {e}");
-            }
-        });
-        Self {
-            addr,
-            stop: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Stops the server and waits until it has stopped.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-}
+pub use crate::server::Spawned as TestServer;

@@ -1,0 +1,79 @@
+//! `make dev`: runs the whole store on this machine until Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mercato_contract::Component;
+use mercato_devstack::dev::{Dev, DevOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "mercato-dev", about = "Run the whole Mercato store on this machine")]
+struct Args {
+    /// Administrative PostgreSQL URL (`make dev` finds or starts a server and passes it).
+    #[arg(long, env = "MERCATO_POSTGRES_URL")]
+    postgres_url: String,
+    /// Where generated keys and credentials are kept between runs.
+    #[arg(long, env = "MERCATO_STATE_DIR", default_value = ".state/dev")]
+    state_dir: PathBuf,
+    /// Gateway port; auth, product, order and payment use the next four.
+    #[arg(long, env = "PORT_BASE", default_value_t = 8080)]
+    port_base: u16,
+    /// Start from scratch: drop the databases and the generated credentials.
+    #[arg(long, env = "RESET", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    reset: bool,
+    /// Do not create the demo catalog.
+    #[arg(long)]
+    no_seed: bool,
+    /// Log filter.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let args: Args = mercato_kit::config::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        mercato_kit::telemetry::init(mercato_kit::config::LogFormat::Pretty, &args.log_level);
+        let options = DevOptions {
+            postgres_url: args.postgres_url,
+            state_dir: args.state_dir,
+            port_base: args.port_base,
+            db_prefix: "mercato_".into(),
+            reset: args.reset,
+            seed: !args.no_seed,
+            log_format: "pretty".into(),
+            log_level: args.log_level,
+            extra: BTreeMap::new(),
+        };
+        let dev = match Dev::start(&options).await {
+            Ok(dev) => dev,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!();
+        println!("  Mercato is running.");
+        println!("  Gateway:  {}", dev.gateway_url);
+        println!("  Admin:    {} / {}", dev.admin_username, dev.admin_password);
+        for c in Component::ALL.into_iter().filter(|c| *c != Component::Gateway) {
+            println!("  {:<9} {}", format!("{c}:"), dev.topology.url(c));
+        }
+        println!("  State:    {} (databases {}*; `make dev-reset` starts over)", options.state_dir.display(), options.db_prefix);
+        println!("  Try:      curl -s {}/products | python3 -m json.tool", dev.gateway_url);
+        println!("  Ctrl-C stops everything; the data stays for the next `make dev`.");
+        println!();
+        mercato_kit::server::shutdown_signal().await;
+        println!("stopping…");
+        dev.stop().await;
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,118 @@
+//! Forwarding one request to its service, streaming the body both ways.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mercato_kit::ApiError;
+
+use crate::Gateway;
+use crate::routes::{display_name, requires_token, upstream_for};
+
+pub type HttpClient = Client<HttpConnector, Body>;
+
+pub fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build(connector)
+}
+
+/// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The client's address: the peer, or the last `X-Forwarded-For` hop behind an ingress.
+pub fn client_address(g: &Gateway, headers: &HeaderMap, peer: SocketAddr) -> String {
+    if g.trust_forwarded_for
+        && let Some(last) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    {
+        return last.to_string();
+    }
+    peer.ip().to_string()
+}
+
+pub async fn forward(State(g): State<Gateway>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
+    match forward_inner(&g, peer, req).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn forward_inner(g: &Gateway, peer: SocketAddr, mut req: Request) -> Result<Response, ApiError> {
+    let path = req.uri().path().to_string();
+    let component = upstream_for(&path).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "Not found"))?;
+    let client = client_address(g, req.headers(), peer);
+    if let Err(wait) = g.limiter.check(&client) {
+        return Err(ApiError::too_many_requests(wait.as_secs().saturating_add(1)));
+    }
+    if requires_token(req.method(), &path) {
+        let token = mercato_kit::auth::bearer_token(req.headers()).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        g.verifier.verify(token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    }
+
+    let base = g.upstreams.base(component).ok_or_else(|| ApiError::internal("no upstream"))?;
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let uri: Uri = format!("{base}{path_and_query}")
+        .parse()
+        .map_err(|e| ApiError::internal(format!("upstream uri: {e}")))?;
+    let original_host = req.headers().get(header::HOST).cloned();
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) if g.trust_forwarded_for => format!("{prior}, {}", peer.ip()),
+        _ => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Some(host) = original_host {
+        headers.insert("x-forwarded-host", host);
+    }
+
+    let name = display_name(component);
+    let answer = tokio::time::timeout(g.timeout, g.client.request(req)).await;
+    let response = match answer {
+        Err(_) => {
+            tracing::warn!(upstream = name, "upstream timed out");
+            return Err(ApiError::timeout(name));
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = name, error = %e, "upstream unreachable");
+            return Err(ApiError::unavailable(name));
+        }
+        Ok(Ok(response)) => response,
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::new(body)))
+}

@@ -1,0 +1,69 @@
+//! The routing table: which service answers which public path, and which requests need a
+//! signed-in caller before they are forwarded.
+
+use axum::http::Method;
+use mercato_contract::Component;
+
+/// The service that serves `path`, or `None` (internal endpoints are never routed).
+pub fn upstream_for(path: &str) -> Option<Component> {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "auth" | "users" => Some(Component::Auth),
+        "products" => Some(Component::Product),
+        "orders" => Some(Component::Order),
+        "payments" => Some(Component::Payment),
+        _ => None,
+    }
+}
+
+/// Whether the request needs a valid bearer token at the gateway. Services verify again;
+/// this only turns anonymous traffic away early.
+pub fn requires_token(method: &Method, path: &str) -> bool {
+    match upstream_for(path) {
+        Some(Component::Auth) => path.starts_with("/users"),
+        Some(Component::Product) => !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS),
+        Some(Component::Order | Component::Payment) => *method != Method::OPTIONS,
+        _ => false,
+    }
+}
+
+/// The name clients see when a service is down or slow.
+pub fn display_name(c: Component) -> &'static str {
+    match c {
+        Component::Auth => "Auth service",
+        Component::Product => "Product service",
+        Component::Order => "Order service",
+        Component::Payment => "Payment service",
+        Component::Gateway => "Gateway",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_paths_route_to_their_service_and_internal_ones_nowhere() {
+        assert_eq!(upstream_for("/auth/login"), Some(Component::Auth));
+        assert_eq!(upstream_for("/users/me"), Some(Component::Auth));
+        assert_eq!(upstream_for("/products"), Some(Component::Product));
+        assert_eq!(upstream_for("/products/abc"), Some(Component::Product));
+        assert_eq!(upstream_for("/orders/x/cancel"), Some(Component::Order));
+        assert_eq!(upstream_for("/payments"), Some(Component::Payment));
+        assert_eq!(upstream_for("/internal/orders/x"), None);
+        assert_eq!(upstream_for("/productsX"), None);
+        assert_eq!(upstream_for("/"), None);
+    }
+
+    #[test]
+    fn catalog_reads_and_auth_are_public_everything_else_needs_a_token() {
+        assert!(!requires_token(&Method::GET, "/products"));
+        assert!(requires_token(&Method::POST, "/products"));
+        assert!(requires_token(&Method::PATCH, "/products/1"));
+        assert!(!requires_token(&Method::POST, "/auth/login"));
+        assert!(requires_token(&Method::GET, "/users/me"));
+        assert!(requires_token(&Method::GET, "/orders"));
+        assert!(requires_token(&Method::POST, "/payments"));
+        assert!(!requires_token(&Method::OPTIONS, "/orders"));
+    }
+}

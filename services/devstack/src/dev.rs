@@ -78,7 +78,9 @@ pub struct Dev {
 
 impl std::fmt::Debug for Dev {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dev").field("gateway_url", &self.gateway_url).finish_non_exhaustive()
+        f.debug_struct("Dev")
+            .field("gateway_url", &self.gateway_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -104,7 +106,11 @@ fn port_offset(c: Component) -> u16 {
 async fn bind_all(port_base: u16) -> anyhow::Result<BTreeMap<Component, TcpListener>> {
     let mut listeners = BTreeMap::new();
     for c in ORDER {
-        let port = if port_base == 0 { 0 } else { port_base + port_offset(c) };
+        let port = if port_base == 0 {
+            0
+        } else {
+            port_base + port_offset(c)
+        };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!(
@@ -119,7 +125,9 @@ async fn bind_all(port_base: u16) -> anyhow::Result<BTreeMap<Component, TcpListe
 fn read_or_create_secrets(state: &Path) -> anyhow::Result<Secrets> {
     let path = state.join("secrets.json");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        return serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is damaged ({e}); run `make dev-reset`", path.display()));
+        return serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("{} is damaged ({e}); run `make dev-reset`", path.display())
+        });
     }
     let secrets = Secrets::generate();
     write_private(&path, &serde_json::to_string_pretty(&secrets)?)?;
@@ -161,10 +169,18 @@ fn quote_literal(value: &str) -> String {
 }
 
 /// One role and one database per service; returns each service's own URL.
-async fn prepare_databases(options: &DevOptions, secrets: &Secrets) -> anyhow::Result<BTreeMap<Component, String>> {
+async fn prepare_databases(
+    options: &DevOptions,
+    secrets: &Secrets,
+) -> anyhow::Result<BTreeMap<Component, String>> {
     let mut admin = PgConnection::connect(&options.postgres_url)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach PostgreSQL at {}: {e}", mercato_kit::db::redact(&options.postgres_url)))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach PostgreSQL at {}: {e}",
+                mercato_kit::db::redact(&options.postgres_url)
+            )
+        })?;
     let mut urls = BTreeMap::new();
     for c in Component::WITH_DATABASE {
         let name = format!("{}{}", options.db_prefix, c.name());
@@ -172,21 +188,37 @@ async fn prepare_databases(options: &DevOptions, secrets: &Secrets) -> anyhow::R
             .db_passwords
             .get(c.name())
             .ok_or_else(|| anyhow::anyhow!("no database password for {c}; run `make dev-reset`"))?;
-        let role_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+        let role_exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await?;
         let verb = if role_exists { "ALTER" } else { "CREATE" };
         admin
-            .execute(format!("{verb} ROLE {} LOGIN PASSWORD {}", quote_ident(&name), quote_literal(password)).as_str())
+            .execute(
+                format!(
+                    "{verb} ROLE {} LOGIN PASSWORD {}",
+                    quote_ident(&name),
+                    quote_literal(password)
+                )
+                .as_str(),
+            )
             .await?;
-        let db_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+        let db_exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await?;
         if !db_exists {
             admin
-                .execute(format!("CREATE DATABASE {} OWNER {}", quote_ident(&name), quote_ident(&name)).as_str())
+                .execute(
+                    format!(
+                        "CREATE DATABASE {} OWNER {}",
+                        quote_ident(&name),
+                        quote_ident(&name)
+                    )
+                    .as_str(),
+                )
                 .await?;
         }
         // Some clusters' template leaves `public` to the bootstrap superuser; hand it over.
@@ -197,8 +229,10 @@ async fn prepare_databases(options: &DevOptions, secrets: &Secrets) -> anyhow::R
             .await?;
         conn.close().await?;
         let mut url = url::Url::parse(&options.postgres_url)?;
-        url.set_username(&name).map_err(|()| anyhow::anyhow!("cannot set user in the PostgreSQL URL"))?;
-        url.set_password(Some(password)).map_err(|()| anyhow::anyhow!("cannot set password in the PostgreSQL URL"))?;
+        url.set_username(&name)
+            .map_err(|()| anyhow::anyhow!("cannot set user in the PostgreSQL URL"))?;
+        url.set_password(Some(password))
+            .map_err(|()| anyhow::anyhow!("cannot set password in the PostgreSQL URL"))?;
         url.set_path(&name);
         urls.insert(c, url.to_string());
     }
@@ -210,8 +244,12 @@ pub async fn reset(options: &DevOptions) -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(&options.postgres_url).await?;
     for c in Component::WITH_DATABASE {
         let name = quote_ident(&format!("{}{}", options.db_prefix, c.name()));
-        admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await?;
-        admin.execute(format!("DROP ROLE IF EXISTS {name}").as_str()).await?;
+        admin
+            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+            .await?;
+        admin
+            .execute(format!("DROP ROLE IF EXISTS {name}").as_str())
+            .await?;
     }
     for file in ["secrets.json", "keys"] {
         let path = options.state_dir.join(file);
@@ -236,7 +274,10 @@ impl Dev {
         let (private_key_path, jwks_path) = ensure_keys(&options.state_dir)?;
         let database_urls = prepare_databases(options, &secrets).await?;
         let topology = Topology {
-            listen: listeners.iter().map(|(c, l)| Ok((*c, l.local_addr()?))).collect::<std::io::Result<_>>()?,
+            listen: listeners
+                .iter()
+                .map(|(c, l)| Ok((*c, l.local_addr()?)))
+                .collect::<std::io::Result<_>>()?,
             database_urls,
             jwks_path,
             private_key_path,
@@ -254,7 +295,9 @@ impl Dev {
         let mut servers = Vec::new();
         let mut listeners = listeners;
         for c in ORDER {
-            let listener = listeners.remove(&c).ok_or_else(|| anyhow::anyhow!("no listener for {c}"))?;
+            let listener = listeners
+                .remove(&c)
+                .ok_or_else(|| anyhow::anyhow!("no listener for {c}"))?;
             servers.push((c, launch(&topology, &options.extra, c, listener).await?));
         }
         let dev = Dev {
@@ -276,7 +319,10 @@ impl Dev {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let answer = http.get(format!("{}/health", self.gateway_url)).send().await;
+            let answer = http
+                .get(format!("{}/health", self.gateway_url))
+                .send()
+                .await;
             if let Ok(r) = &answer
                 && r.status().is_success()
             {
@@ -326,8 +372,10 @@ impl Dev {
         for (name, description, category, price, stock) in DEMO_CATALOG {
             http.post(format!("{}/products", self.gateway_url))
                 .bearer_auth(&token)
-                .json(&json!({"name": name, "description": description, "category": category,
-                              "price": price, "currency": "EUR", "stock": stock}))
+                .json(
+                    &json!({"name": name, "description": description, "category": category,
+                              "price": price, "currency": "EUR", "stock": stock}),
+                )
                 .send()
                 .await?
                 .error_for_status()?;
@@ -374,9 +422,33 @@ async fn launch(
 /// name, description, category, price (cents), stock.
 pub const DEMO_CATALOG: [(&str, &str, &str, i64, i64); 6] = [
     ("Espresso cup", "Porcelain, 80 ml", "kitchen", 900, 40),
-    ("Pour-over kettle", "Stainless steel, 1 l", "kitchen", 4_500, 12),
-    ("Linen apron", "Natural linen, one size", "kitchen", 2_900, 20),
-    ("Field notebook", "Dot grid, 96 pages", "stationery", 1_200, 60),
-    ("Brass pen", "Refillable, black ink", "stationery", 3_500, 15),
+    (
+        "Pour-over kettle",
+        "Stainless steel, 1 l",
+        "kitchen",
+        4_500,
+        12,
+    ),
+    (
+        "Linen apron",
+        "Natural linen, one size",
+        "kitchen",
+        2_900,
+        20,
+    ),
+    (
+        "Field notebook",
+        "Dot grid, 96 pages",
+        "stationery",
+        1_200,
+        60,
+    ),
+    (
+        "Brass pen",
+        "Refillable, black ink",
+        "stationery",
+        3_500,
+        15,
+    ),
     ("Wool throw", "130 × 170 cm, grey", "home", 8_900, 8),
 ];

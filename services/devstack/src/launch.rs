@@ -7,7 +7,11 @@ use mercato_kit::server::Spawned;
 use tokio::net::TcpListener;
 
 /// Builds the component from `args` (the binary name first) and serves it on `listener`.
-pub async fn launch(component: Component, args: Vec<String>, listener: TcpListener) -> anyhow::Result<Spawned> {
+pub async fn launch(
+    component: Component,
+    args: Vec<String>,
+    listener: TcpListener,
+) -> anyhow::Result<Spawned> {
     macro_rules! start {
         ($krate:ident) => {{
             let config = $krate::Config::try_parse_from(args)

@@ -39,9 +39,16 @@ pub async fn health(State(g): State<Gateway>) -> impl IntoResponse {
         let base = base.to_string();
         async move { (c.name(), probe(&g, &base).await) }
     });
-    let upstreams: BTreeMap<_, _> = futures::future::join_all(checks).await.into_iter().collect();
+    let upstreams: BTreeMap<_, _> = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .collect();
     let all_ready = upstreams.values().all(|s| *s == "ready");
-    let status = if all_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if all_ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = Health {
         status: if all_ready { "ok" } else { "degraded" },
         upstreams,

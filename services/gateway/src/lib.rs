@@ -24,7 +24,11 @@ use mercato_kit::server::{self, Ops};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "mercato-gateway", version, about = "Mercato gateway: the store's one entry point")]
+#[command(
+    name = "mercato-gateway",
+    version,
+    about = "Mercato gateway: the store's one entry point"
+)]
 pub struct Config {
     #[command(flatten)]
     pub server: ServerConfig,
@@ -108,7 +112,11 @@ pub struct App {
 }
 
 fn cors(origins: &str) -> anyhow::Result<Option<CorsLayer>> {
-    let origins: Vec<&str> = origins.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let origins: Vec<&str> = origins
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     if origins.is_empty() {
         return Ok(None);
     }
@@ -117,21 +125,33 @@ fn cors(origins: &str) -> anyhow::Result<Option<CorsLayer>> {
     } else {
         let parsed = origins
             .iter()
-            .map(|o| HeaderValue::from_str(o).map_err(|_| anyhow::anyhow!("invalid CORS_ORIGINS entry {o:?}")))
+            .map(|o| {
+                HeaderValue::from_str(o)
+                    .map_err(|_| anyhow::anyhow!("invalid CORS_ORIGINS entry {o:?}"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         AllowOrigin::list(parsed)
     };
     Ok(Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
             .allow_headers([
                 axum::http::header::AUTHORIZATION,
                 axum::http::header::CONTENT_TYPE,
                 HeaderName::from_static("idempotency-key"),
                 HeaderName::from_static("x-request-id"),
             ])
-            .expose_headers([HeaderName::from_static("x-request-id"), axum::http::header::RETRY_AFTER])
+            .expose_headers([
+                HeaderName::from_static("x-request-id"),
+                axum::http::header::RETRY_AFTER,
+            ])
             .max_age(Duration::from_secs(600)),
     ))
 }
@@ -149,7 +169,10 @@ impl App {
             }),
             client: proxy::client(),
             timeout: Duration::from_millis(config.upstream_timeout_ms),
-            limiter: Arc::new(KeyedLimiter::new(config.rate_limit_per_minute, Duration::from_secs(60))),
+            limiter: Arc::new(KeyedLimiter::new(
+                config.rate_limit_per_minute,
+                Duration::from_secs(60),
+            )),
             trust_forwarded_for: config.trust_forwarded_for,
         };
         let mut api = Router::new().route("/health", get(health::health));
@@ -168,9 +191,9 @@ impl App {
     }
 
     pub fn spawn_background(&self, config: &Config) {
-        self.state
-            .verifier
-            .spawn_reloader(Duration::from_secs(config.jwt.jwks_reload_interval_secs.max(1)));
+        self.state.verifier.spawn_reloader(Duration::from_secs(
+            config.jwt.jwks_reload_interval_secs.max(1),
+        ));
     }
 }
 
@@ -179,5 +202,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = server::bind(config.server.http_addr).await?;
     let app = App::build(&config).await?;
     app.spawn_background(&config);
-    server::serve(listener, app.router, Duration::from_secs(config.server.shutdown_grace_secs)).await
+    server::serve(
+        listener,
+        app.router,
+        Duration::from_secs(config.server.shutdown_grace_secs),
+    )
+    .await
 }

@@ -7,8 +7,11 @@ use crate::health;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Mercato gateway", description = "Routes /auth, /users, /products, /orders and /payments to the services."),
-    paths(health::health),
+    info(
+        title = "Mercato gateway",
+        description = "Routes /auth, /users, /products, /orders and /payments to the services."
+    ),
+    paths(health::health)
 )]
 struct ApiDoc;
 

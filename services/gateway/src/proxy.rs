@@ -58,26 +58,43 @@ pub fn client_address(g: &Gateway, headers: &HeaderMap, peer: SocketAddr) -> Str
     peer.ip().to_string()
 }
 
-pub async fn forward(State(g): State<Gateway>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
+pub async fn forward(
+    State(g): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
     match forward_inner(&g, peer, req).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
-async fn forward_inner(g: &Gateway, peer: SocketAddr, mut req: Request) -> Result<Response, ApiError> {
+async fn forward_inner(
+    g: &Gateway,
+    peer: SocketAddr,
+    mut req: Request,
+) -> Result<Response, ApiError> {
     let path = req.uri().path().to_string();
-    let component = upstream_for(&path).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "Not found"))?;
+    let component = upstream_for(&path)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "Not found"))?;
     let client = client_address(g, req.headers(), peer);
     if let Err(wait) = g.limiter.check(&client) {
-        return Err(ApiError::too_many_requests(wait.as_secs().saturating_add(1)));
+        return Err(ApiError::too_many_requests(
+            wait.as_secs().saturating_add(1),
+        ));
     }
     if requires_token(req.method(), &path) {
-        let token = mercato_kit::auth::bearer_token(req.headers()).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        g.verifier.verify(token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+        let token = mercato_kit::auth::bearer_token(req.headers())
+            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        g.verifier
+            .verify(token)
+            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
     }
 
-    let base = g.upstreams.base(component).ok_or_else(|| ApiError::internal("no upstream"))?;
+    let base = g
+        .upstreams
+        .base(component)
+        .ok_or_else(|| ApiError::internal("no upstream"))?;
     let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let uri: Uri = format!("{base}{path_and_query}")
         .parse()

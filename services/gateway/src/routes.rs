@@ -21,7 +21,9 @@ pub fn upstream_for(path: &str) -> Option<Component> {
 pub fn requires_token(method: &Method, path: &str) -> bool {
     match upstream_for(path) {
         Some(Component::Auth) => path.starts_with("/users"),
-        Some(Component::Product) => !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS),
+        Some(Component::Product) => {
+            !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        }
         Some(Component::Order | Component::Payment) => *method != Method::OPTIONS,
         _ => false,
     }

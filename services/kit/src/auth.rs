@@ -17,8 +17,8 @@ use crate::jwt::{Claims, Role, Verifier};
 
 /// The bearer token of a request, verified.
 fn verified_claims(parts: &Parts, verifier: &Verifier) -> Result<Claims, ApiError> {
-    let token =
-        bearer_token(&parts.headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let token = bearer_token(&parts.headers)
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
     verifier
         .verify(token)
         .map_err(|e| ApiError::unauthorized(e.to_string()))

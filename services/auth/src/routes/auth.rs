@@ -268,7 +268,8 @@ pub async fn logout(
     headers: HeaderMap,
     Json(req): Json<LogoutRequest>,
 ) -> ApiResult<StatusCode> {
-    let bearer = mercato_kit::auth::bearer_token(&headers).and_then(|t| state.verifier.verify(t).ok());
+    let bearer =
+        mercato_kit::auth::bearer_token(&headers).and_then(|t| state.verifier.verify(t).ok());
     let owner = bearer.as_ref().and_then(|c| c.sub.parse().ok());
     tokens::revoke_by_token(&state.pool, &req.refresh_token, owner).await?;
     if let Some(claims) = bearer {

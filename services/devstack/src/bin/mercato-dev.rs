@@ -9,7 +9,10 @@ use mercato_contract::Component;
 use mercato_devstack::dev::{Dev, DevOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "mercato-dev", about = "Run the whole Mercato store on this machine")]
+#[command(
+    name = "mercato-dev",
+    about = "Run the whole Mercato store on this machine"
+)]
 struct Args {
     /// Administrative PostgreSQL URL (`make dev` finds or starts a server and passes it).
     #[arg(long, env = "MERCATO_POSTGRES_URL")]
@@ -63,12 +66,25 @@ fn main() -> ExitCode {
         println!();
         println!("  Mercato is running.");
         println!("  Gateway:  {}", dev.gateway_url);
-        println!("  Admin:    {} / {}", dev.admin_username, dev.admin_password);
-        for c in Component::ALL.into_iter().filter(|c| *c != Component::Gateway) {
+        println!(
+            "  Admin:    {} / {}",
+            dev.admin_username, dev.admin_password
+        );
+        for c in Component::ALL
+            .into_iter()
+            .filter(|c| *c != Component::Gateway)
+        {
             println!("  {:<9} {}", format!("{c}:"), dev.topology.url(c));
         }
-        println!("  State:    {} (databases {}*; `make dev-reset` starts over)", options.state_dir.display(), options.db_prefix);
-        println!("  Try:      curl -s {}/products | python3 -m json.tool", dev.gateway_url);
+        println!(
+            "  State:    {} (databases {}*; `make dev-reset` starts over)",
+            options.state_dir.display(),
+            options.db_prefix
+        );
+        println!(
+            "  Try:      curl -s {}/products | python3 -m json.tool",
+            dev.gateway_url
+        );
         println!("  Ctrl-C stops everything; the data stays for the next `make dev`.");
         println!();
         mercato_kit::server::shutdown_signal().await;

@@ -12,7 +12,8 @@ What counts as a use (tests and `#[cfg(test)]` modules excluded):
 - `Controller::new(api::<K>..)` and `.owns(api::<K>..)`: list and watch;
 - `finalizer(&api, ..)`: patch (it adds and removes the finalizer with a JSON patch);
 - `Recorder::new`: events.k8s.io events create and patch (kube-runtime patches a repeated
-  event's series).
+  event's series);
+- `block_owner_deletion: Some(true)` in an owner reference: update on `stores/finalizers`.
 
 Usage: rbac.py OPERATOR_SRC CRD RENDERED_CHART RELEASE_NAMESPACE
 """
@@ -180,6 +181,10 @@ def derive(src_dir, store_kind, store_resource):
                 need(m.group(1), ["list", "watch"], where + " (watch)")
             if re.search(r"\bRecorder::new\(", body):
                 need("Event", ["create", "patch"], where + " (events)")
+            # Owner references that block the owner's deletion need `update` on the owner's
+            # finalizers subresource where OwnerReferencesPermissionEnforcement is enabled.
+            if re.search(r"block_owner_deletion\s*:\s*Some\(\s*true", body):
+                need(store_kind, ["update"], where + " (blockOwnerDeletion)", "/finalizers")
     return needs
 
 

@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # One Dockerfile for every Mercato binary. Pick the binary with a build argument:
 #
 #   docker build --build-arg BIN=mercato-operator -t mercato/operator:0.1.0 .
@@ -35,17 +33,19 @@ COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 ARG BIN
+# The binary keeps its name; `entrypoint` links to it, because an exec-form ENTRYPOINT
+# cannot expand ${BIN} and the runtime image has no shell to do it.
 RUN if [ -z "${BIN}" ]; then echo "set --build-arg BIN=<binary>, e.g. BIN=mercato-auth" >&2; exit 1; fi \
  && cargo build --release --locked --bin "${BIN}" \
- && install -D -m 0755 "target/release/${BIN}" /out/mercato
+ && install -D -m 0755 "target/release/${BIN}" "/out/bin/${BIN}" \
+ && ln -s "${BIN}" /out/bin/entrypoint
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 ARG BIN
 LABEL org.opencontainers.image.title="${BIN}" \
       org.opencontainers.image.description="Mercato ${BIN}" \
       org.opencontainers.image.licenses="Apache-2.0"
-# Exec-form ENTRYPOINT cannot expand ${BIN}, so every image keeps its binary under one path.
-COPY --from=builder /out/mercato /usr/local/bin/mercato
+COPY --from=builder /out/bin/ /usr/local/bin/
 USER 65532:65532
 EXPOSE 8080
-ENTRYPOINT ["/usr/local/bin/mercato"]
+ENTRYPOINT ["/usr/local/bin/entrypoint"]

@@ -15,9 +15,10 @@ must wire together:
 - k8s_resource / local_resource names, object selectors and resource_deps that all exist,
   and links to the published port.
 
-Usage: tilt_kind.py TILTFILE KIND_CONFIG CRD HELM
+Usage: tilt_kind.py TILTFILE KIND_CONFIG CRD HELM [KUBE_VERSION]
 """
 
+import json
 import os
 import re
 import subprocess
@@ -40,9 +41,10 @@ class Fail(Exception):
 class Recorder:
     """Stand-ins for the Tilt builtins the Tiltfile uses, recording every call."""
 
-    def __init__(self, helm_bin, context):
+    def __init__(self, helm_bin, context, kube_version):
         self.helm_bin = helm_bin
         self.context = context
+        self.kube_version = kube_version
         self.calls = []
         self.yaml_docs = []
         self.printed = []
@@ -66,6 +68,8 @@ class Recorder:
         m.add_callable("port_forward", lambda local_port, container_port=None, name="", **kw:
                        {"local_port": local_port, "container_port": container_port, "name": name})
         m.add_callable("read_file", self.read_file)
+        m.add_callable("local", record("local", self.local))
+        m.add_callable("decode_json", lambda s: json.loads(s))
         m.add_callable("decode_yaml", lambda s: yaml.safe_load(s))
         m.add_callable("encode_yaml", lambda o: yaml.safe_dump(o, sort_keys=False))
         m.add_callable("warn", lambda msg: self.printed.append("warn: " + msg))
@@ -86,6 +90,12 @@ class Recorder:
             if default is Fail:
                 raise
             return default
+
+    def local(self, command, quiet=False, **_):
+        # The only command the Tiltfile may run at load time: asking the cluster its version.
+        if re.fullmatch(rf"kubectl --context {re.escape(self.context)} version -o json", command):
+            return json.dumps({"serverVersion": {"gitVersion": f"v{self.kube_version}"}})
+        raise Fail(f"the Tiltfile runs an unexpected command at load time: {command!r}")
 
     def k8s_yaml(self, content, **_):
         items = content if isinstance(content, list) else [content]
@@ -161,6 +171,8 @@ def selector_matches(selector, docs):
 
 def main():
     tiltfile, kind_config, crd_path, helm_bin = sys.argv[1:5]
+    # The cluster version helm() is given at load time (the oldest the chart supports).
+    kube_version = sys.argv[5] if len(sys.argv) > 5 else "1.33.0"
     errors, notes = [], []
 
     cluster, node_ports = check_kind_config(kind_config, errors)
@@ -172,7 +184,7 @@ def main():
     dialect.enable_top_level_stmt = True
     dialect.enable_keyword_only_arguments = True
     dialect.enable_f_strings = False
-    rec = Recorder(helm_bin, context)
+    rec = Recorder(helm_bin, context, kube_version)
     try:
         ast = sl.parse(tiltfile, src, dialect)
         sl.eval(rec.module(), ast, sl.Globals.standard())

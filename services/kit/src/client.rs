@@ -362,9 +362,9 @@ impl Dependency {
                 }
                 Err(UpstreamError::Rejected(status, Some(problem))) => {
                     let mut e = ApiError::new(status, "upstream_rejected", problem.title);
+                    e.code = problem.code.into();
                     e.detail = problem.detail;
                     e.errors = problem.errors;
-                    e.upstream_code = Some(problem.code);
                     return Err(e);
                 }
                 Err(e) => return Err(self.upstream.error(&e)),

@@ -47,14 +47,13 @@ pub struct Problem {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    /// Stable machine code; owned when passed on from a dependency's answer.
+    pub code: std::borrow::Cow<'static, str>,
     pub title: String,
     pub detail: Option<String>,
     pub errors: Vec<FieldError>,
     pub retry_after_secs: Option<u64>,
     pub www_authenticate: bool,
-    /// The `code` a dependency answered with, when this error passes its answer on.
-    pub upstream_code: Option<String>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -63,13 +62,12 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, title: impl Into<String>) -> Self {
         Self {
             status,
-            code,
+            code: std::borrow::Cow::Borrowed(code),
             title: title.into(),
             detail: None,
             errors: Vec::new(),
             retry_after_secs: None,
             www_authenticate: false,
-            upstream_code: None,
         }
     }
 
@@ -193,10 +191,7 @@ impl ApiError {
             title: self.title.clone(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
-            code: self
-                .upstream_code
-                .clone()
-                .unwrap_or_else(|| self.code.to_string()),
+            code: self.code.to_string(),
             errors: self.errors.clone(),
             request_id: crate::telemetry::current_request_id(),
         }

@@ -3,7 +3,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help setup dev dev-reset test lint fmt clippy crds e2e
+.PHONY: help setup dev dev-reset test lint fmt clippy crds e2e check-deploy
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -13,13 +13,18 @@ setup: ## Fetch dependencies and check for PostgreSQL and cargo-nextest
 	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 	@scripts/postgres.sh >/dev/null && echo "setup: PostgreSQL is available"
 
+SERVICE_BINS := -p mercato-auth -p mercato-product -p mercato-order -p mercato-payment -p mercato-gateway -p mercato-devstack
+BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/debug
+
 dev: ## Run the whole store here: gateway on 127.0.0.1:8080 (PORT_BASE=9080 to move it)
+	@$(CARGO) build -q --bins $(SERVICE_BINS)
 	@url="$$(scripts/postgres.sh)" && \
-	MERCATO_POSTGRES_URL="$$url" exec $(CARGO) run -q -p mercato-devstack --bin mercato-dev
+	MERCATO_POSTGRES_URL="$$url" MERCATO_BIN_DIR="$(BIN_DIR)" exec $(BIN_DIR)/mercato-dev
 
 dev-reset: ## Like `make dev`, but first drop its databases and generated credentials
+	@$(CARGO) build -q --bins $(SERVICE_BINS)
 	@url="$$(scripts/postgres.sh)" && \
-	MERCATO_POSTGRES_URL="$$url" RESET=true exec $(CARGO) run -q -p mercato-devstack --bin mercato-dev
+	MERCATO_POSTGRES_URL="$$url" MERCATO_BIN_DIR="$(BIN_DIR)" RESET=true exec $(BIN_DIR)/mercato-dev
 
 test: ## Run every test against a real PostgreSQL (found or started by scripts/postgres.sh)
 	@url="$$(scripts/postgres.sh)" && \
@@ -29,9 +34,17 @@ test: ## Run every test against a real PostgreSQL (found or started by scripts/p
 	  DATABASE_URL="$$url" $(CARGO) test --workspace --all-features --no-fail-fast; \
 	fi
 
-lint: ## Formatting and clippy, warnings are errors
+lint: check-deploy ## Formatting, clippy (warnings are errors), and the deployment checks
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+
+check-deploy: ## Static checks of the Dockerfile, chart, CRD, examples, operator objects, kind and Tilt
+	scripts/check-deploy.sh
+
+crds: ## Regenerate crds/store.yaml from the Rust types, and the chart's copy
+	$(CARGO) run --quiet -p mercato-operator -- crd > crds/store.yaml.tmp
+	mv crds/store.yaml.tmp crds/store.yaml
+	cp crds/store.yaml charts/mercato-operator/crds/store.yaml
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

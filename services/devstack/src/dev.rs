@@ -39,6 +39,55 @@ pub struct DevOptions {
     pub log_level: String,
     /// Extra flags per component (tests: cheap hashing, short timeouts).
     pub extra: BTreeMap<Component, Vec<String>>,
+    pub runner: Runner,
+}
+
+/// How the services run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runner {
+    /// Each its own process, from the binaries in this folder, configured by environment
+    /// variables: exactly what a container gets. `make dev` and the benchmarks.
+    Processes { bin_dir: PathBuf },
+    /// All inside this process, each on its own port, configured by the same variables
+    /// passed as flags. Tests, where starting fast matters.
+    InProcess,
+}
+
+/// One running service.
+enum Running {
+    InProcess(Spawned),
+    Process(tokio::process::Child),
+}
+
+impl Running {
+    async fn stop(self) {
+        match self {
+            Running::InProcess(server) => server.stop().await,
+            Running::Process(mut child) => {
+                if let Some(pid) = child.id() {
+                    // SIGTERM, so the service drains as it would in a cluster.
+                    let _ = tokio::process::Command::new("kill")
+                        .arg("-TERM")
+                        .arg(pid.to_string())
+                        .status()
+                        .await;
+                }
+                if tokio::time::timeout(Duration::from_secs(15), child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Running::InProcess(_) => None,
+            Running::Process(child) => child.id(),
+        }
+    }
 }
 
 /// Credentials generated once and kept in `<state>/secrets.json`.
@@ -72,8 +121,9 @@ pub struct Dev {
     pub gateway_url: String,
     pub admin_username: String,
     pub admin_password: String,
-    servers: Vec<(Component, Spawned)>,
+    servers: Vec<(Component, Running)>,
     extra: BTreeMap<Component, Vec<String>>,
+    runner: Runner,
 }
 
 impl std::fmt::Debug for Dev {
@@ -298,7 +348,10 @@ impl Dev {
             let listener = listeners
                 .remove(&c)
                 .ok_or_else(|| anyhow::anyhow!("no listener for {c}"))?;
-            servers.push((c, launch(&topology, &options.extra, c, listener).await?));
+            servers.push((
+                c,
+                launch(&topology, &options.extra, &options.runner, c, listener).await?,
+            ));
         }
         let dev = Dev {
             gateway_url: topology.url(Component::Gateway),
@@ -307,6 +360,7 @@ impl Dev {
             topology,
             servers,
             extra: options.extra.clone(),
+            runner: options.runner.clone(),
         };
         dev.wait_ready(Duration::from_secs(60)).await?;
         if options.seed {
@@ -394,9 +448,24 @@ impl Dev {
     /// Starts a stopped service again on its port.
     pub async fn start_component(&mut self, component: Component) -> anyhow::Result<()> {
         let listener = TcpListener::bind(self.topology.listen[&component]).await?;
-        let server = launch(&self.topology, &self.extra, component, listener).await?;
+        let server = launch(
+            &self.topology,
+            &self.extra,
+            &self.runner,
+            component,
+            listener,
+        )
+        .await?;
         self.servers.push((component, server));
         Ok(())
+    }
+
+    /// The process id of each service run as a process.
+    pub fn pids(&self) -> BTreeMap<Component, u32> {
+        self.servers
+            .iter()
+            .filter_map(|(c, r)| r.pid().map(|p| (*c, p)))
+            .collect()
     }
 
     /// Stops every service, the gateway first.
@@ -410,13 +479,56 @@ impl Dev {
 async fn launch(
     topology: &Topology,
     extra: &BTreeMap<Component, Vec<String>>,
+    runner: &Runner,
     c: Component,
     listener: TcpListener,
-) -> anyhow::Result<Spawned> {
-    let mut args = vec![format!("mercato-{}", c.name())];
-    args.extend(to_args(&topology.service_env(c)));
-    args.extend(extra.get(&c).into_iter().flatten().cloned());
-    crate::launch::launch(c, args, listener).await
+) -> anyhow::Result<Running> {
+    let flags = extra.get(&c).into_iter().flatten().cloned();
+    match runner {
+        Runner::InProcess => {
+            let mut args = vec![format!("mercato-{}", c.name())];
+            args.extend(to_args(&topology.service_env(c)));
+            args.extend(flags);
+            Ok(Running::InProcess(
+                crate::launch::launch(c, args, listener).await?,
+            ))
+        }
+        Runner::Processes { bin_dir } => {
+            let binary = bin_dir.join(format!("mercato-{}", c.name()));
+            // The child binds the port itself; free it just before.
+            drop(listener);
+            let mut command = tokio::process::Command::new(&binary);
+            command
+                .env_clear()
+                .envs(std::env::vars_os().filter(|(k, _)| k == "PATH" || k == "HOME"))
+                .envs(topology.service_env(c))
+                .args(flags)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            let mut child = command.spawn().map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot start {}: {e} (build it with `cargo build --bins`)",
+                    binary.display()
+                )
+            })?;
+            prefix_lines(c, child.stdout.take());
+            prefix_lines(c, child.stderr.take());
+            Ok(Running::Process(child))
+        }
+    }
+}
+
+/// Copies a child's output to ours, each line prefixed with the service's name.
+fn prefix_lines(c: Component, stream: Option<impl tokio::io::AsyncRead + Unpin + Send + 'static>) {
+    use tokio::io::AsyncBufReadExt;
+    let Some(stream) = stream else { return };
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            println!("{:>8} | {line}", c.name());
+        }
+    });
 }
 
 /// name, description, category, price (cents), stock.
@@ -497,6 +609,7 @@ impl TestStore {
             log_format: "pretty".into(),
             log_level: "warn".into(),
             extra: flags,
+            runner: Runner::InProcess,
         };
         let mut store = TestStore {
             dev: None,

@@ -594,3 +594,28 @@ async fn the_readme_walkthrough_works_as_printed() {
     assert!(stdout.contains("order is PAID"), "{stdout}");
     assert!(stdout.contains("stock left: 8"), "{stdout}");
 }
+
+#[tokio::test]
+async fn a_port_in_use_is_named_in_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let state = tempfile::tempdir().unwrap();
+    let options = mercato_devstack::dev::DevOptions {
+        postgres_url: mercato_kit::testing::server_url(),
+        state_dir: state.path().to_path_buf(),
+        port_base: port,
+        db_prefix: format!("e2e_{}_", uuid::Uuid::new_v4().simple()),
+        reset: false,
+        seed: false,
+        log_format: "pretty".into(),
+        log_level: "warn".into(),
+        extra: Default::default(),
+        runner: mercato_devstack::dev::Runner::InProcess,
+    };
+    let error = Dev::start(&options).await.unwrap_err().to_string();
+    assert!(
+        error.contains(&format!("port {port} (gateway) is not available")),
+        "{error}"
+    );
+    assert!(error.contains("PORT_BASE="), "says how to move: {error}");
+}

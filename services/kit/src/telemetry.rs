@@ -40,7 +40,9 @@ pub fn init(format: LogFormat, filter: &str) {
             )
             .try_init()
     } else {
-        registry.with(tracing_subscriber::fmt::layer()).try_init()
+        registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))
+            .try_init()
     };
     // An already-installed subscriber (tests) is fine.
     let _ = result;

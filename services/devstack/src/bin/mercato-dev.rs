@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mercato_contract::Component;
-use mercato_devstack::dev::{Dev, DevOptions};
+use mercato_devstack::dev::{Dev, DevOptions, Runner};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +29,12 @@ struct Args {
     /// Do not create the demo catalog.
     #[arg(long)]
     no_seed: bool,
+    /// Folder of the service binaries (`cargo build --bins` puts them in target/debug).
+    #[arg(long, env = "MERCATO_BIN_DIR", default_value = "target/debug")]
+    bin_dir: PathBuf,
+    /// Run every service inside this one process instead of one process each.
+    #[arg(long)]
+    in_process: bool,
     /// Log filter.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -55,6 +61,13 @@ fn main() -> ExitCode {
             log_format: "pretty".into(),
             log_level: args.log_level,
             extra: BTreeMap::new(),
+            runner: if args.in_process {
+                Runner::InProcess
+            } else {
+                Runner::Processes {
+                    bin_dir: args.bin_dir,
+                }
+            },
         };
         let dev = match Dev::start(&options).await {
             Ok(dev) => dev,

@@ -149,11 +149,7 @@ async fn run(client: Client, ns: &str) -> anyhow::Result<()> {
     ));
     let owned_ns = ns.to_string();
     let operator = tokio::spawn(async move {
-        let mut stop = stop_rx;
-        mercato_operator::controller::run(ctx, Some(&owned_ns), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await;
+        mercato_operator::controller::run(ctx, Some(&owned_ns), stop_rx).await;
     });
 
     let result = scenario(&client, ns).await;

@@ -1,8 +1,8 @@
 //! Wiring the reconciler into a kube-runtime Controller that watches Stores and every kind
 //! of child they own.
 
-use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
@@ -14,6 +14,7 @@ use kube::runtime::Controller;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::crd::Store;
@@ -33,18 +34,24 @@ where
     }
 }
 
-/// Runs the controller until `shutdown` completes (in-flight reconciles finish first).
-/// `namespace` limits it to one namespace; `None` watches all.
-pub async fn run(
-    ctx: Arc<Context>,
-    namespace: Option<&str>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
+/// How long in-flight reconciles may take to finish after shutdown is requested.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Completes once the flag in `rx` is true (or its sender is gone).
+pub async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Runs the controller until `stop` turns true; in-flight reconciles get `SHUTDOWN_GRACE`
+/// to finish (kube-runtime would otherwise wait forever for caches that never synced, e.g.
+/// when the API server is unreachable). `namespace` limits it to one namespace; `None`
+/// watches all.
+pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, stop: watch::Receiver<bool>) {
     let client = ctx.client.clone();
     // Only children carrying our managed-by label are watched and cached, not every Secret
     // of the cluster.
     let children = watcher::Config::default().labels(&managed_selector());
-    Controller::new(
+    let controller = Controller::new(
         api::<Store>(&client, namespace),
         watcher::Config::default().any_semantic(),
     )
@@ -58,13 +65,20 @@ pub async fn run(
         children.clone(),
     )
     .owns(api::<NetworkPolicy>(&client, namespace), children)
-    .graceful_shutdown_on(shutdown)
+    .graceful_shutdown_on(stopped(stop.clone()))
     .run(reconcile, error_policy, ctx)
     .for_each(|result| async move {
         match result {
             Ok((store, action)) => debug!(store = %store, ?action, "reconciled"),
             Err(e) => warn!(error = %e, "controller error"),
         }
-    })
-    .await;
+    });
+    let deadline = async {
+        stopped(stop).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        _ = controller => {}
+        _ = deadline => warn!(grace = ?SHUTDOWN_GRACE, "reconciles did not finish in time; stopping anyway"),
+    }
 }

@@ -5,13 +5,14 @@
 //! holder's `renewTime`, so clock skew between nodes cannot make two leaders (the approach
 //! of client-go's leaderelection).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 /// How long a lease is valid without renewal.
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
@@ -134,5 +135,79 @@ impl LeaseLock {
             .replace(&self.name, &PostParams::default(), &lease)
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::fake_api::FakeApi;
+    use http::Method;
+
+    fn holder(fake: &FakeApi) -> (Option<String>, i64) {
+        let lease = fake.get("leases", "ops", "mercato-operator").unwrap();
+        (
+            lease["spec"]["holderIdentity"].as_str().map(str::to_string),
+            lease["spec"]["leaseTransitions"]
+                .as_i64()
+                .unwrap_or_default(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_leader_at_a_time_and_takeover_only_after_expiry() {
+        let (fake, client) = FakeApi::new();
+        let lock = |id: &str| {
+            LeaseLock::new(
+                Api::namespaced(client.clone(), "ops"),
+                "mercato-operator",
+                id,
+            )
+        };
+        let (a, b) = (lock("a"), lock("b"));
+
+        assert!(
+            a.try_acquire_or_renew().await.unwrap(),
+            "a creates the lease"
+        );
+        assert!(!b.try_acquire_or_renew().await.unwrap(), "b must wait");
+        tokio::time::advance(RENEW_PERIOD).await;
+        assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
+        assert!(
+            !b.try_acquire_or_renew().await.unwrap(),
+            "a renewal restarts b's clock"
+        );
+        tokio::time::advance(LEASE_DURATION - Duration::from_secs(1)).await;
+        assert!(!b.try_acquire_or_renew().await.unwrap(), "not expired yet");
+        assert_eq!(holder(&fake), (Some("a".into()), 0));
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(
+            b.try_acquire_or_renew().await.unwrap(),
+            "a stopped renewing: b takes over"
+        );
+        assert_eq!(holder(&fake), (Some("b".into()), 1));
+        assert!(
+            !a.try_acquire_or_renew().await.unwrap(),
+            "a is now a follower"
+        );
+
+        b.release().await.unwrap();
+        assert_eq!(holder(&fake).0, None);
+        assert!(
+            a.try_acquire_or_renew().await.unwrap(),
+            "a released lease is free at once"
+        );
+        assert_eq!(holder(&fake), (Some("a".into()), 2));
+    }
+
+    #[tokio::test]
+    async fn losing_a_write_race_means_not_leading() {
+        let (fake, client) = FakeApi::new();
+        let a = LeaseLock::new(Api::namespaced(client, "ops"), "mercato-operator", "a");
+        assert!(a.try_acquire_or_renew().await.unwrap());
+        fake.fail(Method::PUT, "/leases/mercato-operator", 409, Some(1));
+        assert!(!a.try_acquire_or_renew().await.unwrap());
+        assert!(a.try_acquire_or_renew().await.unwrap());
     }
 }

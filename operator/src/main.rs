@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
+use mercato_operator::controller::stopped;
 use mercato_operator::leader::{LEASE_DURATION, LeaseLock, RENEW_PERIOD, RETRY_PERIOD};
 use mercato_operator::metrics::Metrics;
 use mercato_operator::reconciler::Context;
@@ -187,7 +188,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             mercato_operator::controller::run(
                 ctx,
                 args.watch_namespace.as_deref(),
-                stopped(stop_rx.clone()),
+                stop_rx.clone(),
             )
             .await;
             Ok(())
@@ -225,16 +226,19 @@ async fn lead(
 
     let (lost_tx, lost_rx) = watch::channel(false);
     let ctx = Arc::new(Context::new(client, metrics, Some(identity.to_string())));
-    let stop_or_lost = {
+    // The controller stops on shutdown or when leadership is lost.
+    let (halt_tx, halt_rx) = watch::channel(false);
+    let halt = {
         let (stop, lost) = (stop.clone(), lost_rx.clone());
         async move {
             tokio::select! {
                 _ = stopped(stop) => {}
                 _ = stopped(lost) => {}
             }
+            let _ = halt_tx.send(true);
         }
     };
-    let controller = mercato_operator::controller::run(ctx, namespace, stop_or_lost);
+    let controller = mercato_operator::controller::run(ctx, namespace, halt_rx);
     let renew = async {
         let mut last_renewed = tokio::time::Instant::now();
         loop {
@@ -258,7 +262,7 @@ async fn lead(
             }
         }
     };
-    tokio::join!(controller, renew);
+    tokio::join!(controller, renew, halt);
 
     if *lost_rx.borrow() {
         anyhow::bail!("lost leadership");
@@ -267,11 +271,6 @@ async fn lead(
         warn!(error = %e, "could not release the lease");
     }
     Ok(())
-}
-
-/// Completes once the flag in `rx` is true (or its sender is gone).
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 async fn shutdown_signal() {

@@ -3,7 +3,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help setup dev dev-reset test lint fmt clippy crds e2e check-deploy
+.PHONY: help setup dev dev-reset test lint fmt clippy crds e2e check-deploy bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,6 +25,11 @@ dev-reset: ## Like `make dev`, but first drop its databases and generated creden
 	@$(CARGO) build -q --bins $(SERVICE_BINS)
 	@url="$$(scripts/postgres.sh)" && \
 	MERCATO_POSTGRES_URL="$$url" MERCATO_BIN_DIR="$(BIN_DIR)" RESET=true exec $(BIN_DIR)/mercato-dev
+
+bench: ## Benchmark the store on this machine (optimised build); writes bench/results.json
+	$(CARGO) build --profile perf --bins $(SERVICE_BINS) -p mercato-bench
+	@url="$$(scripts/postgres.sh)" && \
+	MERCATO_POSTGRES_URL="$$url" $(or $(CARGO_TARGET_DIR),target)/perf/mercato-bench --bin-dir $(or $(CARGO_TARGET_DIR),target)/perf
 
 test: ## Run every test against a real PostgreSQL (found or started by scripts/postgres.sh)
 	@url="$$(scripts/postgres.sh)" && \

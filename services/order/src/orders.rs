@@ -221,6 +221,34 @@ pub async fn set_status(db: &mut PgConnection, id: Uuid, status: &str) -> Result
     Ok(())
 }
 
+pub async fn payment_event_seen(db: &mut PgConnection, event_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM payment_events WHERE event_id = $1)")
+        .bind(event_id)
+        .fetch_one(db)
+        .await
+}
+
+pub async fn record_payment_event(
+    db: &mut PgConnection,
+    event_id: Uuid,
+    order_id: Uuid,
+    payment_id: Uuid,
+    outcome: &str,
+    applied: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO payment_events (event_id, order_id, payment_id, outcome, applied) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(event_id)
+    .bind(order_id)
+    .bind(payment_id)
+    .bind(outcome)
+    .bind(applied)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 pub async fn mark_released(db: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE orders SET released_at = now() WHERE id = $1")
         .bind(id)

@@ -72,11 +72,7 @@ pub async fn payment_event(
     let order = orders::row(&mut tx, id, true)
         .await?
         .ok_or_else(|| ApiError::not_found("Order not found"))?;
-    let seen: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM payment_events WHERE event_id = $1)")
-            .bind(event.event_id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let seen = orders::payment_event_seen(&mut tx, event.event_id).await?;
     if seen {
         return Ok(Json(EventResult {
             applied: false,
@@ -100,16 +96,7 @@ pub async fn payment_event(
         }
         (Outcome::Declined, _) => false,
     };
-    sqlx::query(
-        "INSERT INTO payment_events (event_id, order_id, payment_id, outcome, applied) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(event.event_id)
-    .bind(id)
-    .bind(event.payment_id)
-    .bind(event.outcome.as_str())
-    .bind(applied)
-    .execute(&mut *tx)
-    .await?;
+    orders::record_payment_event(&mut tx, event.event_id, id, event.payment_id, event.outcome.as_str(), applied).await?;
     tx.commit().await?;
     let status = if applied {
         "PAID".to_string()

@@ -1,0 +1,345 @@
+//! `make bench`: starts the store as `make dev` does (optimised builds, one process per
+//! service), loads it through the gateway, replays one checkout's SQL straight against
+//! PostgreSQL for the database's own limit, and prints and saves the results.
+
+mod load;
+mod replay;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use mercato_contract::Component;
+use mercato_devstack::dev::{Dev, DevOptions, Runner};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::load::Stats;
+
+#[derive(Debug, Parser)]
+#[command(name = "mercato-bench", about = "Benchmarks a Mercato store running on this machine")]
+struct Args {
+    /// Administrative PostgreSQL URL (`make bench` finds or starts a server).
+    #[arg(long, env = "MERCATO_POSTGRES_URL")]
+    postgres_url: String,
+    /// Folder of the optimised service binaries.
+    #[arg(long, env = "MERCATO_BIN_DIR", default_value = "target/perf")]
+    bin_dir: PathBuf,
+    /// Concurrency levels, comma separated.
+    #[arg(long, default_value = "1,8,32")]
+    concurrency: String,
+    /// Seconds per scenario and level.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "bench/results.json")]
+    out: PathBuf,
+}
+
+/// Argon2id cost the services run with here: the production defaults (OWASP).
+const ARGON2: (u32, u32, u32) = (19_456, 2, 1);
+
+struct Shop {
+    http: reqwest::Client,
+    gateway: String,
+    product_direct: String,
+    admin: String,
+}
+
+impl Shop {
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> anyhow::Result<Value> {
+        let mut req = self.http.post(format!("{}{path}", self.gateway)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Ok(req.send().await?.error_for_status()?.json().await?)
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn print_table(results: &[Stats]) {
+    println!(
+        "{:<22} {:>5} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "scenario", "conc", "ops", "ops/s", "p50 ms", "p95 ms", "p99 ms", "errors"
+    );
+    for s in results {
+        println!(
+            "{:<22} {:>5} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            s.scenario, s.concurrency, s.ops, s.ops_per_sec, s.p50_ms, s.p95_ms, s.p99_ms, s.errors
+        );
+    }
+}
+
+fn find<'a>(results: &'a [Stats], scenario: &str, concurrency: usize) -> Option<&'a Stats> {
+    results.iter().find(|s| s.scenario == scenario && s.concurrency == concurrency)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let levels: Vec<usize> = args
+        .concurrency
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("--concurrency: {e}"))?;
+    let duration = Duration::from_secs(args.seconds);
+    let state = tempfile::tempdir()?;
+    let high = u32::MAX.to_string();
+    let extra: BTreeMap<Component, Vec<String>> = BTreeMap::from([
+        (
+            Component::Auth,
+            vec![
+                format!("--login-attempts-per-username={high}"),
+                format!("--login-attempts-per-client={high}"),
+                format!("--argon2-memory-kib={}", ARGON2.0),
+                format!("--argon2-iterations={}", ARGON2.1),
+                format!("--argon2-parallelism={}", ARGON2.2),
+            ],
+        ),
+        (Component::Gateway, vec![format!("--rate-limit-per-minute={high}")]),
+    ]);
+    let options = DevOptions {
+        postgres_url: args.postgres_url.clone(),
+        state_dir: state.path().to_path_buf(),
+        port_base: 0,
+        db_prefix: format!("bench_{}_", Uuid::new_v4().simple()),
+        reset: false,
+        seed: false,
+        log_format: "json".into(),
+        log_level: "warn".into(),
+        extra,
+        runner: Runner::Processes { bin_dir: args.bin_dir.clone() },
+    };
+    let dev = Dev::start(&options).await?;
+    let outcome = measure(&dev, &levels, duration).await;
+    let rss: BTreeMap<String, Option<u64>> = dev.pids().into_iter().map(|(c, pid)| (c.name().to_string(), peak_rss_kib(pid))).collect();
+    dev.stop().await;
+    let cleanup = mercato_devstack::dev::reset(&options).await;
+    let results = outcome?;
+    cleanup?;
+
+    println!();
+    print_table(&results);
+    let mut ratios = serde_json::Map::new();
+    for &c in &levels {
+        if let (Some(shop), Some(db)) = (find(&results, "checkout", c), find(&results, "db-replay-checkout", c)) {
+            ratios.insert(format!("checkout_vs_db_at_{c}"), json!(shop.ops_per_sec / db.ops_per_sec));
+        }
+        if let (Some(gw), Some(direct)) = (find(&results, "product-via-gateway", c), find(&results, "product-direct", c)) {
+            ratios.insert(format!("gateway_p50_overhead_at_{c}"), json!(gw.p50_ms / direct.p50_ms));
+            ratios.insert(format!("gateway_throughput_ratio_at_{c}"), json!(gw.ops_per_sec / direct.ops_per_sec));
+        }
+    }
+    println!();
+    for (k, v) in &ratios {
+        println!("{k:<36} {:.3}", v.as_f64().unwrap_or(0.0));
+    }
+    println!();
+    for (service, kib) in &rss {
+        match kib {
+            Some(k) => println!("peak RSS {service:<8} {:>8.1} MiB", *k as f64 / 1024.0),
+            None => println!("peak RSS {service:<8}      n/a"),
+        }
+    }
+    let report = json!({
+        "machine": {
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "os": std::env::consts::OS,
+            "arch": std::env::consts::ARCH,
+        },
+        "settings": {
+            "seconds_per_run": args.seconds,
+            "concurrency": levels,
+            "argon2id": {"memory_kib": ARGON2.0, "iterations": ARGON2.1, "parallelism": ARGON2.2},
+            "profile": "perf (release optimisations, no LTO)",
+            "load_generator": "this process, on the same cores as the services and PostgreSQL",
+        },
+        "results": results,
+        "ratios": ratios,
+        "peak_rss_kib": rss,
+    });
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("\nwrote {}", args.out.display());
+    Ok(())
+}
+
+async fn measure(dev: &Dev, levels: &[usize], duration: Duration) -> anyhow::Result<Vec<Stats>> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    let admin_token = dev.admin_token().await?;
+    let shop = Arc::new(Shop {
+        http,
+        gateway: dev.gateway_url.clone(),
+        product_direct: dev.topology.url(Component::Product),
+        admin: admin_token,
+    });
+    let mut products = Vec::new();
+    for i in 0..20 {
+        let p = shop
+            .post(
+                "/products",
+                Some(&shop.admin),
+                json!({"name": format!("Bench item {i}"), "category": "bench", "price": 1000 + i, "currency": "EUR", "stock": 10_000_000}),
+            )
+            .await?;
+        products.push(p["id"].as_str().unwrap_or_default().to_string());
+    }
+    let products = Arc::new(products);
+    let max = levels.iter().copied().max().unwrap_or(1);
+    let mut customers = Vec::new();
+    for i in 0..max {
+        let name = format!("bench{i}");
+        shop.post("/auth/register", None, json!({"username": name, "email": format!("{name}@example.com"), "password": "bench-password"}))
+            .await?;
+        let tokens = shop.post("/auth/login", None, json!({"username": name, "password": "bench-password"})).await?;
+        customers.push(tokens["access_token"].as_str().unwrap_or_default().to_string());
+    }
+    let customers = Arc::new(customers);
+    let mut results = Vec::new();
+
+    for &c in levels {
+        eprintln!("catalog at concurrency {c}…");
+        let (s, p) = (shop.clone(), products.clone());
+        results.push(
+            load::run("catalog", c, duration, move |w, i| {
+                let (s, p) = (s.clone(), p.clone());
+                async move {
+                    let url = if i % 2 == 0 {
+                        format!("{}/products?category=bench&limit=20", s.gateway)
+                    } else {
+                        format!("{}/products/{}", s.gateway, p[(w + i as usize) % p.len()])
+                    };
+                    check(s.http.get(url).send().await).await
+                }
+            })
+            .await,
+        );
+
+        eprintln!("checkout at concurrency {c}…");
+        let (s, p, u) = (shop.clone(), products.clone(), customers.clone());
+        results.push(
+            load::run("checkout", c, duration, move |w, i| {
+                let (s, p, u) = (s.clone(), p.clone(), u.clone());
+                async move {
+                    let token = &u[w % u.len()];
+                    let product = &p[(w + i as usize) % p.len()];
+                    let order: Value = json_of(
+                        s.http
+                            .post(format!("{}/orders", s.gateway))
+                            .bearer_auth(token)
+                            .json(&json!({"product_id": product, "quantity": 1}))
+                            .send()
+                            .await,
+                    )
+                    .await?;
+                    let body = json!({"order_id": order["id"], "amount": order["total"], "method": "fake-card"});
+                    check(s.http.post(format!("{}/payments", s.gateway)).bearer_auth(token).json(&body).send().await).await
+                }
+            })
+            .await,
+        );
+
+        eprintln!("login at concurrency {c}…");
+        let s = shop.clone();
+        results.push(
+            load::run("login", c, duration, move |w, _| {
+                let s = s.clone();
+                async move {
+                    let body = json!({"username": format!("bench{}", w % max), "password": "bench-password"});
+                    check(s.http.post(format!("{}/auth/login", s.gateway)).json(&body).send().await).await
+                }
+            })
+            .await,
+        );
+
+        for (scenario, via_gateway) in [("product-direct", false), ("product-via-gateway", true)] {
+            eprintln!("{scenario} at concurrency {c}…");
+            let (s, p) = (shop.clone(), products.clone());
+            results.push(
+                load::run(scenario, c, duration, move |w, i| {
+                    let (s, p) = (s.clone(), p.clone());
+                    async move {
+                        let base = if via_gateway { &s.gateway } else { &s.product_direct };
+                        check(s.http.get(format!("{base}/products/{}", p[(w + i as usize) % p.len()])).send().await).await
+                    }
+                })
+                .await,
+            );
+        }
+
+        eprintln!("db-replay-checkout at concurrency {c}…");
+        let pools = replay::Pools {
+            product: connect(dev, Component::Product, c).await?,
+            order: connect(dev, Component::Order, c).await?,
+            payment: connect(dev, Component::Payment, c).await?,
+        };
+        let (p, pools2) = (products.clone(), pools.clone());
+        let product_ids: Arc<Vec<Uuid>> = Arc::new(p.iter().filter_map(|id| id.parse().ok()).collect());
+        results.push(
+            load::run("db-replay-checkout", c, duration, move |w, i| {
+                let (pools, ids) = (pools2.clone(), product_ids.clone());
+                async move { replay::checkout(&pools, ids[(w + i as usize) % ids.len()], Uuid::new_v4()).await }
+            })
+            .await,
+        );
+        pools.product.close().await;
+        pools.order.close().await;
+        pools.payment.close().await;
+    }
+    Ok(results)
+}
+
+async fn connect(dev: &Dev, c: Component, concurrency: usize) -> anyhow::Result<sqlx::PgPool> {
+    Ok(sqlx::postgres::PgPoolOptions::new()
+        .max_connections(u32::try_from(concurrency).unwrap_or(32) + 2)
+        .connect(&dev.topology.database_urls[&c])
+        .await?)
+}
+
+async fn check(r: reqwest::Result<reqwest::Response>) -> Result<(), String> {
+    let r = r.map_err(|e| e.to_string())?;
+    let status = r.status();
+    // Read the whole body: a request is done when its answer has arrived.
+    let body = r.bytes().await.map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
+    }
+}
+
+async fn json_of(r: reqwest::Result<reqwest::Response>) -> Result<Value, String> {
+    let r = r.map_err(|e| e.to_string())?;
+    let status = r.status();
+    let body = r.bytes().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+    }
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Args = mercato_kit::config::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

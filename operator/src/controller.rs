@@ -34,6 +34,9 @@ where
     }
 }
 
+/// How long the controller waits for more events about a Store before reconciling it.
+pub const DEBOUNCE: Duration = Duration::from_millis(500);
+
 /// How long in-flight reconciles may take to finish after shutdown is requested.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -65,6 +68,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, stop: watch::Receiv
         children.clone(),
     )
     .owns(api::<NetworkPolicy>(&client, namespace), children)
+    // A burst of child events (a rollout) becomes one reconcile, not one per event.
+    .with_config(kube::runtime::controller::Config::default().debounce(DEBOUNCE))
     .graceful_shutdown_on(stopped(stop.clone()))
     .run(reconcile, error_policy, ctx)
     .for_each(|result| async move {

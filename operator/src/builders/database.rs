@@ -176,6 +176,8 @@ pub fn stateful_set(
                 spec: Some(PodSpec {
                     service_account_name: None,
                     automount_service_account_token: Some(false),
+                    // Service URLs come from our own variables; no `<SVC>_PORT` noise in the env.
+                    enable_service_links: Some(false),
                     security_context: Some(pod_security_context(POSTGRES_UID)),
                     containers: vec![container],
                     volumes: Some(vec![empty_dir("run"), empty_dir("tmp")]),

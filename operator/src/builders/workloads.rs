@@ -275,6 +275,8 @@ pub fn deployment(
                 spec: Some(PodSpec {
                     service_account_name: Some(name),
                     automount_service_account_token: Some(false),
+                    // Service URLs come from our own variables; no `<SVC>_PORT` noise in the env.
+                    enable_service_links: Some(false),
                     security_context: Some(pod_security_context(SERVICE_UID)),
                     containers: vec![container],
                     volumes: Some(volumes),

@@ -388,6 +388,7 @@ fn assert_restricted(pod: &PodSpec, what: &str) {
         "{what}"
     );
     assert_eq!(pod.automount_service_account_token, Some(false), "{what}");
+    assert_eq!(pod.enable_service_links, Some(false), "{what}");
     assert!(pod.host_network.is_none() && pod.host_pid.is_none() && pod.host_ipc.is_none());
     for v in pod.volumes.iter().flatten() {
         assert!(v.host_path.is_none(), "{what}");

@@ -184,6 +184,25 @@ async fn reconciling_an_unchanged_store_writes_nothing() {
 }
 
 #[tokio::test]
+async fn an_unchanged_reconcile_reads_secrets_then_children_in_order_then_lists_prunable_kinds() {
+    let h = Harness::new(Store::test());
+    h.reconcile().await.unwrap();
+    h.reconcile().await.unwrap();
+    let (children, _) = Store::test().children();
+    let mut expected: Vec<String> = children
+        .iter()
+        .map(|c| format!("GET {}/{}", c.resource.plural, c.name))
+        .collect();
+    expected.push("GET poddisruptionbudgets".into());
+    expected.push("GET networkpolicies".into());
+    let seen: Vec<String> = h.fake.requests().iter().map(|r| r.short()).collect();
+    assert_eq!(seen, expected);
+    for list in h.fake.requests().iter().rev().take(2) {
+        assert!(list.query.contains("labelSelector="), "{list:?}: prune lists only this store's objects");
+    }
+}
+
+#[tokio::test]
 async fn a_deleted_child_is_recreated_and_only_it() {
     let h = Harness::new(Store::test());
     h.reconcile().await.unwrap();

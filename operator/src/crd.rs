@@ -103,7 +103,7 @@ impl Default for ServiceSpec {
         Self {
             image: None,
             replicas: 1,
-            resources: resources("50m", "64Mi", "256Mi"),
+            resources: resources(("50m", "64Mi"), ("500m", "256Mi")),
             database: DatabaseSpec::default(),
         }
     }
@@ -132,7 +132,7 @@ impl Default for GatewaySpec {
         Self {
             image: None,
             replicas: 1,
-            resources: resources("50m", "64Mi", "256Mi"),
+            resources: resources(("50m", "64Mi"), ("500m", "256Mi")),
             service: GatewayServiceSpec::default(),
         }
     }
@@ -207,7 +207,7 @@ impl Default for DatabaseSpec {
             image: None,
             storage_size: "1Gi".to_string(),
             storage_class_name: None,
-            resources: resources("100m", "256Mi", "512Mi"),
+            resources: resources(("100m", "256Mi"), ("1", "512Mi")),
         }
     }
 }
@@ -296,14 +296,18 @@ fn resources_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-fn resources(cpu_request: &str, memory_request: &str, memory_limit: &str) -> ResourceRequirements {
-    let q = |s: &str| Quantity(s.to_string());
+/// Requests and limits as `(cpu, memory)` pairs. CPU is limited too, so that one store
+/// cannot starve its neighbours (and policy scanners expect it); raise it in the Store.
+fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequirements {
+    let pair = |(cpu, memory): (&str, &str)| {
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.to_string())),
+            ("memory".to_string(), Quantity(memory.to_string())),
+        ])
+    };
     ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), q(cpu_request)),
-            ("memory".to_string(), q(memory_request)),
-        ])),
-        limits: Some(BTreeMap::from([("memory".to_string(), q(memory_limit))])),
+        requests: Some(pair(requests)),
+        limits: Some(pair(limits)),
         claims: None,
     }
 }

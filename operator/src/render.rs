@@ -3,6 +3,8 @@
 
 use anyhow::Context as _;
 use kube::ResourceExt;
+#[cfg(test)]
+use serde::Deserialize;
 
 use crate::builders::{self, secrets};
 use crate::crd::Store;
@@ -73,4 +75,62 @@ pub fn parse_store(yaml: &str) -> anyhow::Result<Store> {
     }
     let store: Store = serde_yaml::from_value(value).context("the file is not a valid Store")?;
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_child_of_the_minimal_example_in_the_given_namespace() {
+        let yaml = include_str!("../../examples/store.yaml");
+        let out = render(yaml, Some("shop")).unwrap();
+        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&out)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .collect();
+        let store = parse_store(yaml).unwrap();
+        let expected = secrets::specs("demo").len()
+            + builders::children(
+                &store_owner(&store),
+                &store.spec,
+                &secrets::generate("demo"),
+            )
+            .len();
+        assert_eq!(docs.len(), expected);
+        for d in &docs {
+            assert_eq!(d["metadata"]["namespace"].as_str(), Some("shop"));
+            assert_eq!(
+                d["metadata"]["ownerReferences"][0]["uid"].as_str(),
+                Some(RENDER_UID)
+            );
+            assert!(d["apiVersion"].is_string() && d["kind"].is_string());
+        }
+        let admin = docs
+            .iter()
+            .find(|d| d["metadata"]["name"].as_str() == Some("demo-admin"))
+            .unwrap();
+        assert!(
+            admin["data"]["password"].is_string(),
+            "generated secrets are included"
+        );
+    }
+
+    #[test]
+    fn the_manifest_namespace_is_used_unless_overridden_and_other_kinds_are_refused() {
+        let yaml = "apiVersion: mercato.dev/v1alpha1\nkind: Store\nmetadata: {name: demo, namespace: prod}\n";
+        assert!(render(yaml, None).unwrap().contains("namespace: prod"));
+        let err = render(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("kind Store"), "{err}");
+    }
+
+    fn store_owner(store: &Store) -> crate::meta::Owner {
+        let mut s = store.clone();
+        s.metadata.namespace = Some("shop".into());
+        s.metadata.uid = Some(RENDER_UID.into());
+        crate::meta::Owner::of(&s).unwrap()
+    }
 }

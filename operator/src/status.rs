@@ -285,3 +285,49 @@ pub fn compute(
 pub fn now() -> Timestamp {
     Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(v: serde_json::Value) -> Service {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn endpoint_follows_the_gateway_service_type() {
+        let cluster_ip = svc(json!({"spec": {"type": "ClusterIP"}}));
+        assert_eq!(
+            endpoint("demo", "shop", &cluster_ip),
+            "http://demo-gateway.shop.svc:8080"
+        );
+        let node_port = svc(
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 8080, "nodePort": 30080}]}}),
+        );
+        assert_eq!(
+            endpoint("demo", "shop", &node_port),
+            "http://<node-address>:30080"
+        );
+        let pending = svc(json!({"spec": {"type": "LoadBalancer"}}));
+        assert_eq!(
+            endpoint("demo", "shop", &pending),
+            "http://demo-gateway.shop.svc:8080"
+        );
+        let lb = svc(
+            json!({"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}}),
+        );
+        assert_eq!(endpoint("demo", "shop", &lb), "http://203.0.113.7:8080");
+    }
+
+    #[test]
+    fn a_workload_whose_controller_lags_the_spec_counts_as_not_ready() {
+        assert_eq!(current_ready(Some(2), Some(1), Some(3), Some(3)), 0);
+        assert_eq!(
+            current_ready(Some(2), Some(2), Some(3), Some(1)),
+            1,
+            "only updated replicas count"
+        );
+        assert_eq!(current_ready(Some(2), Some(2), None, None), 0);
+    }
+}

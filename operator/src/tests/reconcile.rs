@@ -198,7 +198,10 @@ async fn an_unchanged_reconcile_reads_secrets_then_children_in_order_then_lists_
     let seen: Vec<String> = h.fake.requests().iter().map(|r| r.short()).collect();
     assert_eq!(seen, expected);
     for list in h.fake.requests().iter().rev().take(2) {
-        assert!(list.query.contains("labelSelector="), "{list:?}: prune lists only this store's objects");
+        assert!(
+            list.query.contains("labelSelector="),
+            "{list:?}: prune lists only this store's objects"
+        );
     }
 }
 

@@ -5,16 +5,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
-    SecretKeySelector, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Container, ContainerPort, EnvVar, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mercato_contract::{Component, POSTGRES_PORT, names, secret_keys};
 
+use super::pod::{empty_dir, env_from_secret, mount};
 use super::security::{container_security_context, pod_security_context};
 use super::{SecretData, config_hash};
 use crate::crd::{DatabaseSpec, ImagePullPolicy};
@@ -36,21 +35,6 @@ const POSTGRES_PASSWORD: &str = "POSTGRES_PASSWORD";
 const POSTGRES_DB: &str = "POSTGRES_DB";
 const PGDATA_ENV: &str = "PGDATA";
 
-fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.to_string(),
-                key: key.to_string(),
-                optional: None,
-            }),
-            ..EnvVarSource::default()
-        }),
-    }
-}
-
 /// `pg_isready` over TCP as the configured user and database: over TCP so that the
 /// entrypoint's temporary init server (socket only) does not count as ready.
 fn pg_isready_probe(period: i32, failures: i32) -> Probe {
@@ -71,22 +55,6 @@ fn pg_isready_probe(period: i32, failures: i32) -> Probe {
     }
 }
 
-fn empty_dir(name: &str) -> Volume {
-    Volume {
-        name: name.to_string(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Volume::default()
-    }
-}
-
-fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.to_string(),
-        mount_path: path.to_string(),
-        ..VolumeMount::default()
-    }
-}
-
 /// The PostgreSQL StatefulSet of component `c`, whose settings are `db`.
 pub fn stateful_set(
     owner: &Owner,
@@ -99,9 +67,9 @@ pub fn stateful_set(
     let name = names::database(&owner.name, c);
     let creds = names::db_credentials_secret(&owner.name, c);
     let env = vec![
-        from_secret(POSTGRES_USER, &creds, secret_keys::DB_USERNAME),
-        from_secret(POSTGRES_PASSWORD, &creds, secret_keys::DB_PASSWORD),
-        from_secret(POSTGRES_DB, &creds, secret_keys::DB_DATABASE),
+        env_from_secret(POSTGRES_USER, &creds, secret_keys::DB_USERNAME),
+        env_from_secret(POSTGRES_PASSWORD, &creds, secret_keys::DB_PASSWORD),
+        env_from_secret(POSTGRES_DB, &creds, secret_keys::DB_DATABASE),
         EnvVar {
             name: PGDATA_ENV.to_string(),
             value: Some(PGDATA.to_string()),
@@ -133,9 +101,9 @@ pub fn stateful_set(
         }),
         security_context: Some(container_security_context()),
         volume_mounts: Some(vec![
-            mount(DATA_VOLUME, DATA_MOUNT),
-            mount("run", "/var/run/postgresql"),
-            mount("tmp", "/tmp"),
+            mount(DATA_VOLUME, DATA_MOUNT, false),
+            mount("run", "/var/run/postgresql", false),
+            mount("tmp", "/tmp", false),
         ]),
         ..Container::default()
     };

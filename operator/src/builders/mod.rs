@@ -3,6 +3,7 @@
 
 pub mod database;
 pub mod network;
+pub mod pod;
 pub mod secrets;
 pub mod security;
 pub mod workloads;

@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, PodSpec,
-    PodTemplateSpec, Probe, SecretKeySelector, SecretVolumeSource, Service, ServiceAccount,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -17,6 +16,7 @@ use mercato_contract::{
     paths, secret_keys, service_clients,
 };
 
+use super::pod::{empty_dir, env_from_secret, env_value, mount};
 use super::security::{container_security_context, pod_security_context};
 use super::{SecretData, config_hash};
 use crate::crd::{GatewayServiceType, StoreSpec};
@@ -35,29 +35,6 @@ const TMP_VOLUME: &str = "tmp";
 /// Secret files readable by the owner and the pod's fsGroup only.
 const SECRET_FILE_MODE: i32 = 0o440;
 
-fn plain(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value: Some(value.into()),
-        value_from: None,
-    }
-}
-
-fn from_secret(name: &str, secret: String, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret,
-                key: key.to_string(),
-                optional: None,
-            }),
-            ..EnvVarSource::default()
-        }),
-    }
-}
-
 /// `CLIENT_SECRET_ORDER`, from which auth's `SERVICE_CLIENTS` is composed.
 pub fn client_secret_env(c: Component) -> String {
     format!("{}{}", env::CLIENT_SECRET_PREFIX, c.name().to_uppercase())
@@ -75,20 +52,20 @@ fn service_clients() -> impl Iterator<Item = Component> {
 pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
     let store = &owner.name;
     let mut out = vec![
-        plain(env::HTTP_ADDR, format!("0.0.0.0:{HTTP_PORT}")),
-        plain(env::LOG_FORMAT, LOG_FORMAT_JSON),
-        plain(env::JWT_ISSUER, DEFAULT_JWT_ISSUER),
-        plain(env::JWT_AUDIENCE, DEFAULT_JWT_AUDIENCE),
-        plain(env::JWKS_PATH, paths::JWKS_FILE),
+        env_value(env::HTTP_ADDR, format!("0.0.0.0:{HTTP_PORT}")),
+        env_value(env::LOG_FORMAT, LOG_FORMAT_JSON),
+        env_value(env::JWT_ISSUER, DEFAULT_JWT_ISSUER),
+        env_value(env::JWT_AUDIENCE, DEFAULT_JWT_AUDIENCE),
+        env_value(env::JWKS_PATH, paths::JWKS_FILE),
     ];
     if c.has_database() {
         let creds = names::db_credentials_secret(store, c);
         out.extend([
-            from_secret(env::DB_USER, creds.clone(), secret_keys::DB_USERNAME),
-            from_secret(env::DB_PASSWORD, creds.clone(), secret_keys::DB_PASSWORD),
-            from_secret(env::DB_NAME, creds, secret_keys::DB_DATABASE),
-            plain(env::DB_HOST, owner.database_host(c)),
-            plain(
+            env_from_secret(env::DB_USER, &creds, secret_keys::DB_USERNAME),
+            env_from_secret(env::DB_PASSWORD, &creds, secret_keys::DB_PASSWORD),
+            env_from_secret(env::DB_NAME, &creds, secret_keys::DB_DATABASE),
+            env_value(env::DB_HOST, owner.database_host(c)),
+            env_value(
                 env::DATABASE_URL,
                 format!(
                     "postgres://$({}):$({})@$({}):{POSTGRES_PORT}/$({})",
@@ -103,28 +80,24 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
     if c == Component::Auth {
         let admin = names::admin_secret(store);
         out.extend([
-            plain(env::JWT_PRIVATE_KEY_PATH, paths::SIGNING_KEY_FILE),
-            plain(
+            env_value(env::JWT_PRIVATE_KEY_PATH, paths::SIGNING_KEY_FILE),
+            env_value(
                 env::ACCESS_TOKEN_TTL_SECS,
                 spec.tokens.access_token_ttl_seconds.to_string(),
             ),
-            plain(
+            env_value(
                 env::REFRESH_TOKEN_TTL_SECS,
                 spec.tokens.refresh_token_ttl_seconds.to_string(),
             ),
-            from_secret(
-                env::ADMIN_USERNAME,
-                admin.clone(),
-                secret_keys::ADMIN_USERNAME,
-            ),
-            from_secret(env::ADMIN_EMAIL, admin.clone(), secret_keys::ADMIN_EMAIL),
-            from_secret(env::ADMIN_PASSWORD, admin, secret_keys::ADMIN_PASSWORD),
+            env_from_secret(env::ADMIN_USERNAME, &admin, secret_keys::ADMIN_USERNAME),
+            env_from_secret(env::ADMIN_EMAIL, &admin, secret_keys::ADMIN_EMAIL),
+            env_from_secret(env::ADMIN_PASSWORD, &admin, secret_keys::ADMIN_PASSWORD),
         ]);
         let clients: Vec<Component> = service_clients().collect();
         for client in &clients {
-            out.push(from_secret(
+            out.push(env_from_secret(
                 &client_secret_env(*client),
-                names::client_secret(store, *client),
+                &names::client_secret(store, *client),
                 secret_keys::CLIENT_SECRET,
             ));
         }
@@ -132,7 +105,7 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
             .iter()
             .map(|c| (c.name(), format!("$({})", client_secret_env(*c))))
             .collect();
-        out.push(plain(
+        out.push(env_value(
             env::SERVICE_CLIENTS,
             service_clients::format(refs.iter().map(|(id, s)| (*id, s.as_str()))),
         ));
@@ -140,12 +113,12 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
     if c.service_client_scopes().is_some() {
         let client = names::client_secret(store, c);
         out.extend([
-            from_secret(env::CLIENT_ID, client.clone(), secret_keys::CLIENT_ID),
-            from_secret(env::CLIENT_SECRET, client, secret_keys::CLIENT_SECRET),
+            env_from_secret(env::CLIENT_ID, &client, secret_keys::CLIENT_ID),
+            env_from_secret(env::CLIENT_SECRET, &client, secret_keys::CLIENT_SECRET),
         ]);
     }
     for callee in c.calls() {
-        out.push(plain(callee.url_env(), owner.service_url(*callee)));
+        out.push(env_value(callee.url_env(), owner.service_url(*callee)));
     }
     out
 }
@@ -181,15 +154,6 @@ fn secret_volume(name: &str, secret: String) -> Volume {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.to_string(),
-        mount_path: path.to_string(),
-        read_only: read_only.then_some(true),
-        ..VolumeMount::default()
-    }
-}
-
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -218,11 +182,7 @@ pub fn deployment(
 
     let mut volumes = vec![
         secret_volume(JWKS_VOLUME, names::jwks_secret(&owner.name)),
-        Volume {
-            name: TMP_VOLUME.to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
+        empty_dir(TMP_VOLUME),
     ];
     let mut mounts = vec![
         mount(JWKS_VOLUME, paths::JWKS_DIR, true),

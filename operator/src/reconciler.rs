@@ -448,15 +448,31 @@ where
             .owner_references()
             .iter()
             .any(|r| r.uid == owner.reference().uid && r.controller == Some(true));
-        if ours && !keep.contains(name.as_str()) {
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => sync.deleted.push(format!("{kind}/{name}")),
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(api_err("delete", format!("{kind}/{name}"))(e)),
-            }
+        if ours
+            && !keep.contains(name.as_str())
+            && delete_if_present(&api, &kind, &name, &DeleteParams::default()).await?
+        {
+            sync.deleted.push(format!("{kind}/{name}"));
         }
     }
     Ok(())
+}
+
+/// Deletes `kind/name`; `Ok(false)` when it was already gone.
+async fn delete_if_present<K>(
+    api: &Api<K>,
+    kind: &str,
+    name: &str,
+    params: &DeleteParams,
+) -> Result<bool, Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(api_err("delete", format!("{kind}/{name}"))(e)),
+    }
 }
 
 /// Carries out the deletion policy before the Store (and with it every child, through the
@@ -469,11 +485,7 @@ async fn cleanup(store: &Store, ctx: &Context) -> Result<Action, Error> {
             let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &owner.namespace);
             for c in Component::WITH_DATABASE {
                 let name = names::database(&owner.name, c);
-                match sts.delete(&name, &DeleteParams::background()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(api_err("delete", format!("StatefulSet/{name}"))(e)),
-                }
+                delete_if_present(&sts, "StatefulSet", &name, &DeleteParams::background()).await?;
             }
             let pvcs: Api<PersistentVolumeClaim> =
                 Api::namespaced(ctx.client.clone(), &owner.namespace);
@@ -484,14 +496,15 @@ async fn cleanup(store: &Store, ctx: &Context) -> Result<Action, Error> {
             let mut deleted = Vec::new();
             for pvc in list {
                 let name = pvc.name_any();
-                match pvcs.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => deleted.push(name),
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => {
-                        return Err(api_err("delete", format!("PersistentVolumeClaim/{name}"))(
-                            e,
-                        ));
-                    }
+                if delete_if_present(
+                    &pvcs,
+                    "PersistentVolumeClaim",
+                    &name,
+                    &DeleteParams::default(),
+                )
+                .await?
+                {
+                    deleted.push(name);
                 }
             }
             let note = format!(

@@ -241,7 +241,7 @@ impl Default for TokenSpec {
 /// What happens to the data when the Store is deleted.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeletionPolicy {
-    /// Keep the PostgreSQL volumes and their credentials, so a Store of the same name finds its data again.
+    /// Keep the PostgreSQL volumes, their passwords and the first admin's Secret, so a Store of the same name finds its data again.
     #[default]
     Retain,
     /// Delete the PostgreSQL volumes with the Store.

@@ -517,11 +517,15 @@ async fn cleanup(store: &Store, ctx: &Context) -> Result<Action, Error> {
         }
         DeletionPolicy::Retain => {
             // The volumes stay (claims from volumeClaimTemplates have no owner); so must the
-            // database passwords in them, or a Store of the same name could not log in.
+            // Secrets whose contents the retained databases hold (the database passwords and
+            // the first admin's), or a Store of the same name could not use its data.
             let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
             let mut kept = Vec::new();
-            for c in Component::WITH_DATABASE {
-                let name = names::db_credentials_secret(&owner.name, c);
+            for spec in secrets::specs(&owner.name)
+                .into_iter()
+                .filter(|s| s.retained)
+            {
+                let name = spec.name;
                 let Some(secret) = api
                     .get_opt(&name)
                     .await

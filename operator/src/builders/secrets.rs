@@ -21,6 +21,13 @@ pub struct SecretSpec {
     pub name: String,
     pub role: Role,
     pub keys: Vec<&'static str>,
+    /// Kept with the data under `deletionPolicy: Retain`, because what it holds is also
+    /// stored in a retained database: the database passwords, and the first admin's
+    /// password (auth creates that admin only if the username does not exist yet).
+    /// The JWT keys and service client secrets are not: auth reads those afresh at start-up
+    /// (refresh tokens are opaque hashes that survive a new key; the service clients table
+    /// is synced from the configuration), so a recreated Store may generate new ones.
+    pub retained: bool,
 }
 
 /// Every Secret of a store, in the order they are created.
@@ -30,11 +37,13 @@ pub fn specs(store: &str) -> Vec<SecretSpec> {
             name: names::jwt_signing_secret(store),
             role: Role::service(Component::Auth),
             keys: vec![secret_keys::JWT_PRIVATE_KEY],
+            retained: false,
         },
         SecretSpec {
             name: names::jwks_secret(store),
             role: Role::store(),
             keys: vec![secret_keys::JWKS],
+            retained: false,
         },
         SecretSpec {
             name: names::admin_secret(store),
@@ -44,6 +53,7 @@ pub fn specs(store: &str) -> Vec<SecretSpec> {
                 secret_keys::ADMIN_EMAIL,
                 secret_keys::ADMIN_PASSWORD,
             ],
+            retained: true,
         },
     ];
     for c in Component::WITH_DATABASE {
@@ -55,6 +65,7 @@ pub fn specs(store: &str) -> Vec<SecretSpec> {
                 secret_keys::DB_PASSWORD,
                 secret_keys::DB_DATABASE,
             ],
+            retained: true,
         });
     }
     for c in Component::ALL {
@@ -63,6 +74,7 @@ pub fn specs(store: &str) -> Vec<SecretSpec> {
                 name: names::client_secret(store, c),
                 role: Role::service(c),
                 keys: vec![secret_keys::CLIENT_ID, secret_keys::CLIENT_SECRET],
+                retained: false,
             });
         }
     }
@@ -186,6 +198,25 @@ mod tests {
                 "demo-payment-db-credentials",
                 "demo-order-client",
                 "demo-payment-client",
+            ]
+        );
+    }
+
+    #[test]
+    fn retained_secrets_are_those_whose_contents_a_database_also_holds() {
+        let retained: Vec<String> = specs("demo")
+            .into_iter()
+            .filter(|s| s.retained)
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(
+            retained,
+            [
+                "demo-admin",
+                "demo-auth-db-credentials",
+                "demo-product-db-credentials",
+                "demo-order-db-credentials",
+                "demo-payment-db-credentials",
             ]
         );
     }

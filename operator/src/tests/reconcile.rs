@@ -564,26 +564,34 @@ async fn deletion_with_retain_keeps_volume_claims_and_their_passwords() {
         sorted(h.fake.names("persistentvolumeclaims")),
         vec!["data-demo-auth-db-0", "data-other-auth-db-0"]
     );
-    for c in mercato_contract::Component::WITH_DATABASE {
-        let secret = h
-            .get(
-                "secrets",
-                &mercato_contract::names::db_credentials_secret("demo", c),
-            )
-            .unwrap();
+    // The retained databases hold these passwords (the auth database also holds the first
+    // admin, whom auth creates only once), so garbage collection must not take them.
+    let mut retained: Vec<String> = mercato_contract::Component::WITH_DATABASE
+        .into_iter()
+        .map(|c| mercato_contract::names::db_credentials_secret("demo", c))
+        .collect();
+    retained.push("demo-admin".into());
+    for name in &retained {
+        let secret = h.get("secrets", name).unwrap();
         assert_eq!(
             secret["metadata"]["ownerReferences"],
             json!([]),
-            "{c}: released from garbage collection"
+            "{name}: released from garbage collection"
         );
     }
-    assert_eq!(
-        h.get("secrets", "demo-admin").unwrap()["metadata"]["ownerReferences"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    // What auth reads afresh at start-up goes with the Store.
+    for name in [
+        "demo-jwt-signing",
+        "demo-jwks",
+        "demo-order-client",
+        "demo-payment-client",
+    ] {
+        assert_eq!(
+            h.get("secrets", name).unwrap()["metadata"]["ownerReferences"][0]["uid"],
+            super::fixtures::UID,
+            "{name}: still owned, collected with the Store"
+        );
+    }
     assert!(h.fake.writes().iter().all(|w| !w.starts_with("DELETE")));
     assert!(h.get("stores", "demo").is_none());
 }
@@ -593,6 +601,16 @@ async fn a_recreated_store_adopts_retained_credentials() {
     let h = delete_with(DeletionPolicy::Retain).await;
     let password =
         h.get("secrets", "demo-order-db-credentials").unwrap()["data"]["password"].clone();
+    let admin = h.get("secrets", "demo-admin").unwrap()["data"].clone();
+    // The garbage collector takes what the old Store still owned.
+    for name in h.fake.names("secrets") {
+        let owned = h.get("secrets", &name).unwrap()["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty());
+        if owned {
+            h.fake.remove("secrets", NAMESPACE, &name);
+        }
+    }
     let mut again = Store::test();
     again.metadata.uid = Some("second-uid".into());
     h.fake
@@ -603,5 +621,18 @@ async fn a_recreated_store_adopts_retained_credentials() {
     assert_eq!(
         secret["metadata"]["ownerReferences"][0]["uid"],
         "second-uid"
+    );
+    let secret = h.get("secrets", "demo-admin").unwrap();
+    assert_eq!(
+        secret["data"], admin,
+        "the retained admin's password still opens the retained auth database"
+    );
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        "second-uid"
+    );
+    assert!(
+        h.get("secrets", "demo-jwt-signing").is_some(),
+        "a new key pair"
     );
 }

@@ -94,12 +94,15 @@ pub fn selector(store: &str, role: &Role) -> LabelSelector {
     }
 }
 
-/// Selects every pod of one store.
+/// Selects every pod of one store, and only the pods this operator made: `managed-by` too,
+/// so an unrelated pod in the namespace that happens to carry part-of and instance is not
+/// caught by the store's default-deny.
 pub fn store_pods_selector(store: &str) -> LabelSelector {
     LabelSelector {
         match_labels: Some(BTreeMap::from([
             (LABEL_PART_OF.to_string(), PART_OF.to_string()),
             (LABEL_INSTANCE.to_string(), store.to_string()),
+            (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
         ])),
         match_expressions: None,
     }

@@ -758,15 +758,29 @@ fn default_deny_and_dns_cover_every_pod_of_the_store() {
     );
     assert!(deny.ingress.is_none() && deny.egress.is_none());
     let sel = deny.pod_selector.unwrap().match_labels.unwrap();
-    assert_eq!(sel["app.kubernetes.io/instance"], "demo");
+    let expected = BTreeMap::from([
+        (
+            "app.kubernetes.io/part-of".to_string(),
+            "mercato".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), "demo".to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "mercato-operator".to_string(),
+        ),
+    ]);
     assert_eq!(
-        sel.len(),
-        2,
-        "instance and part-of: every pod of this store, nothing else"
+        sel, expected,
+        "part-of, instance and managed-by: every pod this operator runs for the store, nothing else"
     );
 
     let dns = network::allow_dns(&owner).spec.unwrap();
     assert_eq!(dns.policy_types, Some(vec!["Egress".into()]));
+    assert_eq!(
+        dns.pod_selector.as_ref().unwrap().match_labels.as_ref(),
+        Some(&expected),
+        "DNS is allowed to exactly the pods the default-deny covers"
+    );
     let rule = &dns.egress.unwrap()[0];
     let peer = &rule.to.as_ref().unwrap()[0];
     assert_eq!(
@@ -801,15 +815,45 @@ fn default_deny_and_dns_cover_every_pod_of_the_store() {
         ]
     );
     // Every pod the store runs carries the labels the store-wide selector matches.
-    let pod_labels = deployment(&Store::test(), Component::Gateway)
-        .spec
-        .unwrap()
-        .template
-        .metadata
-        .unwrap()
-        .labels
-        .unwrap();
-    assert!(sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+    let store = Store::test();
+    let mut templates: Vec<BTreeMap<String, String>> = Component::ALL
+        .into_iter()
+        .map(|c| {
+            deployment(&store, c)
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .labels
+                .unwrap()
+        })
+        .collect();
+    templates.extend(Component::WITH_DATABASE.into_iter().map(|c| {
+        statefulset(&store, c)
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .labels
+            .unwrap()
+    }));
+    for pod_labels in templates {
+        assert!(
+            sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+            "{pod_labels:?}"
+        );
+    }
+    // A stranger with part-of and instance only is not.
+    let stranger = BTreeMap::from([
+        (
+            "app.kubernetes.io/part-of".to_string(),
+            "mercato".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), "demo".to_string()),
+    ]);
+    assert!(!sel.iter().all(|(k, v)| stranger.get(k) == Some(v)));
 }
 
 #[test]

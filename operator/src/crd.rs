@@ -280,12 +280,23 @@ impl ImagePullPolicy {
     }
 }
 
+/// A Kubernetes quantity (`resource.Quantity`): the pattern Kubernetes' own generated schemas
+/// use, less the minus sign, since no request or limit may be negative. `256Mi`, `0.5`,
+/// `500m`, `1Gi` and `1e3` match; `256MB` does not. (`pattern` constrains strings only; a
+/// bare number is a valid quantity.)
+pub const QUANTITY_PATTERN: &str = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
 /// `requests` and `limits` of a container, as in a Pod (without the alpha `claims`): a
-/// compact schema instead of k8s-openapi's, whose Quantity docs repeat at every use.
+/// compact schema instead of k8s-openapi's, whose Quantity docs repeat at every use. The
+/// values are checked as quantities here, so `memory: 256MB` is refused when the Store is
+/// applied, not later when its Deployment is.
 fn resources_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let quantities = serde_json::json!({
         "type": "object",
-        "additionalProperties": {"x-kubernetes-int-or-string": true},
+        "additionalProperties": {
+            "x-kubernetes-int-or-string": true,
+            "pattern": QUANTITY_PATTERN,
+        },
     });
     schemars::json_schema!({
         "type": "object",

@@ -32,11 +32,60 @@ fn store(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "mercato.dev/v1alpha1", "kind": "Store", "metadata": {"name": name}, "spec": spec})
 }
 
-/// The messages of the rules `object` breaks (`old`: the object before an update).
+/// The messages of the rules `object` breaks (`old`: the object before an update): the CEL
+/// rules, and the `pattern`s, which kube's evaluator leaves to the API server.
 fn violations(object: &Value, old: Option<&Value>) -> Vec<String> {
-    match Validator::new().validate(&schema(), object, old) {
+    let schema = schema();
+    let mut out = match Validator::new().validate(&schema, object, old) {
         Ok(()) => Vec::new(),
         Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+    };
+    pattern_violations(&schema, object, "", &mut out);
+    out
+}
+
+/// `value` as a CEL string literal.
+fn cel_string(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Evaluates a CEL expression over `self` = `value` with the Kubernetes extension functions.
+fn cel_holds(rule: &str, value: &Value) -> bool {
+    let schema = json!({"x-kubernetes-int-or-string": true,
+                        "x-kubernetes-validations": [{"rule": rule}]});
+    Validator::new().validate(&schema, value, None).is_ok()
+}
+
+/// Whether `value` matches an OpenAPI `pattern`, with RE2 semantics (CEL's `matches`) as
+/// in the API server.
+fn matches_pattern(pattern: &str, value: &str) -> bool {
+    cel_holds(
+        &format!("self.matches({})", cel_string(pattern)),
+        &json!(value),
+    )
+}
+
+/// The string values below `value` that break their schema's `pattern`, as the API server
+/// reports them.
+fn pattern_violations(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
+    if let (Some(pattern), Some(s)) = (schema["pattern"].as_str(), value.as_str())
+        && !matches_pattern(pattern, s)
+    {
+        out.push(format!(
+            "{path}: Invalid value: \"{s}\": should match '{pattern}'"
+        ));
+    }
+    let Some(map) = value.as_object() else {
+        return;
+    };
+    for (k, v) in map {
+        let sub = schema
+            .get("properties")
+            .and_then(|p| p.get(k))
+            .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
+        if let Some(sub) = sub {
+            pattern_violations(sub, v, &format!("{path}.{k}"), out);
+        }
     }
 }
 
@@ -281,4 +330,69 @@ fn the_crd_has_status_printer_columns_and_a_short_name() {
         schema.get("required").is_none(),
         "a Store may leave out spec"
     );
+}
+
+#[test]
+fn resources_must_be_kubernetes_quantities() {
+    let with = |q: Value| {
+        store(
+            "demo",
+            json!({
+                "order": {"resources": {"limits": {"memory": q.clone()}},
+                          "database": {"resources": {"requests": {"cpu": q.clone()}}}},
+                "gateway": {"resources": {"requests": {"memory": q}}},
+            }),
+        )
+    };
+    for good in [
+        json!("256Mi"),
+        json!("0.5"),
+        json!("500m"),
+        json!("1Gi"),
+        json!("1"),
+        json!(".5"),
+        json!("1.5Gi"),
+        json!("1e3"),
+        json!("100n"),
+        json!("2k"),
+        json!(2),
+    ] {
+        assert_eq!(
+            violations(&with(good.clone()), None),
+            Vec::<String>::new(),
+            "{good}"
+        );
+    }
+    for bad in [
+        "256MB", "1GB", "1K", "1 Gi", "lots", "", "-1", "1Gi ", "0x10",
+    ] {
+        let v = violations(&with(json!(bad)), None);
+        assert_eq!(v.len(), 3, "{bad:?} is refused at each place: {v:?}");
+        assert!(
+            v.iter()
+                .any(|m| m.starts_with(".spec.order.resources.limits.memory")),
+            "{v:?}"
+        );
+    }
+}
+
+#[test]
+fn the_quantity_pattern_agrees_with_the_kubernetes_quantity_parser() {
+    // Kubernetes' own parser (CEL's isQuantity, ported from apimachinery) as the reference;
+    // the pattern refuses negative amounts on top, which no request or limit may be. (The
+    // port trims blanks, which apimachinery's ParseQuantity does not: "1Gi " is left out.)
+    for q in [
+        "256Mi", "0.5", "500m", "1Gi", "1", ".5", "1.", "1.5Gi", "1e3", "1E-3", "100n", "5u", "2k",
+        "3M", "4Ei", "+1", "256MB", "1GB", "1K", "1 Gi", "lots", "", "0x10", "Mi", "1ki", "1.2.3",
+        "1e", "--1",
+    ] {
+        let parses = cel_holds(&format!("isQuantity({})", cel_string(q)), &json!(0));
+        assert_eq!(
+            matches_pattern(crate::crd::QUANTITY_PATTERN, q),
+            parses,
+            "{q:?}: Kubernetes says {parses}"
+        );
+    }
+    assert!(!matches_pattern(crate::crd::QUANTITY_PATTERN, "-1"));
+    assert!(cel_holds("isQuantity('-1')", &json!(0)));
 }

@@ -1,5 +1,5 @@
 //! NetworkPolicies: deny everything for the store's pods, then allow exactly the edges of
-//! the checkout flow (`Component::calls`), each service to its own PostgreSQL, DNS, and
+//! the checkout flow (`super::callees`), each service to its own PostgreSQL, DNS, and
 //! ingress to the gateway from anywhere.
 
 use std::collections::BTreeMap;
@@ -109,7 +109,7 @@ pub fn allow_dns(owner: &Owner) -> NetworkPolicy {
 pub fn callers(c: Component) -> Vec<Component> {
     Component::ALL
         .into_iter()
-        .filter(|caller| caller.calls().contains(&c))
+        .filter(|caller| super::callees(*caller).contains(&c))
         .collect()
 }
 
@@ -128,11 +128,10 @@ pub fn component(owner: &Owner, c: Component) -> NetworkPolicy {
                 .collect(),
         )
     };
-    let mut egress: Vec<NetworkPolicyEgressRule> = c
-        .calls()
-        .iter()
+    let mut egress: Vec<NetworkPolicyEgressRule> = super::callees(c)
+        .into_iter()
         .map(|callee| NetworkPolicyEgressRule {
-            to: Some(vec![pods(store, &Role::service(*callee))]),
+            to: Some(vec![pods(store, &Role::service(callee))]),
             ports: Some(vec![tcp(i32::from(HTTP_PORT))]),
         })
         .collect();

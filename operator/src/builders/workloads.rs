@@ -117,8 +117,14 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
             env_from_secret(env::CLIENT_SECRET, &client, secret_keys::CLIENT_SECRET),
         ]);
     }
-    for callee in c.calls() {
-        out.push(env_value(callee.url_env(), owner.service_url(*callee)));
+    for callee in super::callees(c) {
+        out.push(env_value(callee.url_env(), owner.service_url(callee)));
+    }
+    if c == Component::Auth {
+        // Auth sits behind the gateway, which sets X-Forwarded-For (replacing any a client
+        // sent, unless the gateway itself trusts an ingress): without this, every login
+        // would count against the gateway pod's address in auth's per-client limit.
+        out.push(env_value(env::TRUST_FORWARDED_FOR, "true"));
     }
     out
 }

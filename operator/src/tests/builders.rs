@@ -13,7 +13,7 @@ use mercato_contract::{
 };
 
 use super::fixtures::{NAMESPACE, UID};
-use crate::builders::{database, network, secrets, workloads};
+use crate::builders::{self, database, network, secrets, workloads};
 use crate::crd::{GatewayServiceType, ImagePullPolicy, Store, StoreSpec, default_image};
 use crate::meta::{APPLIED_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION};
 
@@ -291,7 +291,7 @@ fn callers_get_their_callees_urls_and_their_own_client() {
         let env = env_of(&deployment(&store, c));
         for callee in Component::ALL {
             let url = var(&env, callee.url_env()).and_then(|e| e.value.clone());
-            if c.calls().contains(&callee) {
+            if builders::callees(c).contains(&callee) {
                 assert_eq!(
                     url,
                     Some(format!(
@@ -324,6 +324,131 @@ fn callers_get_their_callees_urls_and_their_own_client() {
         );
         assert_eq!(value(&env, env::JWKS_PATH), paths::JWKS_FILE, "{c}");
     }
+}
+
+/// The variables each component gets: what the service reads (its `--help`; the devstack's
+/// `Topology::service_env` sets the same, plus `LOG_LEVEL`, left to the services' default
+/// here), and the parts that only feed `$(VAR)` references of other variables.
+#[test]
+fn each_component_gets_exactly_the_variables_its_service_reads() {
+    let common = [
+        env::HTTP_ADDR,
+        env::LOG_FORMAT,
+        env::JWT_ISSUER,
+        env::JWT_AUDIENCE,
+        env::JWKS_PATH,
+    ];
+    let database = [env::DATABASE_URL];
+    let database_parts = [env::DB_USER, env::DB_PASSWORD, env::DB_NAME, env::DB_HOST];
+    let client = [env::CLIENT_ID, env::CLIENT_SECRET, env::AUTH_URL];
+    let expected: BTreeMap<Component, (Vec<&str>, Vec<String>)> = BTreeMap::from([
+        (
+            Component::Auth,
+            (
+                [
+                    &common[..],
+                    &database,
+                    &[
+                        env::JWT_PRIVATE_KEY_PATH,
+                        env::ACCESS_TOKEN_TTL_SECS,
+                        env::REFRESH_TOKEN_TTL_SECS,
+                        env::ADMIN_USERNAME,
+                        env::ADMIN_EMAIL,
+                        env::ADMIN_PASSWORD,
+                        env::SERVICE_CLIENTS,
+                        env::TRUST_FORWARDED_FOR,
+                    ],
+                ]
+                .concat(),
+                database_parts
+                    .iter()
+                    .map(|v| v.to_string())
+                    .chain(["CLIENT_SECRET_ORDER".into(), "CLIENT_SECRET_PAYMENT".into()])
+                    .collect(),
+            ),
+        ),
+        (
+            Component::Product,
+            (
+                [&common[..], &database].concat(),
+                database_parts.map(String::from).to_vec(),
+            ),
+        ),
+        (
+            Component::Order,
+            (
+                [&common[..], &database, &client, &[env::PRODUCT_URL]].concat(),
+                database_parts.map(String::from).to_vec(),
+            ),
+        ),
+        (
+            Component::Payment,
+            (
+                [&common[..], &database, &client, &[env::ORDER_URL]].concat(),
+                database_parts.map(String::from).to_vec(),
+            ),
+        ),
+        (
+            Component::Gateway,
+            (
+                [
+                    &common[..],
+                    &[
+                        env::AUTH_URL,
+                        env::PRODUCT_URL,
+                        env::ORDER_URL,
+                        env::PAYMENT_URL,
+                    ],
+                ]
+                .concat(),
+                Vec::new(),
+            ),
+        ),
+    ]);
+    let store = Store::test();
+    for (c, (read, parts)) in expected {
+        let got: BTreeSet<String> = env_of(&deployment(&store, c))
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        let want: BTreeSet<String> = read.iter().map(|v| v.to_string()).chain(parts).collect();
+        assert_eq!(got, want, "{c}");
+    }
+    let auth = env_of(&deployment(&store, Component::Auth));
+    assert_eq!(
+        value(&auth, env::TRUST_FORWARDED_FOR),
+        "true",
+        "auth sees clients through the gateway's X-Forwarded-For"
+    );
+    let gateway = env_of(&deployment(&store, Component::Gateway));
+    assert!(
+        var(&gateway, env::TRUST_FORWARDED_FOR).is_none(),
+        "the gateway is the edge: a client's own X-Forwarded-For is not trusted"
+    );
+}
+
+#[test]
+fn the_product_service_neither_knows_nor_reaches_auth() {
+    let owner = Store::test().owner();
+    let product = env_of(&deployment(&Store::test(), Component::Product));
+    assert!(var(&product, env::AUTH_URL).is_none());
+    let policy = network::component(&owner, Component::Product).spec.unwrap();
+    let egress: Vec<String> = policy
+        .egress
+        .iter()
+        .flatten()
+        .flat_map(|r| r.to.iter().flatten())
+        .map(|peer| component_of(peer.pod_selector.as_ref().unwrap()))
+        .collect();
+    assert_eq!(egress, vec!["product-db"]);
+    let auth = network::component(&owner, Component::Auth).spec.unwrap();
+    let callers: Vec<String> = auth.ingress.unwrap()[0]
+        .from
+        .iter()
+        .flatten()
+        .map(|peer| component_of(peer.pod_selector.as_ref().unwrap()))
+        .collect();
+    assert_eq!(callers, vec!["order", "payment", "gateway"]);
 }
 
 #[test]
@@ -682,7 +807,7 @@ fn network_policies_allow_exactly_the_flow_edges() {
     let owner = Store::test().owner();
     let mut expected: BTreeSet<(String, String, i32)> = BTreeSet::new();
     for c in Component::ALL {
-        for callee in c.calls() {
+        for callee in builders::callees(c) {
             expected.insert((c.name().into(), callee.name().into(), i32::from(HTTP_PORT)));
         }
         if c.has_database() {

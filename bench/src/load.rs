@@ -46,7 +46,9 @@ where
                 let t = Instant::now();
                 match op(worker, i).await {
                     Ok(()) => {
-                        let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
+                        let micros = u64::try_from(t.elapsed().as_micros())
+                            .unwrap_or(u64::MAX)
+                            .max(1);
                         let _ = histogram.record(micros.min(60_000_000));
                     }
                     Err(e) => {

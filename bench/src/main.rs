@@ -19,7 +19,10 @@ use uuid::Uuid;
 use crate::load::Stats;
 
 #[derive(Debug, Parser)]
-#[command(name = "mercato-bench", about = "Benchmarks a Mercato store running on this machine")]
+#[command(
+    name = "mercato-bench",
+    about = "Benchmarks a Mercato store running on this machine"
+)]
 struct Args {
     /// Administrative PostgreSQL URL (`make bench` finds or starts a server).
     #[arg(long, env = "MERCATO_POSTGRES_URL")]
@@ -50,7 +53,10 @@ struct Shop {
 
 impl Shop {
     async fn post(&self, path: &str, token: Option<&str>, body: Value) -> anyhow::Result<Value> {
-        let mut req = self.http.post(format!("{}{path}", self.gateway)).json(&body);
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.gateway))
+            .json(&body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -78,7 +84,9 @@ fn print_table(results: &[Stats]) {
 }
 
 fn find<'a>(results: &'a [Stats], scenario: &str, concurrency: usize) -> Option<&'a Stats> {
-    results.iter().find(|s| s.scenario == scenario && s.concurrency == concurrency)
+    results
+        .iter()
+        .find(|s| s.scenario == scenario && s.concurrency == concurrency)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -102,7 +110,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 format!("--argon2-parallelism={}", ARGON2.2),
             ],
         ),
-        (Component::Gateway, vec![format!("--rate-limit-per-minute={high}")]),
+        (
+            Component::Gateway,
+            vec![format!("--rate-limit-per-minute={high}")],
+        ),
     ]);
     let options = DevOptions {
         postgres_url: args.postgres_url.clone(),
@@ -114,12 +125,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
         log_format: "json".into(),
         log_level: "warn".into(),
         extra,
-        runner: Runner::Processes { bin_dir: args.bin_dir.clone() },
+        runner: Runner::Processes {
+            bin_dir: args.bin_dir.clone(),
+        },
     };
     let dev = Dev::start(&options).await?;
     let outcome = measure(&dev, &levels, duration).await;
-    let rss: BTreeMap<String, Option<u64>> = dev.pids().into_iter().map(|(c, pid)| (c.name().to_string(), peak_rss_kib(pid))).collect();
+    let rss: BTreeMap<String, Option<u64>> = dev
+        .pids()
+        .into_iter()
+        .map(|(c, pid)| (c.name().to_string(), peak_rss_kib(pid)))
+        .collect();
+    let database_urls = dev.topology.database_urls.clone();
     dev.stop().await;
+    let outcome = match outcome {
+        Ok((mut results, product_ids)) => {
+            measure_database(&database_urls, product_ids, &levels, duration)
+                .await
+                .map(|db| {
+                    results.extend(db);
+                    results
+                })
+        }
+        Err(e) => Err(e),
+    };
     let cleanup = mercato_devstack::dev::reset(&options).await;
     let results = outcome?;
     cleanup?;
@@ -128,12 +157,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
     print_table(&results);
     let mut ratios = serde_json::Map::new();
     for &c in &levels {
-        if let (Some(shop), Some(db)) = (find(&results, "checkout", c), find(&results, "db-replay-checkout", c)) {
-            ratios.insert(format!("checkout_vs_db_at_{c}"), json!(shop.ops_per_sec / db.ops_per_sec));
+        if let (Some(shop), Some(db)) = (
+            find(&results, "checkout", c),
+            find(&results, "db-replay-checkout", c),
+        ) {
+            ratios.insert(
+                format!("checkout_vs_db_at_{c}"),
+                json!(shop.ops_per_sec / db.ops_per_sec),
+            );
         }
-        if let (Some(gw), Some(direct)) = (find(&results, "product-via-gateway", c), find(&results, "product-direct", c)) {
-            ratios.insert(format!("gateway_p50_overhead_at_{c}"), json!(gw.p50_ms / direct.p50_ms));
-            ratios.insert(format!("gateway_throughput_ratio_at_{c}"), json!(gw.ops_per_sec / direct.ops_per_sec));
+        if let (Some(gw), Some(direct)) = (
+            find(&results, "product-via-gateway", c),
+            find(&results, "product-direct", c),
+        ) {
+            ratios.insert(
+                format!("gateway_p50_overhead_at_{c}"),
+                json!(gw.p50_ms / direct.p50_ms),
+            );
+            ratios.insert(
+                format!("gateway_throughput_ratio_at_{c}"),
+                json!(gw.ops_per_sec / direct.ops_per_sec),
+            );
         }
     }
     println!();
@@ -172,8 +216,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(dev: &Dev, levels: &[usize], duration: Duration) -> anyhow::Result<Vec<Stats>> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+async fn measure(
+    dev: &Dev,
+    levels: &[usize],
+    duration: Duration,
+) -> anyhow::Result<(Vec<Stats>, Vec<Uuid>)> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
     let admin_token = dev.admin_token().await?;
     let shop = Arc::new(Shop {
         http,
@@ -199,8 +249,19 @@ async fn measure(dev: &Dev, levels: &[usize], duration: Duration) -> anyhow::Res
         let name = format!("bench{i}");
         shop.post("/auth/register", None, json!({"username": name, "email": format!("{name}@example.com"), "password": "bench-password"}))
             .await?;
-        let tokens = shop.post("/auth/login", None, json!({"username": name, "password": "bench-password"})).await?;
-        customers.push(tokens["access_token"].as_str().unwrap_or_default().to_string());
+        let tokens = shop
+            .post(
+                "/auth/login",
+                None,
+                json!({"username": name, "password": "bench-password"}),
+            )
+            .await?;
+        customers.push(
+            tokens["access_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
     let customers = Arc::new(customers);
     let mut results = Vec::new();
@@ -267,26 +328,53 @@ async fn measure(dev: &Dev, levels: &[usize], duration: Duration) -> anyhow::Res
                 load::run(scenario, c, duration, move |w, i| {
                     let (s, p) = (s.clone(), p.clone());
                     async move {
-                        let base = if via_gateway { &s.gateway } else { &s.product_direct };
-                        check(s.http.get(format!("{base}/products/{}", p[(w + i as usize) % p.len()])).send().await).await
+                        let base = if via_gateway {
+                            &s.gateway
+                        } else {
+                            &s.product_direct
+                        };
+                        check(
+                            s.http
+                                .get(format!("{base}/products/{}", p[(w + i as usize) % p.len()]))
+                                .send()
+                                .await,
+                        )
+                        .await
                     }
                 })
                 .await,
             );
         }
+    }
+    let product_ids = products.iter().filter_map(|id| id.parse().ok()).collect();
+    Ok((results, product_ids))
+}
 
+/// The database alone, once the services have stopped (so their pools neither compete
+/// for the server's connections nor for the CPU).
+async fn measure_database(
+    database_urls: &BTreeMap<Component, String>,
+    product_ids: Vec<Uuid>,
+    levels: &[usize],
+    duration: Duration,
+) -> anyhow::Result<Vec<Stats>> {
+    let product_ids = Arc::new(product_ids);
+    let mut results = Vec::new();
+    for &c in levels {
         eprintln!("db-replay-checkout at concurrency {c}…");
         let pools = replay::Pools {
-            product: connect(dev, Component::Product, c).await?,
-            order: connect(dev, Component::Order, c).await?,
-            payment: connect(dev, Component::Payment, c).await?,
+            product: connect(&database_urls[&Component::Product], c).await?,
+            order: connect(&database_urls[&Component::Order], c).await?,
+            payment: connect(&database_urls[&Component::Payment], c).await?,
         };
-        let (p, pools2) = (products.clone(), pools.clone());
-        let product_ids: Arc<Vec<Uuid>> = Arc::new(p.iter().filter_map(|id| id.parse().ok()).collect());
+        let (p, ids) = (pools.clone(), product_ids.clone());
         results.push(
             load::run("db-replay-checkout", c, duration, move |w, i| {
-                let (pools, ids) = (pools2.clone(), product_ids.clone());
-                async move { replay::checkout(&pools, ids[(w + i as usize) % ids.len()], Uuid::new_v4()).await }
+                let (pools, ids) = (p.clone(), ids.clone());
+                async move {
+                    replay::checkout(&pools, ids[(w + i as usize) % ids.len()], Uuid::new_v4())
+                        .await
+                }
             })
             .await,
         );
@@ -297,10 +385,10 @@ async fn measure(dev: &Dev, levels: &[usize], duration: Duration) -> anyhow::Res
     Ok(results)
 }
 
-async fn connect(dev: &Dev, c: Component, concurrency: usize) -> anyhow::Result<sqlx::PgPool> {
+async fn connect(url: &str, concurrency: usize) -> anyhow::Result<sqlx::PgPool> {
     Ok(sqlx::postgres::PgPoolOptions::new()
         .max_connections(u32::try_from(concurrency).unwrap_or(32) + 2)
-        .connect(&dev.topology.database_urls[&c])
+        .connect(url)
         .await?)
 }
 

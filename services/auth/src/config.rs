@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use mercato_contract::{DEFAULT_ACCESS_TOKEN_TTL_SECS, DEFAULT_REFRESH_TOKEN_TTL_SECS, env};
+use mercato_contract::{
+    DEFAULT_ACCESS_TOKEN_TTL_SECS, DEFAULT_ADMIN_EMAIL, DEFAULT_ADMIN_USERNAME,
+    DEFAULT_REFRESH_TOKEN_TTL_SECS, env,
+};
 use mercato_kit::config::{DatabaseConfig, JwtConfig, ServerConfig};
 
 #[derive(Debug, Clone, Parser)]
@@ -32,10 +35,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
     pub refresh_token_ttl_secs: u64,
     /// Username of the first admin, created at start-up if no user has it.
-    #[arg(long, env = env::ADMIN_USERNAME, default_value = "admin")]
+    #[arg(long, env = env::ADMIN_USERNAME, default_value = DEFAULT_ADMIN_USERNAME)]
     pub admin_username: String,
     /// Email of the first admin.
-    #[arg(long, env = env::ADMIN_EMAIL, default_value = "admin@mercato.local")]
+    #[arg(long, env = env::ADMIN_EMAIL, default_value = DEFAULT_ADMIN_EMAIL)]
     pub admin_email: String,
     /// Password of the first admin; without it no admin is created.
     #[arg(long, env = env::ADMIN_PASSWORD, hide_env_values = true)]
@@ -53,6 +56,10 @@ pub struct Config {
     /// Argon2id parallelism.
     #[arg(long, env = "ARGON2_PARALLELISM", default_value_t = 1)]
     pub argon2_parallelism: u32,
+    /// Password hashes computed at once (each holds the Argon2 memory cost); 0 means one
+    /// per CPU core.
+    #[arg(long, env = "ARGON2_MAX_CONCURRENT", default_value_t = 0)]
+    pub argon2_max_concurrent: usize,
     /// Login attempts allowed per username within the login window.
     #[arg(long, env = "LOGIN_ATTEMPTS_PER_USERNAME", default_value_t = 5)]
     pub login_attempts_per_username: u32,

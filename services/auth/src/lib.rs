@@ -73,6 +73,10 @@ impl App {
             config.argon2_memory_kib,
             config.argon2_iterations,
             config.argon2_parallelism,
+            match config.argon2_max_concurrent {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
         )?;
         let clients = parse_service_clients(&config.service_clients)?;
         let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;

@@ -336,8 +336,8 @@ impl Dev {
                 .iter()
                 .filter_map(|(name, s)| Component::from_name(name).map(|c| (c, s.clone())))
                 .collect(),
-            admin_username: "admin".into(),
-            admin_email: "admin@mercato.local".into(),
+            admin_username: mercato_contract::DEFAULT_ADMIN_USERNAME.into(),
+            admin_email: mercato_contract::DEFAULT_ADMIN_EMAIL.into(),
             admin_password: secrets.admin_password.clone(),
             log_format: options.log_format.clone(),
             log_level: options.log_level.clone(),

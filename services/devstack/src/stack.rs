@@ -79,8 +79,8 @@ impl Stack {
                 .filter(|c| c.service_client_scopes().is_some())
                 .map(|c| (c, random_secret(SECRET_LEN)))
                 .collect(),
-            admin_username: "admin".into(),
-            admin_email: "admin@mercato.local".into(),
+            admin_username: mercato_contract::DEFAULT_ADMIN_USERNAME.into(),
+            admin_email: mercato_contract::DEFAULT_ADMIN_EMAIL.into(),
             admin_password: random_secret(SECRET_LEN),
             log_format: "pretty".into(),
             log_level: "warn".into(),

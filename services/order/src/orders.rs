@@ -221,7 +221,10 @@ pub async fn set_status(db: &mut PgConnection, id: Uuid, status: &str) -> Result
     Ok(())
 }
 
-pub async fn payment_event_seen(db: &mut PgConnection, event_id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn payment_event_seen(
+    db: &mut PgConnection,
+    event_id: Uuid,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM payment_events WHERE event_id = $1)")
         .bind(event_id)
         .fetch_one(db)

@@ -96,7 +96,15 @@ pub async fn payment_event(
         }
         (Outcome::Declined, _) => false,
     };
-    orders::record_payment_event(&mut tx, event.event_id, id, event.payment_id, event.outcome.as_str(), applied).await?;
+    orders::record_payment_event(
+        &mut tx,
+        event.event_id,
+        id,
+        event.payment_id,
+        event.outcome.as_str(),
+        applied,
+    )
+    .await?;
     tx.commit().await?;
     let status = if applied {
         "PAID".to_string()

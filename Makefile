@@ -6,7 +6,7 @@ CARGO ?= cargo
 .PHONY: help setup dev dev-reset test lint fmt clippy crds e2e check-deploy bench
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 setup: ## Fetch dependencies and check for PostgreSQL and cargo-nextest
 	$(CARGO) fetch
@@ -25,6 +25,9 @@ dev-reset: ## Like `make dev`, but first drop its databases and generated creden
 	@$(CARGO) build -q --bins $(SERVICE_BINS)
 	@url="$$(scripts/postgres.sh)" && \
 	MERCATO_POSTGRES_URL="$$url" MERCATO_BIN_DIR="$(BIN_DIR)" RESET=true exec $(BIN_DIR)/mercato-dev
+
+e2e: ## Operator end-to-end suite against the cluster in KUBECONFIG (kind: see README); skips without one
+	$(CARGO) run -q -p mercato-operator --example e2e
 
 bench: ## Benchmark the store on this machine (optimised build); writes bench/results.json
 	$(CARGO) build --profile perf --bins $(SERVICE_BINS) -p mercato-bench

@@ -34,7 +34,7 @@ struct Args {
     #[arg(long, default_value = "1,8,32")]
     concurrency: String,
     /// Seconds per scenario and level.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 3)]
     seconds: u64,
     /// Where the JSON results go.
     #[arg(long, default_value = "bench/results.json")]
@@ -385,9 +385,17 @@ async fn measure_database(
     Ok(results)
 }
 
+/// The services' own pool size (`DATABASE_MAX_CONNECTIONS` default), so the database
+/// alone is measured under the same connection budget the services have.
+const SERVICE_POOL_SIZE: u32 = 10;
+
 async fn connect(url: &str, concurrency: usize) -> anyhow::Result<sqlx::PgPool> {
+    let size = u32::try_from(concurrency)
+        .unwrap_or(u32::MAX)
+        .min(SERVICE_POOL_SIZE);
     Ok(sqlx::postgres::PgPoolOptions::new()
-        .max_connections(u32::try_from(concurrency).unwrap_or(32) + 2)
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(60))
         .connect(url)
         .await?)
 }

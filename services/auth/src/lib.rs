@@ -127,31 +127,24 @@ impl App {
             config.jwt.jwks_reload_interval_secs.max(1),
         ));
         let pool = self.state.pool.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(3600));
-            loop {
-                tick.tick().await;
-                match tokens::purge_expired(&pool).await {
-                    Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired tokens"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "purging expired tokens failed"),
-                }
-            }
-        });
+        server::spawn_every(
+            Duration::from_secs(3600),
+            "purged expired tokens",
+            move || {
+                let pool = pool.clone();
+                async move { tokens::purge_expired(&pool).await }
+            },
+        );
     }
 }
 
 /// Runs the service until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    mercato_kit::telemetry::init(config.server.log_format, &config.server.log_level);
-    let listener = server::bind(config.server.http_addr).await?;
-    let app = App::build(&config).await?;
-    app.spawn_background(&config);
-    server::serve(
-        listener,
-        app.router,
-        Duration::from_secs(config.server.shutdown_grace_secs),
-    )
+    server::run(&config.server, async {
+        let app = App::build(&config).await?;
+        app.spawn_background(&config);
+        Ok(app.router)
+    })
     .await
 }
 

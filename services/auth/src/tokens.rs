@@ -23,6 +23,24 @@ fn expiry(ttl: Duration) -> OffsetDateTime {
     OffsetDateTime::now_utc() + ttl
 }
 
+/// A new token in `family`; only its hash is stored.
+async fn issue_in_family(
+    tx: &mut sqlx::PgConnection,
+    family: Uuid,
+    ttl: Duration,
+) -> Result<String, sqlx::Error> {
+    let token = new_opaque_token();
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family_id, expires_at) VALUES ($1, $2, $3)",
+    )
+    .bind(token_hash(&token))
+    .bind(family)
+    .bind(expiry(ttl))
+    .execute(tx)
+    .await?;
+    Ok(token)
+}
+
 /// Starts a new family (a login) and returns its first token.
 pub async fn start_family(
     db: &PgPool,
@@ -36,15 +54,7 @@ pub async fn start_family(
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
-    let token = new_opaque_token();
-    sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, family_id, expires_at) VALUES ($1, $2, $3)",
-    )
-    .bind(token_hash(&token))
-    .bind(family)
-    .bind(expiry(ttl))
-    .execute(&mut *tx)
-    .await?;
+    let token = issue_in_family(&mut tx, family, ttl).await?;
     tx.commit().await?;
     Ok(token)
 }
@@ -110,15 +120,7 @@ pub async fn rotate(db: &PgPool, presented: &str, ttl: Duration) -> Result<Rotat
         .bind(token_hash(presented))
         .execute(&mut *tx)
         .await?;
-    let token = new_opaque_token();
-    sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, family_id, expires_at) VALUES ($1, $2, $3)",
-    )
-    .bind(token_hash(&token))
-    .bind(family)
-    .bind(expiry(ttl))
-    .execute(&mut *tx)
-    .await?;
+    let token = issue_in_family(&mut tx, family, ttl).await?;
     tx.commit().await?;
     Ok(Rotation::Rotated { user_id, token })
 }

@@ -43,21 +43,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The client's address: the peer, or the last `X-Forwarded-For` hop behind an ingress.
-pub fn client_address(g: &Gateway, headers: &HeaderMap, peer: SocketAddr) -> String {
-    if g.trust_forwarded_for
-        && let Some(last) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-    {
-        return last.to_string();
-    }
-    peer.ip().to_string()
-}
-
 pub async fn forward(
     State(g): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -77,7 +62,7 @@ async fn forward_inner(
     let path = req.uri().path().to_string();
     let component = upstream_for(&path)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "Not found"))?;
-    let client = client_address(g, req.headers(), peer);
+    let client = mercato_kit::ratelimit::client_address(req.headers(), peer, g.trust_forwarded_for);
     if let Err(wait) = g.limiter.check(&client) {
         return Err(ApiError::too_many_requests(
             wait.as_secs().saturating_add(1),

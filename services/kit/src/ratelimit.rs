@@ -47,6 +47,26 @@ impl KeyedLimiter {
     }
 }
 
+/// The address a rate limit should count: the peer, or, behind a trusted proxy, the last
+/// `X-Forwarded-For` hop (the one that proxy appended; earlier hops are the client's word).
+pub fn client_address(
+    headers: &axum::http::HeaderMap,
+    peer: std::net::SocketAddr,
+    trust_forwarded_for: bool,
+) -> String {
+    if trust_forwarded_for
+        && let Some(last) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    {
+        return last.to_string();
+    }
+    peer.ip().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +80,18 @@ mod tests {
         let wait = l.check("a").unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(20));
         assert!(l.check("b").is_ok());
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_when_trusted() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6, 10.0.0.7".parse().unwrap());
+        let peer: std::net::SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        assert_eq!(client_address(&h, peer, false), "10.0.0.1");
+        assert_eq!(client_address(&h, peer, true), "10.0.0.7");
+        assert_eq!(
+            client_address(&axum::http::HeaderMap::new(), peer, true),
+            "10.0.0.1"
+        );
     }
 }

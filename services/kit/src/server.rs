@@ -153,6 +153,49 @@ pub fn build(api: Router, ops: Ops, config: &ServerConfig) -> Router {
         .layer(middleware::from_fn(crate::telemetry::request_id))
 }
 
+/// A service's whole life: set up logging, bind the port (failing fast and clearly when it
+/// is taken), build the app with `start`, then serve until SIGTERM or Ctrl-C.
+pub async fn run(
+    server: &ServerConfig,
+    start: impl Future<Output = anyhow::Result<Router>>,
+) -> anyhow::Result<()> {
+    crate::telemetry::init(server.log_format, &server.log_level);
+    let listener = bind(server.http_addr).await?;
+    let router = start.await?;
+    serve(
+        listener,
+        router,
+        Duration::from_secs(server.shutdown_grace_secs),
+    )
+    .await
+}
+
+/// Runs `task` every `every` until the process ends, logging how much it did (when it
+/// did something) or why it failed; a failed round is retried on the next tick.
+pub fn spawn_every<F, Fut, E>(
+    every: Duration,
+    what: &'static str,
+    mut task: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<u64, E>> + Send,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match task().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(count = n, "{what}"),
+                Err(e) => tracing::warn!(error = %e, "{what}: failed; retrying next round"),
+            }
+        }
+    })
+}
+
 /// Binds the configured address, with a clear error when it is taken.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)

@@ -98,28 +98,18 @@ impl App {
         ));
         let state = self.state.clone();
         let every = Duration::from_secs(config.order_sweep_secs);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = orders::sweep(&state).await {
-                    tracing::warn!(error = %e, "order sweep failed");
-                }
-            }
+        server::spawn_every(every, "unpaid orders expired", move || {
+            let state = state.clone();
+            async move { orders::sweep(&state).await }
         });
     }
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    mercato_kit::telemetry::init(config.server.log_format, &config.server.log_level);
-    let listener = server::bind(config.server.http_addr).await?;
-    let app = App::build(&config).await?;
-    app.spawn_background(&config);
-    server::serve(
-        listener,
-        app.router,
-        Duration::from_secs(config.server.shutdown_grace_secs),
-    )
+    server::run(&config.server, async {
+        let app = App::build(&config).await?;
+        app.spawn_background(&config);
+        Ok(app.router)
+    })
     .await
 }

@@ -277,8 +277,8 @@ pub async fn release_stock(state: &AppState, id: Uuid) {
 }
 
 /// Expires unpaid orders past their time, then returns the stock of every cancelled or
-/// expired order whose release has not been confirmed yet.
-pub async fn sweep(state: &AppState) -> Result<(), sqlx::Error> {
+/// expired order whose release has not been confirmed yet. Returns how many expired.
+pub async fn sweep(state: &AppState) -> Result<u64, sqlx::Error> {
     let expired: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE orders SET status = 'EXPIRED', updated_at = now()
          WHERE id IN (SELECT id FROM orders WHERE status = 'PENDING' AND expires_at < now()
@@ -287,9 +287,6 @@ pub async fn sweep(state: &AppState) -> Result<(), sqlx::Error> {
     )
     .fetch_all(&state.pool)
     .await?;
-    if !expired.is_empty() {
-        tracing::info!(count = expired.len(), "unpaid orders expired");
-    }
     let unreleased: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM orders WHERE status IN ('CANCELLED', 'EXPIRED') AND released_at IS NULL
          ORDER BY updated_at LIMIT 200",
@@ -299,5 +296,5 @@ pub async fn sweep(state: &AppState) -> Result<(), sqlx::Error> {
     for id in unreleased {
         release_stock(state, id).await;
     }
-    Ok(())
+    Ok(expired.len() as u64)
 }

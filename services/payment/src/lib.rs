@@ -114,14 +114,10 @@ impl App {
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    mercato_kit::telemetry::init(config.server.log_format, &config.server.log_level);
-    let listener = server::bind(config.server.http_addr).await?;
-    let app = App::build(&config).await?;
-    app.spawn_background(&config);
-    server::serve(
-        listener,
-        app.router,
-        Duration::from_secs(config.server.shutdown_grace_secs),
-    )
+    server::run(&config.server, async {
+        let app = App::build(&config).await?;
+        app.spawn_background(&config);
+        Ok(app.router)
+    })
     .await
 }

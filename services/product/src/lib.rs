@@ -82,30 +82,18 @@ impl App {
         ));
         let pool = self.state.pool.clone();
         let every = Duration::from_secs(config.reservation_sweep_secs);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                match reservations::release_expired(&pool).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(released = n, "expired reservations released"),
-                    Err(e) => tracing::warn!(error = %e, "sweeping expired reservations failed"),
-                }
-            }
+        server::spawn_every(every, "expired reservations released", move || {
+            let pool = pool.clone();
+            async move { reservations::release_expired(&pool).await }
         });
     }
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    mercato_kit::telemetry::init(config.server.log_format, &config.server.log_level);
-    let listener = server::bind(config.server.http_addr).await?;
-    let app = App::build(&config).await?;
-    app.spawn_background(&config);
-    server::serve(
-        listener,
-        app.router,
-        Duration::from_secs(config.server.shutdown_grace_secs),
-    )
+    server::run(&config.server, async {
+        let app = App::build(&config).await?;
+        app.spawn_background(&config);
+        Ok(app.router)
+    })
     .await
 }

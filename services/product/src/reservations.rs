@@ -277,7 +277,7 @@ async fn return_stock(tx: &mut PgConnection, order_ids: &[Uuid]) -> Result<(), s
 
 /// Releases reservations past their expiry; returns how many. Safe to run on every
 /// replica at once (`SKIP LOCKED`).
-pub async fn release_expired(db: &PgPool) -> Result<usize, sqlx::Error> {
+pub async fn release_expired(db: &PgPool) -> Result<u64, sqlx::Error> {
     let mut tx = db.begin().await?;
     let expired: Vec<Uuid> = sqlx::query_scalar(
         "SELECT order_id FROM reservations WHERE status = 'RESERVED' AND expires_at < now()
@@ -289,7 +289,7 @@ pub async fn release_expired(db: &PgPool) -> Result<usize, sqlx::Error> {
         return_stock(&mut tx, &expired).await?;
     }
     tx.commit().await?;
-    Ok(expired.len())
+    Ok(expired.len() as u64)
 }
 
 pub async fn get(db: &PgPool, order_id: Uuid) -> Result<Option<Reservation>, sqlx::Error> {

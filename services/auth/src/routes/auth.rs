@@ -92,26 +92,33 @@ pub async fn register(
     State(state): State<AppState>,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<impl IntoResponse> {
+    create_user(
+        &state,
+        &req.username,
+        &req.email,
+        &req.password,
+        Role::Customer,
+    )
+    .await
+}
+
+/// Validates and inserts a user (201 with the user), naming every bad field (422) or
+/// the one already taken (409).
+pub async fn create_user(
+    state: &AppState,
+    username: &str,
+    email: &str,
+    password: &str,
+    role: Role,
+) -> ApiResult<(StatusCode, Json<UserView>)> {
     let mut fields = Fields::default();
-    let username = fields.take(Username::parse("username", &req.username));
-    let email = fields.take(Email::parse("email", &req.email));
-    let password = fields.take(Password::parse("password", &req.password));
+    let username = fields.take(Username::parse("username", username));
+    let email = fields.take(Email::parse("email", email));
+    let password = fields.take(Password::parse("password", password));
     fields.finish()?;
     let (Some(username), Some(email), Some(password)) = (username, email, password) else {
         return Err(ApiError::internal("field parsing returned no value"));
     };
-    let user = create_user(&state, &username, &email, &password, Role::Customer).await?;
-    Ok((StatusCode::CREATED, Json(UserView::from(user))))
-}
-
-/// Inserts a user, mapping duplicates to 409 naming the taken field.
-pub async fn create_user(
-    state: &AppState,
-    username: &Username,
-    email: &Email,
-    password: &Password,
-    role: Role,
-) -> ApiResult<UserRow> {
     let hash = state
         .hasher
         .hash(password.expose().to_string())
@@ -123,29 +130,18 @@ pub async fn create_user(
         password_hash: &hash,
         role,
     };
-    users::insert(&state.pool, &new).await.map_err(|e| {
-        if mercato_kit::error::is_unique_violation(&e, "users_username_key") {
-            ApiError::conflict("username_taken", "Username already taken")
-        } else if mercato_kit::error::is_unique_violation(&e, "users_email_key") {
-            ApiError::conflict("email_taken", "Email already registered")
-        } else {
-            e.into()
-        }
-    })
-}
-
-fn client_address(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> String {
-    if state.trust_forwarded_for
-        && let Some(last) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-    {
-        return last.to_string();
-    }
-    peer.ip().to_string()
+    users::insert(&state.pool, &new)
+        .await
+        .map_err(|e| {
+            if mercato_kit::error::is_unique_violation(&e, "users_username_key") {
+                ApiError::conflict("username_taken", "Username already taken")
+            } else if mercato_kit::error::is_unique_violation(&e, "users_email_key") {
+                ApiError::conflict("email_taken", "Email already registered")
+            } else {
+                e.into()
+            }
+        })
+        .map(|user| (StatusCode::CREATED, Json(UserView::from(user))))
 }
 
 fn invalid_login() -> ApiError {
@@ -167,7 +163,7 @@ pub async fn login(
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
     let (username, password) = parse_credentials(&req.username, &req.password)?;
-    let client = client_address(&state, &headers, peer);
+    let client = mercato_kit::ratelimit::client_address(&headers, peer, state.trust_forwarded_for);
     for (limiter, key) in [
         (&state.login_by_client, format!("client:{client}")),
         (

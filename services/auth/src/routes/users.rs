@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::domain::{Email, Fields, Password, Username};
+use crate::domain::{Email, Fields, Password};
 use crate::routes::auth::{active_claims, create_user};
 use crate::tokens;
 use crate::users::{self, Changes, UserView};
@@ -197,16 +197,7 @@ pub async fn create(
     _admin: Admin,
     Json(req): Json<CreateUser>,
 ) -> ApiResult<impl IntoResponse> {
-    let mut fields = Fields::default();
-    let username = fields.take(Username::parse("username", &req.username));
-    let email = fields.take(Email::parse("email", &req.email));
-    let password = fields.take(Password::parse("password", &req.password));
-    fields.finish()?;
-    let (Some(username), Some(email), Some(password)) = (username, email, password) else {
-        return Err(ApiError::internal("field parsing returned no value"));
-    };
-    let user = create_user(&state, &username, &email, &password, req.role).await?;
-    Ok((StatusCode::CREATED, Json(UserView::from(user))))
+    create_user(&state, &req.username, &req.email, &req.password, req.role).await
 }
 
 #[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])),

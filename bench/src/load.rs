@@ -63,13 +63,15 @@ where
     });
     let mut total = new_histogram();
     let (mut errors, mut first_error) = (0, None);
-    for joined in futures::future::join_all(workers).await {
-        if let Ok((h, e, first)) = joined {
-            let _ = total.add(&h);
-            errors += e;
-            if first_error.is_none() {
-                first_error = first;
-            }
+    for (h, e, first) in futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        let _ = total.add(&h);
+        errors += e;
+        if first_error.is_none() {
+            first_error = first;
         }
     }
     let seconds = started.elapsed().as_secs_f64();

@@ -2,18 +2,25 @@
 //! PUT, DELETE and the three PATCH flavours (server-side apply, merge, JSON patch) for the
 //! kinds the operator touches, with `managedFields` bookkeeping close enough to the real
 //! thing for the applied-hash + ownership check. Every request is logged, so tests can
-//! assert which writes a reconcile made; failures can be injected per request.
+//! assert which writes a reconcile made; failures can be injected per request. LIST with
+//! `watch=true` streams ADDED/MODIFIED/DELETED events of later changes (no bookmarks, no
+//! replay from a resourceVersion), enough for a kube-runtime Controller to run against it.
+//!
+//! `examples/bench.rs` includes this file with `#[path]`, so it names nothing of the crate
+//! but `MANAGER`, which it takes from its parent module.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use axum::body::Body as ResponseBody;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use kube::Client;
 use kube::client::Body;
 use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
 
-use crate::meta::MANAGER;
+use super::MANAGER;
 
 /// One request the fake received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,9 +65,58 @@ struct State {
     uid: u64,
 }
 
-#[derive(Debug, Clone, Default)]
+/// One change, as a watch reports it.
+#[derive(Debug, Clone)]
+struct Change {
+    plural: String,
+    namespace: String,
+    type_: &'static str,
+    object: Value,
+}
+
+/// Changes buffered per watcher before it lags (and its stream ends, as the API server
+/// ends a watch that falls behind).
+const WATCH_BUFFER: usize = 4096;
+
+#[derive(Debug, Clone)]
 pub struct FakeApi {
     state: Arc<Mutex<State>>,
+    changes: broadcast::Sender<Change>,
+}
+
+impl Default for FakeApi {
+    fn default() -> Self {
+        FakeApi {
+            state: Arc::default(),
+            changes: broadcast::channel(WATCH_BUFFER).0,
+        }
+    }
+}
+
+type Key = (String, String, String);
+
+/// The `labelSelector` of a query as `key=value` pairs (equality only).
+fn selector_of(query: &str) -> Vec<(String, String)> {
+    query_param(query, "labelSelector")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// An object as `PartialObjectMetadata`, what a metadata-only GET, LIST or watch returns.
+fn metadata_only(object: &Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+           "metadata": object["metadata"].clone()})
+}
+
+fn selected(object: &Value, selector: &[(String, String)]) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| object["metadata"]["labels"][k] == json!(v))
 }
 
 /// Parsed `/api/v1/namespaces/ns/plural/name/sub` or `/apis/g/v/namespaces/...`.
@@ -180,6 +236,61 @@ impl FakeApi {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Tells the watchers how `key` changed from `before` to `after`.
+    fn notify(&self, key: &Key, before: Option<Value>, after: Option<Value>) {
+        let (type_, object) = match (before, after) {
+            (None, Some(now)) => ("ADDED", now),
+            (Some(old), Some(now)) if old != now => ("MODIFIED", now),
+            (Some(old), None) => ("DELETED", old),
+            _ => return,
+        };
+        // No receiver is fine: nobody watches.
+        let _ = self.changes.send(Change {
+            plural: key.0.clone(),
+            namespace: key.1.clone(),
+            type_,
+            object,
+        });
+    }
+
+    /// A watch of `plural` in `namespace`: one JSON line per later change that `selector`
+    /// matches.
+    fn watch(
+        &self,
+        plural: String,
+        namespace: String,
+        selector: Vec<(String, String)>,
+        as_metadata: bool,
+    ) -> ResponseBody {
+        let changes = self.changes.subscribe();
+        let lines = futures::stream::unfold(changes, move |mut changes| {
+            let (plural, namespace, selector) =
+                (plural.clone(), namespace.clone(), selector.clone());
+            async move {
+                loop {
+                    // A lagging or closed channel ends the watch; the client watches again.
+                    let change = changes.recv().await.ok()?;
+                    if change.plural == plural
+                        && change.namespace == namespace
+                        && selected(&change.object, &selector)
+                    {
+                        let object = if as_metadata {
+                            metadata_only(&change.object)
+                        } else {
+                            change.object
+                        };
+                        let mut line =
+                            serde_json::to_vec(&json!({"type": change.type_, "object": object}))
+                                .unwrap_or_default();
+                        line.push(b'\n');
+                        return Some((Ok::<_, std::convert::Infallible>(line), changes));
+                    }
+                }
+            }
+        });
+        ResponseBody::from_stream(lines)
+    }
+
     /// Every request since the last `clear_log`.
     pub fn requests(&self) -> Vec<Logged> {
         self.lock().log.clone()
@@ -256,27 +367,29 @@ impl FakeApi {
             meta["namespace"].as_str().unwrap_or("default").to_string(),
             meta["name"].as_str().unwrap_or_default().to_string(),
         );
-        s.objects.insert(key, object);
+        let before = s.objects.insert(key.clone(), object.clone());
+        drop(s);
+        self.notify(&key, before, Some(object));
     }
 
     pub fn remove(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
-        self.lock()
-            .objects
-            .remove(&(plural.into(), namespace.into(), name.into()))
+        let key = (plural.into(), namespace.into(), name.into());
+        let removed = self.lock().objects.remove(&key);
+        self.notify(&key, removed.clone(), None);
+        removed
     }
 
     /// Changes an object by JSON merge patch, as a controller or a person would, with
     /// `manager` taking ownership of the changed fields away from ours.
     pub fn edit(&self, plural: &str, namespace: &str, name: &str, manager: &str, patch: Value) {
+        let key: Key = (plural.into(), namespace.into(), name.into());
         let mut s = self.lock();
         s.resource_version += 1;
         let rv = s.resource_version;
-        let Some(obj) = s
-            .objects
-            .get_mut(&(plural.into(), namespace.into(), name.into()))
-        else {
+        let Some(obj) = s.objects.get_mut(&key) else {
             panic!("no {plural}/{name} to edit");
         };
+        let before = obj.clone();
         merge_patch(obj, &patch);
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         let taken = fields_of(&patch, true);
@@ -288,20 +401,26 @@ impl FakeApi {
             }
             entries.push(json!({"manager": manager, "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": taken}));
         }
+        let after = obj.clone();
+        drop(s);
+        self.notify(&key, Some(before), Some(after));
     }
 
     /// Sets an object's status, as its controller would.
     pub fn set_status(&self, plural: &str, namespace: &str, name: &str, status: Value) {
+        let key: Key = (plural.into(), namespace.into(), name.into());
         let mut s = self.lock();
-        if let Some(obj) = s
-            .objects
-            .get_mut(&(plural.into(), namespace.into(), name.into()))
-        {
-            obj["status"] = status;
-        }
+        let Some(obj) = s.objects.get_mut(&key) else {
+            return;
+        };
+        let before = obj.clone();
+        obj["status"] = status;
+        let after = obj.clone();
+        drop(s);
+        self.notify(&key, Some(before), Some(after));
     }
 
-    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+    async fn handle(&self, req: Request<Body>) -> Response<ResponseBody> {
         let (parts, body) = req.into_parts();
         let bytes = body
             .collect()
@@ -317,7 +436,24 @@ impl FakeApi {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let (code, value) = {
+        let target = parse_path(&path);
+        // The object a write may change, to tell the watchers about it afterwards.
+        let key: Option<Key> = target.as_ref().and_then(|t| {
+            let name = match (&t.name, &parts.method) {
+                (Some(name), _) => name.clone(),
+                (None, &Method::POST) => body["metadata"]["name"].as_str()?.to_string(),
+                _ => return None,
+            };
+            Some((t.plural.clone(), t.namespace.clone(), name))
+        });
+        let is_watch = matches!(query_param(&query, "watch").as_deref(), Some("true" | "1"));
+        // `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`
+        let as_metadata = parts
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
+        let (code, value, change) = {
             let mut s = self.lock();
             s.log.push(Logged {
                 method: parts.method.to_string(),
@@ -330,23 +466,59 @@ impl FakeApi {
                     && path.contains(&f.path_contains)
                     && f.remaining != Some(0)
             });
-            match failure {
-                Some(f) => {
+            match (failure, &target) {
+                (Some(f), _) => {
                     f.remaining = f.remaining.map(|n| n - 1);
                     let code = f.code;
-                    status(code, "InternalError", "injected failure")
+                    let (code, value) = status(code, "InternalError", "injected failure");
+                    (code, value, None)
                 }
-                None => match parse_path(&path) {
-                    Some(t) => s.serve(&parts.method, &t, &query, &content_type, body),
-                    None => status(404, "NotFound", "unknown path"),
-                },
+                (None, Some(t)) if is_watch && t.name.is_none() && parts.method == Method::GET => {
+                    let watch = self.watch(
+                        t.plural.clone(),
+                        t.namespace.clone(),
+                        selector_of(&query),
+                        as_metadata,
+                    );
+                    return Response::builder()
+                        .status(StatusCode::OK)
+                        .header(http::header::CONTENT_TYPE, "application/json")
+                        .body(watch)
+                        .unwrap_or_else(|_| Response::new(ResponseBody::empty()));
+                }
+                (None, Some(t)) => {
+                    let before = key.as_ref().and_then(|k| s.objects.get(k).cloned());
+                    let (code, value) = s.serve(&parts.method, t, &query, &content_type, body);
+                    let after = key.as_ref().and_then(|k| s.objects.get(k).cloned());
+                    (code, value, Some((before, after)))
+                }
+                (None, None) => {
+                    let (code, value) = status(404, "NotFound", "unknown path");
+                    (code, value, None)
+                }
             }
+        };
+        if let (Some(key), Some((before, after))) = (&key, change) {
+            self.notify(key, before, after);
+        }
+        let value = match value.get("items").and_then(Value::as_array) {
+            Some(items) if as_metadata && code == 200 => {
+                let mut list = value.clone();
+                list["apiVersion"] = json!("meta.k8s.io/v1");
+                list["kind"] = json!("PartialObjectMetadataList");
+                list["items"] = items.iter().map(metadata_only).collect();
+                list
+            }
+            None if as_metadata && code == 200 => metadata_only(&value),
+            _ => value,
         };
         Response::builder()
             .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Body::from(serde_json::to_vec(&value).unwrap_or_default()))
-            .unwrap_or_else(|_| Response::new(Body::from(Vec::new())))
+            .body(ResponseBody::from(
+                serde_json::to_vec(&value).unwrap_or_default(),
+            ))
+            .unwrap_or_else(|_| Response::new(ResponseBody::empty()))
     }
 }
 
@@ -482,29 +654,34 @@ impl State {
     }
 
     fn list(&self, t: &Target, query: &str) -> (u16, Value) {
-        let selector: Vec<(String, String)> = query_param(query, "labelSelector")
-            .unwrap_or_default()
-            .split(',')
-            .filter_map(|kv| {
-                kv.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
-        let items: Vec<Value> = self
+        let selector = selector_of(query);
+        let matching = self
             .objects
             .iter()
             .filter(|((p, ns, _), _)| *p == t.plural && *ns == t.namespace)
             .map(|(_, o)| o)
-            .filter(|o| {
-                selector
-                    .iter()
-                    .all(|(k, v)| o["metadata"]["labels"][k] == json!(v))
-            })
+            .filter(|o| selected(o, &selector));
+        // Pages of `limit`, the continue token being the offset of the next one.
+        let offset: usize = query_param(query, "continue")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let limit: usize = query_param(query, "limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
+        let mut items: Vec<Value> = matching
+            .skip(offset)
+            .take(limit.saturating_add(1))
             .cloned()
             .collect();
+        let mut metadata = json!({"resourceVersion": self.resource_version.to_string()});
+        if items.len() > limit {
+            items.truncate(limit);
+            metadata["continue"] = json!((offset + limit).to_string());
+        }
         (
             200,
-            json!({"apiVersion": t.group_version, "kind": "List", "metadata": {"resourceVersion": self.resource_version.to_string()}, "items": items}),
+            json!({"apiVersion": t.group_version, "kind": "List", "metadata": metadata, "items": items}),
         )
     }
 

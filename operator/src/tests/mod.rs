@@ -1,7 +1,11 @@
 //! Tests that need the crate's insides: builders against a fixture Store, the CRD's
 //! validation rules, and the reconciler against an in-memory API server.
 
+// The fake API server takes the field manager from here (see its module comment).
+use crate::meta::MANAGER;
+
 mod builders;
+mod controller;
 mod crd;
 pub mod fake_api;
 pub mod fixtures;

@@ -79,6 +79,13 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// Reconciles so far with `outcome` (`success` or `error`).
+    pub fn reconciles(&self, outcome: &'static str) -> u64 {
+        self.reconciles
+            .get_or_create(&OutcomeLabels { outcome })
+            .get()
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

@@ -38,21 +38,10 @@ pub fn config_hash(secrets: &SecretData, names: &[String], config: &serde_json::
     hex(&h.finalize())
 }
 
-/// The components `c` calls over HTTP: the edges of `Component::calls` that a service
-/// actually uses. Auth is called only to fetch service tokens (order, payment) and to route
-/// to (gateway); the product service verifies tokens against the mounted JWKS and takes no
-/// `AUTH_URL`, so it gets neither the variable nor a network edge to auth. The same rule as
-/// the devstack's `Topology::service_env`, the reference for what the services read.
+/// The components `c` calls over HTTP: its edges in the network policies and the
+/// `<COMPONENT>_URL` variables it gets.
 pub fn callees(c: Component) -> Vec<Component> {
-    c.calls()
-        .iter()
-        .copied()
-        .filter(|callee| {
-            *callee != Component::Auth
-                || c.service_client_scopes().is_some()
-                || c == Component::Gateway
-        })
-        .collect()
+    c.calls().to_vec()
 }
 
 pub fn hex(bytes: &[u8]) -> String {

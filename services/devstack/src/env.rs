@@ -41,12 +41,7 @@ impl Topology {
             vars.push((env::DATABASE_URL, url.clone()));
         }
         for callee in component.calls() {
-            // Auth's URL matters to components that fetch service tokens and to the gateway;
-            // the product service's network edge to auth carries no configured calls.
-            let uses_url = *callee != Component::Auth
-                || component.service_client_scopes().is_some()
-                || component == Component::Gateway;
-            if uses_url && self.listen.contains_key(callee) {
+            if self.listen.contains_key(callee) {
                 vars.push((callee.url_env(), self.url(*callee)));
             }
         }

@@ -29,10 +29,13 @@ dev-reset: ## Like `make dev`, but first drop its databases and generated creden
 e2e: ## Operator end-to-end suite against the cluster in KUBECONFIG (kind: see README); skips without one
 	$(CARGO) run -q -p mercato-operator --example e2e
 
-bench: ## Benchmark the store on this machine (optimised build); writes bench/results.json
-	$(CARGO) build --profile perf --bins $(SERVICE_BINS) -p mercato-bench
+PERF_DIR := $(or $(CARGO_TARGET_DIR),target)/perf
+
+bench: ## Benchmark the store and the operator (optimised build); writes bench/results.json, bench/operator.json
+	$(CARGO) build --profile perf --bins $(SERVICE_BINS) -p mercato-bench -p mercato-operator --example bench
 	@url="$$(scripts/postgres.sh)" && \
-	MERCATO_POSTGRES_URL="$$url" $(or $(CARGO_TARGET_DIR),target)/perf/mercato-bench --bin-dir $(or $(CARGO_TARGET_DIR),target)/perf
+	MERCATO_POSTGRES_URL="$$url" $(PERF_DIR)/mercato-bench --bin-dir $(PERF_DIR)
+	$(PERF_DIR)/examples/bench --out bench/operator.json
 
 test: ## Run every test against a real PostgreSQL (found or started by scripts/postgres.sh)
 	@url="$$(scripts/postgres.sh)" && \

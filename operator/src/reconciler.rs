@@ -450,7 +450,11 @@ where
             .any(|r| r.uid == owner.reference().uid && r.controller == Some(true));
         if ours
             && !keep.contains(name.as_str())
-            && delete_if_present(&api, &kind, &name, &DeleteParams::default()).await?
+            && gone_ok(
+                api.delete(&name, &DeleteParams::default()).await,
+                &kind,
+                &name,
+            )?
         {
             sync.deleted.push(format!("{kind}/{name}"));
         }
@@ -458,17 +462,10 @@ where
     Ok(())
 }
 
-/// Deletes `kind/name`; `Ok(false)` when it was already gone.
-async fn delete_if_present<K>(
-    api: &Api<K>,
-    kind: &str,
-    name: &str,
-    params: &DeleteParams,
-) -> Result<bool, Error>
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, params).await {
+/// The outcome of deleting `kind/name`: `Ok(false)` when it was already gone. (The call
+/// stays at each site, on a typed `Api`, so the chart's RBAC check can see every delete.)
+fn gone_ok<T>(result: Result<T, kube::Error>, kind: &str, name: &str) -> Result<bool, Error> {
+    match result {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
         Err(e) => Err(api_err("delete", format!("{kind}/{name}"))(e)),
@@ -485,7 +482,11 @@ async fn cleanup(store: &Store, ctx: &Context) -> Result<Action, Error> {
             let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &owner.namespace);
             for c in Component::WITH_DATABASE {
                 let name = names::database(&owner.name, c);
-                delete_if_present(&sts, "StatefulSet", &name, &DeleteParams::background()).await?;
+                gone_ok(
+                    sts.delete(&name, &DeleteParams::background()).await,
+                    "StatefulSet",
+                    &name,
+                )?;
             }
             let pvcs: Api<PersistentVolumeClaim> =
                 Api::namespaced(ctx.client.clone(), &owner.namespace);
@@ -496,14 +497,11 @@ async fn cleanup(store: &Store, ctx: &Context) -> Result<Action, Error> {
             let mut deleted = Vec::new();
             for pvc in list {
                 let name = pvc.name_any();
-                if delete_if_present(
-                    &pvcs,
+                if gone_ok(
+                    pvcs.delete(&name, &DeleteParams::default()).await,
                     "PersistentVolumeClaim",
                     &name,
-                    &DeleteParams::default(),
-                )
-                .await?
-                {
+                )? {
                     deleted.push(name);
                 }
             }

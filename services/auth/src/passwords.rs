@@ -159,6 +159,12 @@ impl Hasher {
     }
 }
 
+/// SHA-256 of a high-entropy token or client secret. These are random, so a fast hash is
+/// enough; the point is that a database leak does not leak usable tokens.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,10 +194,4 @@ mod tests {
         let now = Hasher::new(64, 1, 1, 1).unwrap();
         assert!(now.verify_blocking("pw-12345678", Some(&old)));
     }
-}
-
-/// SHA-256 of a high-entropy token or client secret. These are random, so a fast hash is
-/// enough; the point is that a database leak does not leak usable tokens.
-pub fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
 }

@@ -447,15 +447,25 @@ impl Dev {
 
     /// Starts a stopped service again on its port.
     pub async fn start_component(&mut self, component: Component) -> anyhow::Result<()> {
+        self.restart_component(component, &[]).await
+    }
+
+    /// Stops a service if it runs and starts it again on its port, with `more` flags
+    /// replacing any extra flag of the same name (e.g. to turn a feature on).
+    pub async fn restart_component(
+        &mut self,
+        component: Component,
+        more: &[&str],
+    ) -> anyhow::Result<()> {
+        self.stop_component(component).await;
+        let flag = |arg: &str| arg.split('=').next().unwrap_or(arg).to_string();
+        let overridden: Vec<String> = more.iter().map(|m| flag(m)).collect();
+        let mut extra = self.extra.clone();
+        let flags = extra.entry(component).or_default();
+        flags.retain(|a| !overridden.contains(&flag(a)));
+        flags.extend(more.iter().map(|m| m.to_string()));
         let listener = TcpListener::bind(self.topology.listen[&component]).await?;
-        let server = launch(
-            &self.topology,
-            &self.extra,
-            &self.runner,
-            component,
-            listener,
-        )
-        .await?;
+        let server = launch(&self.topology, &extra, &self.runner, component, listener).await?;
         self.servers.push((component, server));
         Ok(())
     }

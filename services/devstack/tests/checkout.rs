@@ -2,52 +2,60 @@
 //! over real HTTP and real PostgreSQL.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use mercato_contract::Component::{self, Auth, Order, Payment, Product};
-use mercato_devstack::stack::Stack;
+use mercato_devstack::dev::TestStore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 struct Shop {
-    stack: Stack,
+    store: TestStore,
     http: reqwest::Client,
     admin: String,
 }
 
-async fn shop_with(extra: BTreeMap<Component, Vec<String>>) -> Shop {
-    let stack = Stack::start_with(extra).await;
+/// A store of the test's own, started the way `make dev` starts one (in-process).
+async fn shop_with(extra: &[(Component, &[&str])]) -> Shop {
+    let store = TestStore::start(extra, false)
+        .await
+        .expect("the store starts");
     let http = reqwest::Client::new();
-    let tokens: Value = http
-        .post(stack.url(Auth, "/auth/login"))
-        .json(&json!({"username": "admin", "password": stack.topology.admin_password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let admin = tokens["access_token"].as_str().unwrap().to_string();
-    Shop { stack, http, admin }
+    let admin = store.dev.as_ref().unwrap().admin_token().await.unwrap();
+    Shop { store, http, admin }
 }
 
 async fn shop() -> Shop {
-    shop_with(BTreeMap::new()).await
+    shop_with(&[]).await
 }
 
-fn flags(pairs: &[(Component, &[&str])]) -> BTreeMap<Component, Vec<String>> {
-    pairs
-        .iter()
-        .map(|(c, f)| (*c, f.iter().map(|s| s.to_string()).collect()))
-        .collect()
+impl Shop {
+    fn topology(&self) -> &mercato_devstack::env::Topology {
+        &self.store.dev.as_ref().unwrap().topology
+    }
+
+    fn url(&self, c: Component, path: &str) -> String {
+        format!("{}{path}", self.topology().url(c))
+    }
+
+    fn addr(&self, c: Component) -> std::net::SocketAddr {
+        self.topology().listen[&c]
+    }
+
+    async fn stop(&mut self, c: Component) {
+        self.store.dev().stop_component(c).await;
+    }
+
+    async fn restart(&mut self, c: Component, more: &[&str]) {
+        self.store.dev().restart_component(c, more).await.unwrap();
+    }
 }
 
 impl Shop {
     async fn product(&self, name: &str, price: i64, stock: i64) -> String {
         let r = self
             .http
-            .post(self.stack.url(Product, "/products"))
+            .post(self.url(Product, "/products"))
             .bearer_auth(&self.admin)
             .json(&json!({"name": name, "category": "test", "price": price, "currency": "EUR", "stock": stock}))
             .send()
@@ -63,7 +71,7 @@ impl Shop {
     async fn stock(&self, id: &str) -> i64 {
         let p: Value = self
             .http
-            .get(self.stack.url(Product, &format!("/products/{id}")))
+            .get(self.url(Product, &format!("/products/{id}")))
             .send()
             .await
             .unwrap()
@@ -76,7 +84,7 @@ impl Shop {
     async fn customer(&self, name: &str) -> String {
         let r = self
             .http
-            .post(self.stack.url(Auth, "/auth/register"))
+            .post(self.url(Auth, "/auth/register"))
             .json(&json!({"username": name, "email": format!("{name}@example.com"), "password": "correct-horse"}))
             .send()
             .await
@@ -84,7 +92,7 @@ impl Shop {
         assert_eq!(r.status(), StatusCode::CREATED);
         let tokens: Value = self
             .http
-            .post(self.stack.url(Auth, "/auth/login"))
+            .post(self.url(Auth, "/auth/login"))
             .json(&json!({"username": name, "password": "correct-horse"}))
             .send()
             .await
@@ -97,7 +105,7 @@ impl Shop {
 
     async fn order(&self, token: &str, body: Value) -> reqwest::Response {
         self.http
-            .post(self.stack.url(Order, "/orders"))
+            .post(self.url(Order, "/orders"))
             .bearer_auth(token)
             .json(&body)
             .send()
@@ -113,7 +121,7 @@ impl Shop {
 
     async fn get_order(&self, token: &str, id: &str) -> reqwest::Response {
         self.http
-            .get(self.stack.url(Order, &format!("/orders/{id}")))
+            .get(self.url(Order, &format!("/orders/{id}")))
             .bearer_auth(token)
             .send()
             .await
@@ -122,7 +130,7 @@ impl Shop {
 
     async fn pay(&self, token: &str, order: &str, amount: i64, method: &str) -> reqwest::Response {
         self.http
-            .post(self.stack.url(Payment, "/payments"))
+            .post(self.url(Payment, "/payments"))
             .bearer_auth(token)
             .json(&json!({"order_id": order, "amount": amount, "method": method}))
             .send()
@@ -144,7 +152,7 @@ impl Shop {
     }
 
     async fn count(&self, component: Component, sql: &str) -> i64 {
-        let pool = sqlx::PgPool::connect(&self.stack.dbs[&component].url)
+        let pool = sqlx::PgPool::connect(&self.topology().database_urls[&component])
             .await
             .unwrap();
         let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
@@ -154,7 +162,7 @@ impl Shop {
 
     /// A service token as `client` would get it from auth.
     async fn service_token(&self, client: Component) -> String {
-        let secret = &self.stack.topology.client_secrets[&client];
+        let secret = &self.topology().client_secrets[&client];
         let form = [
             ("grant_type", "client_credentials"),
             ("client_id", client.name()),
@@ -162,7 +170,7 @@ impl Shop {
         ];
         let r: Value = self
             .http
-            .post(self.stack.url(Auth, "/auth/token"))
+            .post(self.url(Auth, "/auth/token"))
             .form(&form)
             .send()
             .await
@@ -223,7 +231,7 @@ async fn customer_orders_pays_and_the_order_becomes_paid() {
 
     let listed: Value = shop
         .http
-        .get(shop.stack.url(
+        .get(shop.url(
             Payment,
             &format!("/payments?order_id={}", order["id"].as_str().unwrap()),
         ))
@@ -237,7 +245,7 @@ async fn customer_orders_pays_and_the_order_becomes_paid() {
     assert_eq!(listed["items"][0]["id"], payment["id"]);
     let mine: Value = shop
         .http
-        .get(shop.stack.url(Order, "/orders?status=PAID"))
+        .get(shop.url(Order, "/orders?status=PAID"))
         .bearer_auth(&alice)
         .send()
         .await
@@ -428,7 +436,7 @@ async fn bad_payments_are_refused_and_change_nothing() {
     );
     let r = shop
         .http
-        .post(shop.stack.url(Payment, "/payments"))
+        .post(shop.url(Payment, "/payments"))
         .bearer_auth(&dave)
         .json(&json!({"order_id": id}))
         .send()
@@ -462,7 +470,7 @@ async fn bad_payments_are_refused_and_change_nothing() {
     let cid = cancelled["id"].as_str().unwrap();
     let r = shop
         .http
-        .post(shop.stack.url(Order, &format!("/orders/{cid}/cancel")))
+        .post(shop.url(Order, &format!("/orders/{cid}/cancel")))
         .bearer_auth(&dave)
         .send()
         .await
@@ -494,7 +502,7 @@ async fn cancelling_returns_the_stock_once() {
 
     let cancel = |token: &str| {
         shop.http
-            .post(shop.stack.url(Order, &format!("/orders/{id}/cancel")))
+            .post(shop.url(Order, &format!("/orders/{id}/cancel")))
             .bearer_auth(token.to_string())
             .send()
     };
@@ -566,7 +574,7 @@ async fn twenty_concurrent_payments_with_one_key_make_one_payment() {
     let id = order["id"].as_str().unwrap();
     let attempts = (0..20).map(|_| {
         shop.http
-            .post(shop.stack.url(Payment, "/payments"))
+            .post(shop.url(Payment, "/payments"))
             .bearer_auth(&heidi)
             .header("Idempotency-Key", "pay-bike-once")
             .json(&json!({"order_id": id, "amount": 20_000, "method": "fake-card"}))
@@ -601,7 +609,7 @@ async fn an_order_retried_with_its_idempotency_key_is_placed_once() {
     let ivan = shop.customer("ivan").await;
     let send = |body: Value| {
         shop.http
-            .post(shop.stack.url(Order, "/orders"))
+            .post(shop.url(Order, "/orders"))
             .bearer_auth(&ivan)
             .header("Idempotency-Key", "tent-1")
             .json(&body)
@@ -645,7 +653,7 @@ async fn customers_see_only_their_own_orders_and_payments() {
     );
     let r = shop
         .http
-        .get(shop.stack.url(
+        .get(shop.url(
             Payment,
             &format!("/payments/{}", payment["id"].as_str().unwrap()),
         ))
@@ -656,7 +664,7 @@ async fn customers_see_only_their_own_orders_and_payments() {
     assert_eq!(problem(r).await.0, StatusCode::NOT_FOUND);
     let theirs: Value = shop
         .http
-        .get(shop.stack.url(Order, "/orders"))
+        .get(shop.url(Order, "/orders"))
         .bearer_auth(&kim)
         .send()
         .await
@@ -667,7 +675,7 @@ async fn customers_see_only_their_own_orders_and_payments() {
     assert!(theirs["items"].as_array().unwrap().is_empty());
     let theirs: Value = shop
         .http
-        .get(shop.stack.url(Payment, &format!("/payments?order_id={id}")))
+        .get(shop.url(Payment, &format!("/payments?order_id={id}")))
         .bearer_auth(&kim)
         .send()
         .await
@@ -678,7 +686,7 @@ async fn customers_see_only_their_own_orders_and_payments() {
     assert!(theirs["items"].as_array().unwrap().is_empty());
     let all: Value = shop
         .http
-        .get(shop.stack.url(Order, "/orders"))
+        .get(shop.url(Order, "/orders"))
         .bearer_auth(&shop.admin)
         .send()
         .await
@@ -693,7 +701,7 @@ async fn customers_see_only_their_own_orders_and_payments() {
     );
 
     // Internal endpoints: not for customers, nor for a service token without the scope.
-    let internal = shop.stack.url(Order, &format!("/internal/orders/{id}"));
+    let internal = shop.url(Order, &format!("/internal/orders/{id}"));
     assert_eq!(
         shop.http
             .get(&internal)
@@ -726,7 +734,7 @@ async fn customers_see_only_their_own_orders_and_payments() {
             .status(),
         StatusCode::OK
     );
-    let reserve = shop.stack.url(Product, "/internal/reservations");
+    let reserve = shop.url(Product, "/internal/reservations");
     let body =
         json!({"order_id": uuid::Uuid::new_v4(), "items": [{"product_id": p, "quantity": 1}]});
     for token in [&kim, &shop.admin, &payment_client] {
@@ -745,10 +753,7 @@ async fn customers_see_only_their_own_orders_and_payments() {
     let event = json!({"event_id": uuid::Uuid::new_v4(), "payment_id": uuid::Uuid::new_v4(), "outcome": "SUCCEEDED", "amount": 1000});
     let r = shop
         .http
-        .post(
-            shop.stack
-                .url(Order, &format!("/internal/orders/{id}/payment-events")),
-        )
+        .post(shop.url(Order, &format!("/internal/orders/{id}/payment-events")))
         .bearer_auth(&kim)
         .json(&event)
         .send()
@@ -763,14 +768,14 @@ async fn customers_see_only_their_own_orders_and_payments() {
 
 #[tokio::test]
 async fn with_the_product_service_down_ordering_fails_fast_with_503_and_stores_nothing() {
-    let mut shop = shop_with(flags(&[(
+    let mut shop = shop_with(&[(
         Order,
         &["--upstream-timeout-ms=500", "--upstream-retries=1"],
-    )]))
+    )])
     .await;
     let p = shop.product("Desk", 20_000, 3).await;
     let leo = shop.customer("leo").await;
-    shop.stack.stop(Product).await;
+    shop.stop(Product).await;
 
     let started = Instant::now();
     let (s, pr) = problem(
@@ -794,7 +799,7 @@ async fn with_the_product_service_down_ordering_fails_fast_with_503_and_stores_n
     assert_eq!(shop.count(Order, "SELECT count(*) FROM orders").await, 0);
 
     // A product service that accepts connections but never answers: 504, naming it.
-    let hung = tokio::net::TcpListener::bind(shop.stack.addr(Product))
+    let hung = tokio::net::TcpListener::bind(shop.addr(Product))
         .await
         .unwrap();
     let holder = tokio::spawn(async move {
@@ -819,7 +824,7 @@ async fn with_the_product_service_down_ordering_fails_fast_with_503_and_stores_n
     let _ = holder.await;
     assert_eq!(shop.count(Order, "SELECT count(*) FROM orders").await, 0);
 
-    shop.stack.restart(Product, &[]).await;
+    shop.restart(Product, &[]).await;
     assert_eq!(
         shop.order(&leo, json!({"product_id": p, "quantity": 1}))
             .await
@@ -832,7 +837,7 @@ async fn with_the_product_service_down_ordering_fails_fast_with_503_and_stores_n
 async fn a_payment_made_while_the_order_service_is_down_settles_when_it_returns() {
     // The payment is recorded by a process whose dispatcher is off; then the order
     // service goes down and the payment service restarts with its dispatcher on.
-    let mut shop = shop_with(flags(&[(
+    let mut shop = shop_with(&[(
         Payment,
         &[
             "--outbox-dispatch=false",
@@ -840,7 +845,7 @@ async fn a_payment_made_while_the_order_service_is_down_settles_when_it_returns(
             "--outbox-max-backoff-secs=1",
             "--upstream-timeout-ms=500",
         ],
-    )]))
+    )])
     .await;
     let p = shop.product("Sofa", 80_000, 2).await;
     let mia = shop.customer("mia").await;
@@ -853,10 +858,8 @@ async fn a_payment_made_while_the_order_service_is_down_settles_when_it_returns(
         StatusCode::CREATED
     );
 
-    shop.stack.stop(Order).await;
-    shop.stack
-        .restart(Payment, &["--outbox-dispatch=true"])
-        .await;
+    shop.stop(Order).await;
+    shop.restart(Payment, &["--outbox-dispatch=true"]).await;
     let mut attempts = 0;
     for _ in 0..100 {
         attempts = shop
@@ -880,7 +883,7 @@ async fn a_payment_made_while_the_order_service_is_down_settles_when_it_returns(
         0
     );
 
-    shop.stack.restart(Order, &[]).await;
+    shop.restart(Order, &[]).await;
     shop.wait_for_status(&mia, id, "PAID").await;
     assert_eq!(
         shop.count(
@@ -895,17 +898,17 @@ async fn a_payment_made_while_the_order_service_is_down_settles_when_it_returns(
 
 #[tokio::test]
 async fn stock_reserved_by_an_order_service_that_died_before_storing_returns_on_expiry() {
-    let shop = shop_with(flags(&[(
+    let shop = shop_with(&[(
         Product,
         &["--reservation-ttl-secs=1", "--reservation-sweep-secs=1"],
-    )]))
+    )])
     .await;
     let p = shop.product("Drone", 30_000, 2).await;
     // Exactly what the order service does before it stores an order, and then nothing.
     let token = shop.service_token(Order).await;
     let r = shop
         .http
-        .post(shop.stack.url(Product, "/internal/reservations"))
+        .post(shop.url(Product, "/internal/reservations"))
         .bearer_auth(&token)
         .json(
             &json!({"order_id": uuid::Uuid::new_v4(), "items": [{"product_id": p, "quantity": 2}]}),
@@ -929,11 +932,7 @@ async fn stock_reserved_by_an_order_service_that_died_before_storing_returns_on_
 
 #[tokio::test]
 async fn unpaid_orders_expire_and_return_their_stock() {
-    let shop = shop_with(flags(&[(
-        Order,
-        &["--order-ttl-secs=1", "--order-sweep-secs=1"],
-    )]))
-    .await;
+    let shop = shop_with(&[(Order, &["--order-ttl-secs=1", "--order-sweep-secs=1"])]).await;
     let p = shop.product("Clock", 2_000, 3).await;
     let nina = shop.customer("nina").await;
     let order = shop

@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mercato_auth::{App, Config};
 use mercato_contract::credentials::{JwtKeyMaterial, generate_jwt_keys};
 use mercato_kit::jwt::{Claims, Role, Signer};
-use mercato_kit::testing::{TestDb, TestServer};
+use mercato_kit::testing::{TestDb, TestServer, poll};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -935,15 +935,16 @@ async fn a_replaced_jwks_file_is_picked_up_without_restart() {
     std::fs::write(&tmp, &rotated.jwks_json).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
 
-    let mut accepted = false;
-    for _ in 0..50 {
-        if app.get_as("/users/me", &new_token).await.status() == StatusCode::OK {
-            accepted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(accepted, "token signed by the new key is accepted");
+    let status = poll(
+        50,
+        || async { app.get_as("/users/me", &new_token).await.status() },
+        |s| *s == StatusCode::OK,
+    )
+    .await;
+    assert!(
+        status == StatusCode::OK,
+        "token signed by the new key is accepted"
+    );
     assert_eq!(
         app.get_as("/users/me", &old_token).await.status(),
         StatusCode::UNAUTHORIZED,

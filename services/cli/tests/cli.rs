@@ -4,6 +4,7 @@
 use std::process::Output;
 
 use mercato_devstack::dev::TestStore;
+use mercato_kit::testing::poll;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mercato");
@@ -113,19 +114,18 @@ async fn an_admin_and_a_customer_run_the_shop_from_the_command_line() {
 
     let payment = cli.json(&["pay", order["id"].as_str().unwrap()]).await;
     assert_eq!(payment["status"], "SUCCEEDED");
-    let mut status = String::new();
-    for _ in 0..50 {
-        status = cli
-            .json(&["orders", "show", order["id"].as_str().unwrap()])
-            .await["status"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        if status == "PAID" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let id = order["id"].as_str().unwrap();
+    let status = poll(
+        50,
+        || async {
+            cli.json(&["orders", "show", id]).await["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        },
+        |s| s == "PAID",
+    )
+    .await;
     assert_eq!(status, "PAID");
     let listing = cli.ok(&["orders"]).await;
     assert!(

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use mercato_contract::Component::{self, Auth, Order, Payment, Product};
 use mercato_devstack::dev::TestStore;
+use mercato_kit::testing::poll;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -270,16 +271,12 @@ async fn a_declined_payment_leaves_the_order_pending_until_a_good_one() {
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "DECLINED");
     // The decline is delivered and applied (recorded), and the order stays pending.
-    for _ in 0..50 {
-        if shop
-            .count(Order, "SELECT count(*) FROM payment_events")
-            .await
-            == 1
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(
+        50,
+        || shop.count(Order, "SELECT count(*) FROM payment_events"),
+        |n| *n == 1,
+    )
+    .await;
     assert_eq!(
         shop.count(
             Order,
@@ -860,19 +857,9 @@ async fn a_payment_made_while_the_order_service_is_down_settles_when_it_returns(
 
     shop.stop(Order).await;
     shop.restart(Payment, &["--outbox-dispatch=true"]).await;
-    let mut attempts = 0;
-    for _ in 0..100 {
-        attempts = shop
-            .count(
-                Payment,
-                "SELECT coalesce(max(attempts), 0)::bigint FROM outbox WHERE delivered_at IS NULL",
-            )
-            .await;
-        if attempts >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let undelivered =
+        "SELECT coalesce(max(attempts), 0)::bigint FROM outbox WHERE delivered_at IS NULL";
+    let attempts = poll(100, || shop.count(Payment, undelivered), |n| *n >= 2).await;
     assert!(
         attempts >= 2,
         "delivery was retried while the order service was down"
@@ -918,14 +905,7 @@ async fn stock_reserved_by_an_order_service_that_died_before_storing_returns_on_
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(shop.stock(&p).await, 0);
-    let mut stock = 0;
-    for _ in 0..50 {
-        stock = shop.stock(&p).await;
-        if stock == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let stock = poll(50, || shop.stock(&p), |s| *s == 2).await;
     assert_eq!(stock, 2, "the stock came back");
     assert_eq!(shop.count(Order, "SELECT count(*) FROM orders").await, 0);
 }
@@ -940,14 +920,7 @@ async fn unpaid_orders_expire_and_return_their_stock() {
         .await;
     let id = order["id"].as_str().unwrap();
     shop.wait_for_status(&nina, id, "EXPIRED").await;
-    let mut stock = 0;
-    for _ in 0..50 {
-        stock = shop.stock(&p).await;
-        if stock == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let stock = poll(50, || shop.stock(&p), |s| *s == 3).await;
     assert_eq!(stock, 3);
     let (s, _) = problem(shop.pay(&nina, id, 6_000, "fake-card").await).await;
     assert_eq!(s, StatusCode::CONFLICT);

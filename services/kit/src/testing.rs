@@ -125,5 +125,27 @@ fn self_path(dir: &tempfile::TempDir, name: &str) -> std::path::PathBuf {
     dir.path().join(name)
 }
 
+/// Polls `probe` every 100 ms, up to `tries` times, until `done` holds for its value;
+/// returns the last value, for the caller to assert on (work that happens in the
+/// background: outbox deliveries, sweeps, key reloads).
+pub async fn poll<T, Fut>(
+    tries: u32,
+    mut probe: impl FnMut() -> Fut,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    Fut: std::future::Future<Output = T>,
+{
+    let mut value = probe().await;
+    for _ in 1..tries.max(1) {
+        if done(&value) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        value = probe().await;
+    }
+    value
+}
+
 /// A service running on a random local port until dropped.
 pub use crate::server::Spawned as TestServer;

@@ -4,7 +4,7 @@
 use clap::Parser;
 use mercato_contract::scopes;
 use mercato_kit::jwt::Role;
-use mercato_kit::testing::{TestDb, TestKeys, TestServer};
+use mercato_kit::testing::{TestDb, TestKeys, TestServer, poll};
 use mercato_product::{App, Config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -539,14 +539,12 @@ async fn expired_reservations_return_their_stock() {
     app.reserve(&order, json!([{"product_id": a_id, "quantity": 4}]))
         .await;
     assert_eq!(app.product(a_id).await["stock"], 0);
-    let mut stock = Value::Null;
-    for _ in 0..50 {
-        stock = app.product(a_id).await["stock"].clone();
-        if stock == 4 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let stock = poll(
+        50,
+        || async { app.product(a_id).await["stock"].clone() },
+        |s| *s == 4,
+    )
+    .await;
     assert_eq!(stock, 4);
     assert_eq!(
         app.internal(&format!("/internal/reservations/{order}/commit"))

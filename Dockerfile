@@ -22,7 +22,15 @@ WORKDIR /src
 
 FROM chef AS planner
 COPY . .
-RUN cargo chef prepare --recipe-path recipe.json
+# The recipe comes from the manifests and the lock file alone: every member's sources are
+# replaced by an empty `src/lib.rs` and `src/main.rs` first. So it is the same for every
+# binary, and all images share the dependency layer below, whether the build context is
+# the whole repository or, as Tilt sends it, one binary's crates and every manifest.
+# (scripts/deploy_checks/build_context.py checks that no member needs more than these.)
+RUN find . -mindepth 2 -maxdepth 3 -name Cargo.toml -not -path './target/*' -exec sh -c \
+      'for manifest; do dir=${manifest%/Cargo.toml}; rm -rf "$dir/src" "$dir/tests" "$dir/examples" "$dir/benches"; mkdir "$dir/src"; : >"$dir/src/lib.rs"; echo "fn main() { }" >"$dir/src/main.rs"; done' \
+      sh {} + \
+ && cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 # Compile-time checked SQL (if any) reads the committed .sqlx data, never a live database.
@@ -31,6 +39,8 @@ COPY --from=planner /src/recipe.json recipe.json
 # The dependency layer: rebuilt only when Cargo.toml or Cargo.lock files change, and
 # shared by every binary's image.
 RUN cargo chef cook --release --locked --recipe-path recipe.json
+# Members whose sources are not in the context keep the stand-ins `cook` wrote: cargo
+# needs every member to load the workspace, and builds only what BIN depends on.
 COPY . .
 ARG BIN
 # The binary keeps its name; `entrypoint` links to it, because an exec-form ENTRYPOINT

@@ -12,8 +12,14 @@ must wire together:
   operator build replaces;
 - exactly one Store, valid against the CRD, whose image fields and k8s_kind image JSON
   paths name the built images, with the gateway on the node port kind publishes;
-- k8s_resource / local_resource names, object selectors and resource_deps that all exist,
-  and links to the published port.
+- Tilt's grouping of the objects into resources (tilt_assembly.py, Tilt's own rules): every
+  k8s_resource names a resource Tilt makes, every `objects` entry names one object that Tilt
+  has not already grouped with a workload, resource_deps name resources, and links point
+  at the published port;
+- each image is built from only what its binary needs (docker_build `only`, against
+  build_context.binary_context), so a change to one service rebuilds one image.
+
+A self-test first runs the rules on small Tiltfiles that `tilt up` refuses.
 
 Usage: tilt_kind.py TILTFILE KIND_CONFIG CRD HELM [KUBE_VERSION]
 """
@@ -29,7 +35,9 @@ import starlark as sl
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from build_context import binaries, binary_context  # noqa: E402
 from crd_validate import StoreValidator  # noqa: E402
+from tilt_assembly import KindSelector, assemble  # noqa: E402
 
 COMPONENTS = ["auth", "product", "order", "payment", "gateway"]
 
@@ -47,6 +55,7 @@ class Recorder:
         self.kube_version = kube_version
         self.calls = []
         self.yaml_docs = []
+        self.allow_duplicates = False
         self.printed = []
 
     def module(self):
@@ -97,7 +106,8 @@ class Recorder:
             return json.dumps({"serverVersion": {"gitVersion": f"v{self.kube_version}"}})
         raise Fail(f"the Tiltfile runs an unexpected command at load time: {command!r}")
 
-    def k8s_yaml(self, content, **_):
+    def k8s_yaml(self, content, allow_duplicates=False):
+        self.allow_duplicates = self.allow_duplicates or allow_duplicates
         items = content if isinstance(content, list) else [content]
         for item in items:
             if not isinstance(item, str) or "\n" not in item:
@@ -121,7 +131,14 @@ class Recorder:
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise Fail(f"helm() as the Tiltfile calls it fails: {' '.join(cmd)}\n{out.stderr}")
-        return out.stdout
+        # As Tilt does: drop helm test hooks, and put every object (cluster-scoped ones too)
+        # into the namespace, which `helm template` does not.
+        docs = [d for d in yaml.safe_load_all(out.stdout) if d
+                and "test" not in (((d.get("metadata") or {}).get("annotations") or {}).get("helm.sh/hook", ""))]
+        if namespace:
+            for d in docs:
+                d.setdefault("metadata", {}).setdefault("namespace", namespace)
+        return yaml.safe_dump_all(docs, sort_keys=False)
 
 
 def check_kind_config(path, errors):
@@ -141,32 +158,78 @@ def check_kind_config(path, errors):
     return cfg.get("name") or "kind", node_ports
 
 
-def workspace_binaries():
-    """Binary name -> crate directory, from the workspace manifests."""
-    with open("Cargo.toml", "rb") as f:
-        members = tomllib.load(f)["workspace"]["members"]
-    bins = {}
-    for member in members:
-        path = os.path.join(member, "Cargo.toml")
-        if not os.path.exists(path):
-            continue
-        with open(path, "rb") as f:
-            manifest = tomllib.load(f)
-        for b in manifest.get("bin", []):
-            bins[b["name"]] = member
-        if os.path.exists(os.path.join(member, "src", "main.rs")):
-            bins.setdefault(manifest["package"]["name"], member)
-    return bins
+def evaluate(name, src, rec):
+    """Runs a Tiltfile's source against the recorder, in Tilt's Starlark dialect."""
+    dialect = sl.Dialect.extended()
+    dialect.enable_top_level_stmt = True
+    dialect.enable_keyword_only_arguments = True
+    dialect.enable_f_strings = False
+    sl.eval(rec.module(), sl.parse(name, src, dialect), sl.Globals.standard())
 
 
-def selector_matches(selector, docs):
-    parts = selector.split(":")
-    name, kind = parts[0], parts[1] if len(parts) > 1 else None
-    ns = parts[2] if len(parts) > 2 else None
-    return [d for d in docs
-            if d["metadata"]["name"] == name
-            and (kind is None or d["kind"].lower() == kind.lower())
-            and (ns is None or d["metadata"].get("namespace") == ns)]
+def calls_of(rec, name):
+    return [(a, k) for n, a, k in rec.calls if n == name]
+
+
+def assemble_recorded(rec):
+    """Tilt's resources for what the Tiltfile recorded: (resources, ungrouped, errors)."""
+    kinds = [KindSelector(a[0] if a else k["kind"], k.get("api_version", "")) for a, k in calls_of(rec, "k8s_kind")]
+    resource_calls = [{"workload": a[0] if a else k.get("workload"),
+                       "new_name": a[1] if len(a) > 1 else k.get("new_name"),
+                       "objects": k.get("objects") or []}
+                      for a, k in calls_of(rec, "k8s_resource")]
+    return assemble(rec.yaml_docs, kinds, resource_calls, rec.allow_duplicates)
+
+
+SELF_TEST_YAML = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web, tier: front}}
+    spec: {containers: [{name: web, image: example/web}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: other, namespace: shop}
+spec: {selector: {app: other}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web-config, namespace: shop}
+"""
+
+# (objects of k8s_resource('web'), what the error must say; None: no error)
+SELF_TEST_CASES = [
+    (["web:service"], "is already in resource 'web'"),
+    (["web-config", "missing:configmap"], "identifies no object"),
+    (["web"], "matches 2 objects"),
+    (["other:service", "web-config:configmap:shop"], None),
+]
+
+
+def self_test(helm_bin):
+    """The grouping rules refuse what `tilt up` refuses (and accept what it accepts)."""
+    failures = []
+    for objects, expected in SELF_TEST_CASES:
+        rec = Recorder(helm_bin, "kind-test", "1.33.0")
+        src = f"k8s_yaml('''{SELF_TEST_YAML}''')\nk8s_resource('web', objects = {objects!r})\n"
+        evaluate("self-test.Tiltfile", src, rec)
+        resources, _, errors = assemble_recorded(rec)
+        if expected is None and errors:
+            failures.append(f"objects={objects}: unexpected errors {errors}")
+        elif expected is not None and not any(expected in e for e in errors):
+            failures.append(f"objects={objects}: expected an error saying {expected!r}, got {errors or 'none'}")
+        elif expected is None and [o["kind"] for o in resources["web"]] != ["Deployment", "Service", "Service", "ConfigMap"]:
+            failures.append(f"objects={objects}: resource web holds {[o['kind'] for o in resources['web']]}")
+    return failures
 
 
 def main():
@@ -175,36 +238,38 @@ def main():
     kube_version = sys.argv[5] if len(sys.argv) > 5 else "1.33.0"
     errors, notes = [], []
 
+    failures = self_test(helm_bin)
+    for f in failures:
+        print(f"FAIL self-test of Tilt's grouping rules: {f}")
+    if failures:
+        return 1
+
     cluster, node_ports = check_kind_config(kind_config, errors)
     context = f"kind-{cluster}"
 
     with open(tiltfile) as f:
         src = f.read()
-    dialect = sl.Dialect.extended()
-    dialect.enable_top_level_stmt = True
-    dialect.enable_keyword_only_arguments = True
-    dialect.enable_f_strings = False
     rec = Recorder(helm_bin, context, kube_version)
     try:
-        ast = sl.parse(tiltfile, src, dialect)
-        sl.eval(rec.module(), ast, sl.Globals.standard())
+        evaluate(tiltfile, src, rec)
     except (sl.StarlarkError, Fail) as e:
         print(f"FAIL {tiltfile} does not evaluate: {e}")
         return 1
 
     def calls(name):
-        return [(a, k) for n, a, k in rec.calls if n == name]
+        return calls_of(rec, name)
 
     # The dev loop is pinned to the kind cluster of kind-config.yaml.
     allowed = [c for a, _ in calls("allow_k8s_contexts") for c in (a[0] if isinstance(a[0], list) else [a[0]])]
     if context not in allowed:
         errors.append(f"the Tiltfile allows contexts {allowed}, not {context} (kind-config.yaml's cluster)")
 
-    # Images: one build per binary, from the Dockerfile's runtime stage.
+    # Images: one build per binary, from the Dockerfile's runtime stage, each sent only
+    # what its binary is compiled from.
     with open("Dockerfile") as f:
         dockerfile = f.read()
     stages = set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", dockerfile, re.M | re.I))
-    bins = workspace_binaries()
+    bins = binaries()
     builds = {}
     for a, k in calls("docker_build"):
         ref = a[0]
@@ -216,6 +281,21 @@ def main():
         binary = (k.get("build_args") or {}).get("BIN")
         if binary not in bins:
             errors.append(f"docker_build({ref}) builds BIN={binary!r}, which is no binary of the workspace ({sorted(bins)})")
+            continue
+        only = k.get("only") or []
+        got = {os.path.normpath(p) for p in ([only] if isinstance(only, str) else only)}
+        want = binary_context(binary)
+        if not got:
+            errors.append(f"docker_build({ref}) sends the whole repository: a change anywhere rebuilds it (give only=)")
+            continue
+        if want - got:
+            errors.append(f"docker_build({ref}) leaves out {sorted(want - got)}, which {binary} is built from")
+        if got - want:
+            errors.append(f"docker_build({ref}) also sends {sorted(got - want)}, which {binary} does not need "
+                          "(a change there would rebuild it)")
+        for p in sorted(got):
+            if not os.path.exists(p):
+                errors.append(f"docker_build({ref}) only= names {p}, which does not exist")
     expected = {"mercato/operator": "mercato-operator"}
     for c in COMPONENTS:
         if os.path.exists(f"services/{c}/Cargo.toml"):
@@ -228,20 +308,15 @@ def main():
         elif (builds[ref].get("build_args") or {}).get("BIN") != binary:
             errors.append(f"{ref} is built with BIN={(builds[ref].get('build_args') or {}).get('BIN')}, not {binary}")
 
-    # The chart's images and version match the operator's defaults (mercato/<c>:<version>).
+    # The images Tilt builds are the chart's defaults: the operator's, and those it gives
+    # Stores that name none (<MERCATO_IMAGE_REGISTRY>/<component>:<MERCATO_IMAGE_TAG>,
+    # the chart's appVersion, which is the operator crate's version).
     with open("operator/Cargo.toml", "rb") as f:
         operator_version = tomllib.load(f)["package"]["version"]
     with open("charts/mercato-operator/Chart.yaml") as f:
         chart = yaml.safe_load(f)
-    with open("charts/mercato-operator/values.yaml") as f:
-        values = yaml.safe_load(f)
     if str(chart.get("appVersion")) != operator_version:
         errors.append(f"Chart.yaml appVersion {chart.get('appVersion')} != operator crate version {operator_version} (the images' default tag)")
-    if values["image"]["repository"] != "mercato/operator":
-        errors.append(f"values.yaml image.repository is {values['image']['repository']}, not mercato/operator")
-    with open("operator/src/crd.rs") as f:
-        if 'format!("mercato/{}:{}", component.name(), env!("CARGO_PKG_VERSION"))' not in f.read():
-            errors.append("operator/src/crd.rs no longer builds default images as mercato/<component>:<crate version>; update the chart, Tiltfile and this check")
 
     # What Tilt applies.
     docs = rec.yaml_docs
@@ -253,6 +328,14 @@ def main():
             repo = re.sub(r"(@sha256:.*|:[^/:]+)$", "", c["image"])
             if repo not in builds:
                 errors.append(f"Deployment/{d['metadata']['name']} runs {c['image']}, which Tilt does not build")
+            env = {e["name"]: e.get("value") for e in c.get("env") or []}
+            if "MERCATO_IMAGE_REGISTRY" in env:
+                for ref in expected:
+                    if ref != "mercato/operator" and ref != f"{env['MERCATO_IMAGE_REGISTRY']}/{ref.split('/')[-1]}":
+                        errors.append(f"Tilt builds {ref}, but the operator's default for it is "
+                                      f"{env['MERCATO_IMAGE_REGISTRY']}/{ref.split('/')[-1]} (MERCATO_IMAGE_REGISTRY)")
+                if env.get("MERCATO_IMAGE_TAG") != operator_version:
+                    errors.append(f"the operator's MERCATO_IMAGE_TAG is {env.get('MERCATO_IMAGE_TAG')!r}, not {operator_version}")
     if not any(d["kind"] == "CustomResourceDefinition" for d in docs):
         errors.append("the Store CRD is not among the applied objects (helm() without the chart's crds/?)")
     stores = [d for d in docs if d["kind"] == "Store"]
@@ -284,33 +367,31 @@ def main():
             if not any(re.match(rf"http://(localhost|127\.0\.0\.1):{host_port}(/|$)", u) for u in urls):
                 errors.append(f"no link points at the store on http://localhost:{host_port}")
 
-    # Resources, selectors and dependencies.
-    names = {d["metadata"]["name"] for d in docs if d["kind"] in ("Deployment", "Store")}
-    names |= {a[0] for a, _ in calls("local_resource")}
-    for a, k in calls("k8s_resource"):
-        workload = a[0] if a else k.get("workload")
-        if workload not in names:
-            errors.append(f"k8s_resource({workload!r}) names no workload Tilt deploys ({sorted(names)})")
-        for sel in k.get("objects") or []:
-            if len(selector_matches(sel, docs)) != 1:
-                errors.append(f"k8s_resource({workload!r}) object selector {sel!r} matches {len(selector_matches(sel, docs))} objects, not 1")
-        for dep in k.get("resource_deps") or []:
-            if dep not in names:
-                errors.append(f"k8s_resource({workload!r}) depends on unknown resource {dep!r}")
-    for a, k in calls("local_resource"):
-        for dep in k.get("resource_deps") or []:
-            if dep not in names:
-                errors.append(f"local_resource({a[0]!r}) depends on unknown resource {dep!r}")
+    # Resources as Tilt groups them, and the dependencies between them.
+    resources, ungrouped, assembly_errors = assemble_recorded(rec)
+    errors += assembly_errors
+    names = set(resources) | {a[0] for a, _ in calls("local_resource")}
+    for kind, key in (("k8s_resource", "resource_deps"), ("local_resource", "resource_deps")):
+        for a, k in calls(kind):
+            for dep in k.get(key) or []:
+                if dep not in names:
+                    errors.append(f"{kind}({a[0] if a else k.get('workload')!r}) depends on unknown resource {dep!r} ({sorted(names)})")
+    if ungrouped:
+        notes.append("Tilt puts these into its `uncategorized` resource: "
+                     + ", ".join(f"{d['metadata']['name']}:{d['kind']}" for d in ungrouped))
 
     for n in notes:
         print(f"note {n}")
     for e in errors:
         print(f"FAIL {e}")
     if not errors:
+        print(f"ok   self-test: the grouping rules refuse {sum(1 for _, e in SELF_TEST_CASES if e)} Tiltfiles `tilt up` refuses")
         print(f"ok   {kind_config}: kind Cluster {cluster!r} publishing node port(s) "
               + ", ".join(f"{p}->localhost:{m['hostPort']}" for p, m in sorted(node_ports.items())))
-        print(f"ok   {tiltfile}: evaluates; builds {', '.join(sorted(builds))}; applies {len(docs)} objects "
-              f"(chart + Store/{stores[0]['metadata']['name']}); every selector, dependency and image path resolves")
+        print(f"ok   {tiltfile}: evaluates; builds {', '.join(sorted(builds))}, each from its own crates only; "
+              f"applies {len(docs)} objects (chart + Store/{stores[0]['metadata']['name']}) as resources "
+              + ", ".join(f"{n} ({len(o)} objects)" for n, o in resources.items())
+              + "; every object selector, dependency and image path resolves")
     return 1 if errors else 0
 
 

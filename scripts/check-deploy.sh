@@ -106,14 +106,17 @@ step "Chart: helm lint --strict and helm template (defaults, every option on)" c
 
 values_schema_rejects() {
   local bad ok=0
-  for bad in replicaCount=-1 image.pullPolicy=Sometimes store.name=Not_A_Name logging.format=xml \
-    networkPolicy.apiServer.ports[0]=0 unknownValue=1 "replicaCount=2,leaderElection.enabled=false"; do
+  local bads=(replicaCount=-1 image.pullPolicy=Sometimes store.name=Not_A_Name logging.format=xml
+    networkPolicy.apiServer.ports[0]=0 unknownValue=1 "replicaCount=2,leaderElection.enabled=false"
+    images.registry= images.registry=https://registry.example.com images.registry=registry.example.com/
+    images.tag=a:b image.repository=/operator image.tag=-x)
+  for bad in "${bads[@]}"; do
     if $HELM template "$RELEASE" "$CHART" --set "$bad" >/dev/null 2>&1; then
       say "FAIL the chart accepts --set $bad"
       ok=1
     fi
   done
-  [[ $ok == 0 ]] && say "ok   values.schema.json and the templates reject 7 invalid settings"
+  [[ $ok == 0 ]] && say "ok   values.schema.json and the templates reject ${#bads[@]} invalid settings"
   return $ok
 }
 step "Chart: invalid values are rejected" values_schema_rejects

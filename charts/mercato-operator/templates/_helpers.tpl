@@ -48,11 +48,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "mercato-operator.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
+{{/* The operator image: image.repository, else <images.registry>/operator. */}}
 {{- define "mercato-operator.image" -}}
+{{- $repository := .Values.image.repository | default (printf "%s/operator" .Values.images.registry) }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 

@@ -37,7 +37,8 @@ bench: ## Benchmark the store and the operator (optimised build); writes bench/r
 	MERCATO_POSTGRES_URL="$$url" $(PERF_DIR)/mercato-bench --bin-dir $(PERF_DIR)
 	$(PERF_DIR)/examples/bench --out bench/operator.json
 
-test: ## Run every test against a real PostgreSQL (found or started by scripts/postgres.sh)
+test: ## Check the README's and NOTES.txt's commands, then run every test against a real PostgreSQL
+	@scripts/check-docs.sh
 	@url="$$(scripts/postgres.sh)" && \
 	if command -v cargo-nextest >/dev/null; then \
 	  DATABASE_URL="$$url" $(CARGO) nextest run --workspace --all-features --no-fail-fast; \

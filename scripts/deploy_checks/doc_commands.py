@@ -56,16 +56,18 @@ _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-
 IMAGE_REF = re.compile(rf"(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*(?::[\w][\w.-]{{0,127}})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{{32,}})?")
 
 # The recorder: every command not found (PATH is an empty directory) is logged, with what
-# it reads from a pipe when it is `kubectl ... -f -`.
+# it reads from a pipe when it is `kubectl ... -f -`, in one write (the commands of a
+# pipeline run at once).
 RECORDER = r'''
 command_not_found_handle() {
-  local a stdin=""
-  for a in "$@"; do printf '%s\037' "$a" >>"$RECORD"; done
+  local a rec=""
+  for a in "$@"; do rec+="$a"$'\037'; done
   if [[ " $* " == *" -f - "* || " $* " == *" --filename - "* || " $* " == *" -f=- "* ]]; then
-    while IFS= read -r a || [[ -n $a ]]; do stdin+="$a"$'\n'; done
-    printf '\002%s\037' "$stdin" >>"$RECORD"
+    rec+=$'\002'
+    while IFS= read -r a || [[ -n $a ]]; do rec+="$a"$'\n'; done
+    rec+=$'\037'
   fi
-  printf '\036' >>"$RECORD"
+  printf '%s\036' "$rec" >>"$RECORD"
   return 0
 }
 '''

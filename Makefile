@@ -53,10 +53,12 @@ lint: check-deploy ## Formatting, clippy (warnings are errors), and the deployme
 check-deploy: ## Static checks of the Dockerfile, chart, CRD, examples, operator objects, kind and Tilt
 	scripts/check-deploy.sh
 
-crds: ## Regenerate crds/store.yaml from the Rust types, and the chart's copy
+crds: ## Regenerate crds/store.yaml and the chart's copy, and the chart's RBAC rules, from the Rust code
 	$(CARGO) run --quiet -p mercato-operator -- crd > crds/store.yaml.tmp
 	mv crds/store.yaml.tmp crds/store.yaml
 	cp crds/store.yaml charts/mercato-operator/crds/store.yaml
+	$(CARGO) run --quiet -p mercato-operator -- rbac > charts/mercato-operator/files/operator-rules.yaml.tmp
+	mv charts/mercato-operator/files/operator-rules.yaml.tmp charts/mercato-operator/files/operator-rules.yaml
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -136,8 +136,8 @@ step "checkov: the chart (defaults, every option on)" \
 step "checkov: what the operator applies for examples/store.yaml and store-full.yaml" \
   "$PY" "$CHECKS/checkov_gate.py" operator kubernetes "$OUT/operator-store.yaml" "$OUT/operator-store-full.yaml"
 
-step "RBAC: the chart grants exactly what operator/src uses" \
-  "$PY" "$CHECKS/rbac.py" operator/src crds/store.yaml "$OUT/chart-default.yaml" "$RELEASE_NS"
+step "RBAC: the chart grants exactly operator/src/rbac.rs, bound to its ServiceAccount" \
+  "$PY" "$CHECKS/rbac.py" "$CHART/files/operator-rules.yaml" "$OUT/chart-default.yaml" "$RELEASE_NS"
 
 # --- Local cluster ---------------------------------------------------------------------
 step "kind-config.yaml and Tiltfile: parse, evaluate and wire together" \

@@ -8,7 +8,9 @@
 //!
 //! 1. N Stores are created and each is reconciled three times in turn, as the controller
 //!    would: the reconcile that adds the finalizer, the one that creates every child
-//!    ("create"), and one more with nothing changed ("unchanged"). Each is timed, and the
+//!    ("create"), and one more with nothing changed ("unchanged"), all reading children
+//!    from the API server; then once more unchanged, reading them from watch caches that
+//!    have caught up ("cached"), as the controller's reconciles do. Each is timed, and the
 //!    API requests it made are counted by verb (GET of one object, LIST, POST, PATCH, PUT,
 //!    DELETE; Events are POSTs, also shown on their own).
 //! 2. The real controller (`controller::run`, the watches on Stores and every child kind,
@@ -21,7 +23,7 @@
 //! what the controller's caches add. A table goes to stdout and the figures as JSON to
 //! `bench/operator.json` (or `--out`).
 
-// The fake API server of the tests, included as is; it takes MANAGER from here. Not every
+// The fake API server of the tests, included as is; it takes MANAGER and permits from here. Not every
 // helper of it is used here.
 #[allow(dead_code)]
 #[path = "../src/tests/fake_api.rs"]
@@ -35,14 +37,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use clap::Parser;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mercato_operator::builders::{self, SecretData, secrets};
+use mercato_operator::cache::{Cached, ChildCache, child_kinds};
 use mercato_operator::controller;
 use mercato_operator::crd::{Store, StoreSpec};
 pub(crate) use mercato_operator::meta::MANAGER;
 use mercato_operator::meta::{FINALIZER, Owner};
 use mercato_operator::metrics::Metrics;
+pub(crate) use mercato_operator::rbac::permits;
 use mercato_operator::reconciler::{Context, reconcile};
 use serde_json::{Value, json};
 
@@ -52,8 +57,9 @@ const NAMESPACE: &str = "bench";
 const COMMAND: &str = "cargo run --release -p mercato-operator --example bench";
 /// The verbs requests are counted by, in table order.
 const VERBS: [&str; 6] = ["GET", "LIST", "POST", "PATCH", "PUT", "DELETE"];
-/// The three reconciles of each Store, in order.
-const PASSES: [&str; 3] = ["finalizer", "create", "unchanged"];
+/// The reconciles of each Store, in order: three reading children from the API server, then
+/// one more of the unchanged Stores reading them from the controller's watch caches.
+const PASSES: [&str; 4] = ["finalizer", "create", "unchanged", "cached"];
 /// The kinds of a Store's children, by plural.
 const KINDS: [&str; 7] = [
     "secrets",
@@ -234,6 +240,45 @@ async fn pass(fake: &FakeApi, ctx: &Arc<Context>, n: usize) -> anyhow::Result<Va
     }))
 }
 
+/// The "unchanged" pass again, with the reconciler reading children from watch caches that
+/// have caught up with the API server, as under the controller.
+async fn cached_pass(fake: &FakeApi, client: &kube::Client, n: usize) -> anyhow::Result<Value> {
+    let (cache, feeds) = ChildCache::watch(client, Some(NAMESPACE));
+    let feeding = tokio::spawn(
+        futures::stream::select_all(feeds.into_iter().map(|(_, f)| f)).for_each(|_| async {}),
+    );
+    let expected: usize = KINDS.iter().map(|plural| fake.names(plural).len()).sum();
+    let started = Instant::now();
+    loop {
+        let cached: usize = child_kinds()
+            .iter()
+            .map(|kind| match cache.list(kind, NAMESPACE, &BTreeMap::new()) {
+                Cached::Known(objects) => objects.len(),
+                Cached::Unknown => 0,
+            })
+            .sum();
+        if cache.is_synced() && cached == expected {
+            break;
+        }
+        ensure!(
+            started.elapsed() < SYNC_TIMEOUT,
+            "the watch caches hold {cached} of {expected} children after {SYNC_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            Arc::new(Metrics::default()),
+            Some("bench".into()),
+        )
+        .with_cache(cache),
+    );
+    let result = pass(fake, &ctx, n).await;
+    feeding.abort();
+    result
+}
+
 /// The objects the fake API server holds, as JSON text (its memory holds them as trees,
 /// which take several times that).
 fn fake_size_kib(fake: &FakeApi) -> u64 {
@@ -269,7 +314,7 @@ fn desired_state_time(fake: &FakeApi) -> anyhow::Result<Value> {
             })
             .collect();
         let started = Instant::now();
-        let children = builders::children(&owner, &store.spec, &data);
+        let children = builders::children(&owner, &store.spec, &Default::default(), &data);
         times.push(started.elapsed());
         ensure!(!children.is_empty(), "{name} has children");
     }
@@ -299,9 +344,10 @@ async fn measure(n: usize) -> anyhow::Result<Value> {
         Some("bench".into()),
     ));
     let mut passes = serde_json::Map::new();
-    for name in PASSES {
-        passes.insert(name.into(), pass(&fake, &ctx, n).await?);
+    for name in &PASSES[..3] {
+        passes.insert((*name).into(), pass(&fake, &ctx, n).await?);
     }
+    passes.insert("cached".into(), cached_pass(&fake, &client, n).await?);
     let finalized = fake
         .get("stores", NAMESPACE, "store-000")
         .is_some_and(|s| s["metadata"]["finalizers"][0] == FINALIZER);
@@ -314,7 +360,7 @@ async fn measure(n: usize) -> anyhow::Result<Value> {
     // The controller over the settled Stores, as after a restart.
     fake.clear_log();
     let metrics = Arc::new(Metrics::default());
-    let watching = Arc::new(Context::new(client, metrics.clone(), Some("bench".into())));
+    let watching = Context::new(client, metrics.clone(), Some("bench".into()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let running = tokio::spawn(controller::run(watching, Some(NAMESPACE), stopped));
@@ -441,9 +487,12 @@ fn print_table(runs: &[Value], cores: usize) {
          \"restart\": controller::run over the settled Stores until it has reconciled each once \
          (its {} ms debounce included); the writes it made: {}.\n\
          Memory is the whole process, the fake API server's copy of every object included (an \
-         upper bound). The controller caches only Stores (children are watched metadata-only), \
-         so RSS watch minus RSS settled is mostly the transient peak of reconciling every Store \
-         at once after the restart, which the allocator keeps.\n",
+         upper bound). The controller caches the Stores and every child (whole objects: the \
+         reconciler reads them from there instead of GETting them), so RSS watch minus RSS \
+         settled is those caches plus the transient peak of reconciling every Store at once \
+         after the restart, which the allocator keeps.\n\
+         \"cached\": the unchanged reconcile again, reading children from the controller's \
+         watch caches instead of the API server.\n",
         controller::DEBOUNCE.as_millis(),
         writes.join(", ")
     );

@@ -142,11 +142,11 @@ async fn run(client: Client, ns: &str) -> anyhow::Result<()> {
 
     step("starting the operator in this process");
     let (stop_tx, stop_rx) = watch::channel(false);
-    let ctx = Arc::new(Context::new(
+    let ctx = Context::new(
         client.clone(),
         Arc::new(Metrics::default()),
         Some("e2e".into()),
-    ));
+    );
     let owned_ns = ns.to_string();
     let operator = tokio::spawn(async move {
         mercato_operator::controller::run(ctx, Some(&owned_ns), stop_rx).await;
@@ -242,7 +242,12 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
             ))
         })
         .collect();
-    expected.extend(builders::children(&owner, &store.spec, &data));
+    expected.extend(builders::children(
+        &owner,
+        &store.spec,
+        &Default::default(),
+        &data,
+    ));
 
     step(&format!("waiting for {} children", expected.len()));
     wait_for(
@@ -456,6 +461,9 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
         "Secret data changed"
     );
 
+    step("four hand edits at once, one of which apply cannot merge, are all repaired");
+    four_hand_edits(client, ns, &name).await?;
+
     step("deleting the Store with deletionPolicy Retain keeps the volume claims");
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     delete_store(&stores, &name).await?;
@@ -508,4 +516,99 @@ async fn delete_store(stores: &Api<Store>, name: &str) -> anyhow::Result<()> {
         || async { Ok(stores.get_opt(name).await?.is_none().then_some(())) },
     )
     .await
+}
+
+/// The incident of issue #10: a deleted Deployment, a hand scale, a deleted NetworkPolicy,
+/// and a merge patch that leaves the auth Service with a second port named `http`, which
+/// the API server refuses to merge with ours. Every one is repaired within a minute, the
+/// Service is taken back with a Warning event, and the Store is not left Degraded.
+async fn four_hand_edits(client: &Client, ns: &str, store: &str) -> anyhow::Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
+        Api::namespaced(client.clone(), ns);
+    let (product, order, payment, auth) = (
+        format!("{store}-product"),
+        format!("{store}-order"),
+        format!("{store}-payment"),
+        format!("{store}-auth"),
+    );
+    let ports = |s: &Service| {
+        s.spec
+            .as_ref()
+            .and_then(|sp| sp.ports.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.name.unwrap_or_default(), p.port))
+            .collect::<Vec<_>>()
+    };
+    let desired_ports = ports(&services.get(&auth).await?);
+
+    deployments
+        .delete(&product, &DeleteParams::default())
+        .await?;
+    deployments
+        .patch_scale(
+            &order,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await?;
+    policies.delete(&payment, &DeleteParams::default()).await?;
+    services
+        .patch(
+            &auth,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"ports": [{"name": "http", "port": 9999, "targetPort": "http"}]}}),
+            ),
+        )
+        .await?;
+
+    wait_for(
+        "all four to be repaired",
+        Duration::from_secs(60),
+        || async {
+            let product_back = deployments.get_opt(&product).await?.is_some();
+            let order_replicas = deployments.get(&order).await?.spec.and_then(|s| s.replicas);
+            let policy_back = policies.get_opt(&payment).await?.is_some();
+            let auth_ports = ports(&services.get(&auth).await?);
+            Ok((product_back
+                && order_replicas == Some(1)
+                && policy_back
+                && auth_ports == desired_ports)
+                .then_some(()))
+        },
+    )
+    .await?;
+
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let overridden = wait_for("an Overridden event for the Service", TIMEOUT, || async {
+        Ok(events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("Overridden")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains(&format!("Service/{auth}")))
+            })
+            .and_then(|e| e.note))
+    })
+    .await?;
+    step(&format!("event: {overridden}"));
+
+    let stores: Api<Store> = Api::namespaced(client.clone(), ns);
+    wait_for("the Store not to be Degraded", TIMEOUT, || async {
+        let status = stores.get(store).await?.status.unwrap_or_default();
+        Ok(status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "False")
+            .then_some(()))
+    })
+    .await?;
+    Ok(())
 }

@@ -12,10 +12,17 @@
 //! a foreign apply that changes or removes one of our fields moves that field's ownership
 //! to another manager. Fields someone else adds beside ours are not ours to police and are
 //! left alone, as server-side apply intends. A deleted child simply is not there. Reading
-//! the child is a GET; an unchanged Store therefore costs reads and no writes.
+//! the child costs nothing when the controller's watch cache has it (see `cache`); an
+//! unchanged Store therefore costs no writes, and no reads once the caches are synced.
+//!
+//! Server-side apply merges our fields with everyone else's. When that merge is invalid
+//! (someone's `kubectl patch` left a second Service port named like ours, say), the API
+//! server rejects the apply with 422 however often it is retried; `ensure` then replaces
+//! the object with its desired state instead (see `take_back`), and the reconciler records
+//! an Event naming whose changes were overridden.
 
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use kube::{Client, Resource};
 use serde::Serialize;
@@ -244,39 +251,143 @@ fn key_matches(key: &Map<String, Value>, element: &Map<String, Value>) -> bool {
 }
 
 /// What ensuring a child did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Unchanged,
     Created,
     Updated,
+    /// Server-side apply was rejected as invalid because of fields other managers own (an
+    /// edit apply cannot merge with ours, e.g. a second Service port of the same name), so
+    /// the object was replaced with its desired state.
+    Replaced {
+        /// What the API server said about the apply.
+        rejection: String,
+        /// The field managers whose changes the replacement dropped.
+        overridden: Vec<String>,
+    },
 }
 
-/// Reads the child and applies it unless it is up to date; returns the live object.
+/// Applies `child` unless `live` (the object as last seen, `None` when absent) is already
+/// it; returns what was done and the object as it is now.
 pub async fn ensure(
     client: &Client,
     namespace: &str,
     child: &Child,
+    live: Option<DynamicObject>,
 ) -> Result<(Outcome, DynamicObject), kube::Error> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &child.resource);
-    let live = api.get_opt(&child.name).await?;
-    if let Some(live) = &live
+    if let Some(live) = live.as_ref()
         && child.is_up_to_date(&serde_json::to_value(live).map_err(kube::Error::SerdeError)?)
     {
         return Ok((Outcome::Unchanged, live.clone()));
     }
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &child.resource);
     let applied = api
         .patch(
             &child.name,
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(&child.object),
         )
-        .await?;
-    let outcome = if live.is_some() {
-        Outcome::Updated
-    } else {
-        Outcome::Created
+        .await;
+    match applied {
+        Ok(applied) => {
+            let outcome = if live.is_some() {
+                Outcome::Updated
+            } else {
+                Outcome::Created
+            };
+            Ok((outcome, applied))
+        }
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            match take_back(&api, child).await? {
+                Some((replaced, overridden)) => Ok((
+                    Outcome::Replaced {
+                        rejection: status.message.clone(),
+                        overridden,
+                    },
+                    replaced,
+                )),
+                None => Err(kube::Error::Api(status)),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces the live object with the desired one when other managers own parts of its
+/// spec: their fields are what made the merged object invalid, since ours alone are what
+/// `render` and the builder tests check. Returns `None` (so that the apply's own error
+/// stands) when the object is gone or nobody else owns any of it: then the desired state
+/// itself is invalid, and replacing would fail the same way. The replacement keeps the
+/// labels and annotations others added (they cannot make an object invalid, and some are
+/// controllers' bookkeeping) and carries the live `resourceVersion`, so a concurrent change
+/// makes it fail with 409 instead of being overwritten blindly. Values the API server
+/// allocated (a Service's cluster IP and node ports) are kept by the server when left out.
+async fn take_back(
+    api: &Api<DynamicObject>,
+    child: &Child,
+) -> Result<Option<(DynamicObject, Vec<String>)>, kube::Error> {
+    let Some(fresh) = api.get_opt(&child.name).await? else {
+        return Ok(None);
     };
-    Ok((outcome, applied))
+    let fresh = serde_json::to_value(&fresh).map_err(kube::Error::SerdeError)?;
+    let overridden = foreign_spec_managers(&fresh);
+    if overridden.is_empty() {
+        return Ok(None);
+    }
+    let mut object = child.object.clone();
+    for field in ["labels", "annotations"] {
+        let Some(theirs) = fresh
+            .pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let ours = meta
+            .entry(field)
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(ours) = ours.as_object_mut() {
+            for (k, v) in theirs {
+                ours.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    object["metadata"]["resourceVersion"] = fresh["metadata"]["resourceVersion"].clone();
+    let object: DynamicObject = serde_json::from_value(object).map_err(kube::Error::SerdeError)?;
+    let params = PostParams {
+        dry_run: false,
+        field_manager: Some(MANAGER.to_string()),
+    };
+    let replaced = api.replace(&child.name, &params, &object).await?;
+    Ok(Some((replaced, overridden)))
+}
+
+/// The field managers other than ours that own something outside `metadata` and `status`
+/// of the main resource, in the order the object lists them.
+pub fn foreign_spec_managers(live: &Value) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for entry in live
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let manager = entry.get("manager").and_then(Value::as_str).unwrap_or("");
+        let main = entry
+            .get("subresource")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        let owns_spec = entry
+            .get("fieldsV1")
+            .and_then(Value::as_object)
+            .is_some_and(|f| f.keys().any(|k| k != "f:metadata" && k != "f:status"));
+        if manager != MANAGER && main && owns_spec && !out.iter().any(|m| m == manager) {
+            out.push(manager.to_string());
+        }
+    }
+    out
 }
 
 #[cfg(test)]

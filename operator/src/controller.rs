@@ -6,10 +6,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::Controller;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
@@ -17,8 +13,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::cache::ChildCache;
 use crate::crd::Store;
-use crate::meta::managed_selector;
 use crate::reconciler::{Context, error_policy, reconcile};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -53,40 +49,36 @@ pub async fn stopped(mut rx: watch::Receiver<bool>) {
 /// Runs the controller until `stop` turns true; in-flight reconciles get `SHUTDOWN_GRACE`
 /// to finish (kube-runtime would otherwise wait forever for caches that never synced, e.g.
 /// when the API server is unreachable). `namespace` limits it to one namespace; `None`
-/// watches all.
-pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, stop: watch::Receiver<bool>) {
+/// watches all. The watches of the child kinds both trigger reconciles and fill the cache
+/// the reconciler reads children from.
+pub async fn run(ctx: Context, namespace: Option<&str>, stop: watch::Receiver<bool>) {
     let client = ctx.client.clone();
     // Only children carrying our managed-by label are watched and cached, not every Secret
     // of the cluster.
-    let children = watcher::Config::default().labels(&managed_selector());
-    let controller = Controller::new(
+    let (cache, feeds) = ChildCache::watch(&client, namespace);
+    let ctx = Arc::new(ctx.with_cache(cache));
+    let mut controller = Controller::new(
         api::<Store>(&client, namespace),
         watcher::Config::default().any_semantic(),
-    )
-    .owns(api::<Secret>(&client, namespace), children.clone())
-    .owns(api::<ServiceAccount>(&client, namespace), children.clone())
-    .owns(api::<Service>(&client, namespace), children.clone())
-    .owns(api::<StatefulSet>(&client, namespace), children.clone())
-    .owns(api::<Deployment>(&client, namespace), children.clone())
-    .owns(
-        api::<PodDisruptionBudget>(&client, namespace),
-        children.clone(),
-    )
-    .owns(api::<NetworkPolicy>(&client, namespace), children)
-    // A burst of child events (a rollout) becomes one reconcile, not one per event.
-    .with_config(
-        kube::runtime::controller::Config::default()
-            .debounce(DEBOUNCE)
-            .concurrency(MAX_CONCURRENT_RECONCILES),
-    )
-    .graceful_shutdown_on(stopped(stop.clone()))
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((store, action)) => debug!(store = %store, ?action, "reconciled"),
-            Err(e) => warn!(error = %e, "controller error"),
-        }
-    });
+    );
+    for (resource, feed) in feeds {
+        controller = controller.owns_stream_with(feed, resource);
+    }
+    let controller = controller
+        // A burst of child events (a rollout) becomes one reconcile, not one per event.
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .debounce(DEBOUNCE)
+                .concurrency(MAX_CONCURRENT_RECONCILES),
+        )
+        .graceful_shutdown_on(stopped(stop.clone()))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((store, action)) => debug!(store = %store, ?action, "reconciled"),
+                Err(e) => warn!(error = %e, "controller error"),
+            }
+        });
     let deadline = async {
         stopped(stop).await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;

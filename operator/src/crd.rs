@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSON,
 };
@@ -11,6 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt};
 use mercato_contract::{Component, DEFAULT_ACCESS_TOKEN_TTL_SECS, DEFAULT_REFRESH_TOKEN_TTL_SECS};
 use schemars::JsonSchema;
+
+use crate::images::ImageDefaults;
 use serde::{Deserialize, Serialize};
 
 /// Longest Store name whose derived names still fit Kubernetes' 63-character limits: the
@@ -21,12 +23,6 @@ pub const MAX_STORE_NAME_LEN: usize = 40;
 /// PostgreSQL image used when a Store names none. Debian-based on purpose: the official
 /// Debian images run as uid 999, which the pod security context relies on (Alpine uses 70).
 pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:17";
-
-/// Image of a component when the Store names none: the release matching this operator, so an
-/// operator upgrade rolls stores that do not pin images.
-pub fn default_image(component: Component) -> String {
-    format!("mercato/{}:{}", component.name(), env!("CARGO_PKG_VERSION"))
-}
 
 /// A Mercato online store: auth, product, order and payment services, each with its own
 /// PostgreSQL, and a gateway in front of them.
@@ -78,13 +74,29 @@ pub struct StoreSpec {
     pub network_policies: NetworkPoliciesSpec,
     /// Pull policy of every container of the store.
     pub image_pull_policy: ImagePullPolicy,
+    /// Secrets (of type `kubernetes.io/dockerconfigjson`, in the Store's namespace) with
+    /// the credentials of private registries, for every pod of the store.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Vec<PullSecret>,
+}
+
+/// A Secret holding registry credentials.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct PullSecret {
+    /// Name of the Secret, in the Store's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
 }
 
 /// One backend service: its Deployment and its PostgreSQL.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ServiceSpec {
-    /// Container image; defaults to `mercato/<component>:<operator version>`.
+    /// Container image; defaults to the operator's `<registry>/<component>:<tag>` (`mercato/<component>:<operator version>` unless the operator is configured otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub image: Option<String>,
@@ -113,7 +125,7 @@ impl Default for ServiceSpec {
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct GatewaySpec {
-    /// Container image; defaults to `mercato/gateway:<operator version>`.
+    /// Container image; defaults to the operator's `<registry>/gateway:<tag>` (`mercato/gateway:<operator version>` unless the operator is configured otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub image: Option<String>,
@@ -335,6 +347,7 @@ pub struct StoreStatus {
     pub phase: Option<Phase>,
     /// `Ready`, `Progressing` and `Degraded`, per the Kubernetes API conventions.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Readiness per component, by component name.
     #[serde(default)]
@@ -404,6 +417,18 @@ impl StoreSpec {
         }
     }
 
+    /// The pods' `imagePullSecrets`; `None` when the Store names none.
+    pub fn pull_secrets(&self) -> Option<Vec<LocalObjectReference>> {
+        (!self.image_pull_secrets.is_empty()).then(|| {
+            self.image_pull_secrets
+                .iter()
+                .map(|s| LocalObjectReference {
+                    name: s.name.clone(),
+                })
+                .collect()
+        })
+    }
+
     /// The workload settings every component has.
     pub fn workload(&self, component: Component) -> Workload<'_> {
         match self.service(component) {
@@ -430,9 +455,10 @@ pub struct Workload<'a> {
 }
 
 impl Workload<'_> {
-    pub fn image(&self, component: Component) -> String {
+    /// The Store's image for `component`, else the operator's default.
+    pub fn image(&self, component: Component, defaults: &ImageDefaults) -> String {
         self.image
-            .map_or_else(|| default_image(component), str::to_string)
+            .map_or_else(|| defaults.image(component), str::to_string)
     }
 }
 

@@ -3,11 +3,14 @@
 
 pub mod apply;
 pub mod builders;
+pub mod cache;
 pub mod controller;
 pub mod crd;
+pub mod images;
 pub mod leader;
 pub mod meta;
 pub mod metrics;
+pub mod rbac;
 pub mod reconciler;
 pub mod render;
 pub mod server;

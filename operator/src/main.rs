@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use mercato_operator::controller::stopped;
+use mercato_operator::images::ImageDefaults;
 use mercato_operator::leader::{LEASE_DURATION, LeaseLock, RENEW_PERIOD, RETRY_PERIOD};
 use mercato_operator::metrics::Metrics;
 use mercato_operator::reconciler::Context;
@@ -39,6 +40,8 @@ enum Command {
     Run(RunArgs),
     /// Print the Store CustomResourceDefinition as YAML.
     Crd,
+    /// Print the rules of the operator's ClusterRole as YAML (the chart includes them).
+    Rbac,
     /// Print every object the operator would apply for a Store, as multi-document YAML.
     Render {
         /// The Store manifest.
@@ -77,6 +80,13 @@ struct RunArgs {
     /// This replica's identity in the Lease and in events (default: POD_NAME or host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Registry (host and path) of the components' images for Stores that name none:
+    /// `<registry>/<component>:<tag>` (default `mercato`).
+    #[arg(long, env = "MERCATO_IMAGE_REGISTRY")]
+    image_registry: Option<String>,
+    /// Tag of those images (default: the operator's version).
+    #[arg(long, env = "MERCATO_IMAGE_TAG")]
+    image_tag: Option<String>,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
@@ -90,6 +100,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Crd) => {
             print!("{}", mercato_operator::crd_yaml()?);
+            Ok(())
+        }
+        Some(Command::Rbac) => {
+            print!("{}", mercato_operator::rbac::rules_yaml()?);
             Ok(())
         }
         Some(Command::Render { file, namespace }) => {
@@ -123,6 +137,8 @@ fn init_logging(args: &RunArgs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
+    let images = ImageDefaults::new(args.image_registry.as_deref(), args.image_tag.as_deref())
+        .map_err(|e| anyhow::anyhow!("invalid --image-registry/--image-tag (MERCATO_IMAGE_REGISTRY/MERCATO_IMAGE_TAG): {e}"))?;
     let client = Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
@@ -176,6 +192,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 lock,
                 client,
                 metrics,
+                images,
                 &identity,
                 args.watch_namespace.as_deref(),
                 stop_rx.clone(),
@@ -184,7 +201,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => {
             ready.store(true, Ordering::Relaxed);
-            let ctx = Arc::new(Context::new(client, metrics, Some(identity.clone())));
+            let ctx = Context::new(client, metrics, Some(identity.clone())).with_images(images);
             mercato_operator::controller::run(
                 ctx,
                 args.watch_namespace.as_deref(),
@@ -206,6 +223,7 @@ async fn lead(
     lock: &LeaseLock,
     client: Client,
     metrics: Arc<Metrics>,
+    images: ImageDefaults,
     identity: &str,
     namespace: Option<&str>,
     mut stop: watch::Receiver<bool>,
@@ -225,7 +243,7 @@ async fn lead(
     info!(identity = lock.identity(), "became leader");
 
     let (lost_tx, lost_rx) = watch::channel(false);
-    let ctx = Arc::new(Context::new(client, metrics, Some(identity.to_string())));
+    let ctx = Context::new(client, metrics, Some(identity.to_string())).with_images(images);
     // The controller stops on shutdown or when leadership is lost.
     let (halt_tx, halt_rx) = watch::channel(false);
     let halt = {

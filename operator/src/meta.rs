@@ -32,7 +32,20 @@ pub fn managed_selector() -> String {
 
 /// Label selector of every object one Store owns (PVCs included).
 pub fn store_selector(store: &str) -> String {
-    format!("{LABEL_PART_OF}={PART_OF},{LABEL_INSTANCE}={store},{LABEL_MANAGED_BY}={MANAGER}")
+    store_labels(store)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The labels every object of one Store carries (what `store_selector` selects).
+pub fn store_labels(store: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_PART_OF.to_string(), PART_OF.to_string()),
+        (LABEL_INSTANCE.to_string(), store.to_string()),
+        (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
+    ])
 }
 
 /// What an object is, in label terms: `app.kubernetes.io/name` and `/component`.

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::builders::{self, secrets};
 use crate::crd::Store;
+use crate::images::ImageDefaults;
 use crate::meta::Owner;
 
 /// Stands in for the uid the API server would give the Store; owner references need one.
@@ -39,7 +40,7 @@ pub fn render(yaml: &str, namespace: Option<&str>) -> anyhow::Result<String> {
         objects.push(crate::apply::Child::new(&secret).object);
     }
     objects.extend(
-        builders::children(&owner, &store.spec, &data)
+        builders::children(&owner, &store.spec, &ImageDefaults::default(), &data)
             .into_iter()
             .map(|c| c.object),
     );
@@ -93,6 +94,7 @@ mod tests {
             + builders::children(
                 &store_owner(&store),
                 &store.spec,
+                &ImageDefaults::default(),
                 &secrets::generate("demo"),
             )
             .len();

@@ -1,5 +1,6 @@
-//! `crds/store.yaml` and the Helm chart's copy are generated from the Rust types; this fails
-//! when either is stale, and says how to regenerate both.
+//! What the chart ships from Rust is generated: `crds/store.yaml` and the chart's copy from
+//! the CRD types, the ClusterRole's rules from `rbac.rs`. These fail when a file is stale, and
+//! say how to regenerate it.
 
 /// The committed CRD files, relative to the workspace root; `make crds` writes both.
 const COMMITTED: [&str; 2] = ["crds/store.yaml", "charts/mercato-operator/crds/store.yaml"];
@@ -43,4 +44,20 @@ fn a_stale_crd_tells_the_user_to_run_make_crds() {
             "{message}"
         );
     }
+}
+
+/// The chart's ClusterRole rules, relative to the workspace root; `make crds` writes them.
+const RBAC_RULES: &str = "charts/mercato-operator/files/operator-rules.yaml";
+
+#[test]
+fn the_charts_rbac_rules_are_the_rust_table() {
+    let generated = mercato_operator::rbac::rules_yaml().expect("the rules serialize");
+    let path = format!("{}/../{RBAC_RULES}", env!("CARGO_MANIFEST_DIR"));
+    let committed = std::fs::read_to_string(path).ok();
+    let why = match committed.as_deref() {
+        None => "is missing",
+        Some(c) if c != generated => "does not match operator/src/rbac.rs",
+        Some(_) => return,
+    };
+    panic!("{RBAC_RULES} {why}: run `make crds` and commit it");
 }

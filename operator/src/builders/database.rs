@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, VolumeResourceRequirements,
+    Container, ContainerPort, EnvVar, ExecAction, LocalObjectReference, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -60,6 +61,7 @@ pub fn stateful_set(
     owner: &Owner,
     db: &DatabaseSpec,
     pull_policy: ImagePullPolicy,
+    pull_secrets: Option<Vec<LocalObjectReference>>,
     c: Component,
     secrets: &SecretData,
 ) -> StatefulSet {
@@ -149,6 +151,7 @@ pub fn stateful_set(
                     security_context: Some(pod_security_context(POSTGRES_UID)),
                     containers: vec![container],
                     volumes: Some(vec![empty_dir("run"), empty_dir("tmp")]),
+                    image_pull_secrets: pull_secrets,
                     ..PodSpec::default()
                 }),
             },

@@ -14,6 +14,7 @@ pub use secrets::SecretData;
 
 use crate::apply::Child;
 use crate::crd::StoreSpec;
+use crate::images::ImageDefaults;
 use crate::meta::Owner;
 use mercato_contract::Component;
 
@@ -50,7 +51,12 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Every child except the Secrets (which are created once, see `secrets`), in apply order:
 /// identities and databases first, then the workloads that use them, then policies.
-pub fn children(owner: &Owner, spec: &StoreSpec, secrets: &SecretData) -> Vec<Child> {
+pub fn children(
+    owner: &Owner,
+    spec: &StoreSpec,
+    images: &ImageDefaults,
+    secrets: &SecretData,
+) -> Vec<Child> {
     let mut out = Vec::new();
     for c in Component::ALL {
         out.push(Child::new(&workloads::service_account(owner, c)));
@@ -62,6 +68,7 @@ pub fn children(owner: &Owner, spec: &StoreSpec, secrets: &SecretData) -> Vec<Ch
                 owner,
                 &service.database,
                 spec.image_pull_policy,
+                spec.pull_secrets(),
                 c,
                 secrets,
             )));
@@ -69,7 +76,9 @@ pub fn children(owner: &Owner, spec: &StoreSpec, secrets: &SecretData) -> Vec<Ch
     }
     for c in Component::ALL {
         out.push(Child::new(&workloads::service(owner, spec, c)));
-        out.push(Child::new(&workloads::deployment(owner, spec, c, secrets)));
+        out.push(Child::new(&workloads::deployment(
+            owner, spec, images, c, secrets,
+        )));
         if let Some(pdb) = workloads::pod_disruption_budget(owner, spec, c) {
             out.push(Child::new(&pdb));
         }

@@ -20,6 +20,7 @@ use super::pod::{empty_dir, env_from_secret, env_value, mount};
 use super::security::{container_security_context, pod_security_context};
 use super::{SecretData, config_hash};
 use crate::crd::{GatewayServiceType, StoreSpec};
+use crate::images::ImageDefaults;
 use crate::meta::{CONFIG_HASH_ANNOTATION, Owner, Role, selector, selector_labels};
 
 /// Name of the container port every service listens on.
@@ -178,11 +179,13 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
 pub fn deployment(
     owner: &Owner,
     spec: &StoreSpec,
+    images: &ImageDefaults,
     c: Component,
     secrets: &SecretData,
 ) -> Deployment {
     let role = Role::service(c);
     let workload = spec.workload(c);
+    let image = workload.image(c, images);
     let name = names::component(&owner.name, c);
     let env = env(owner, spec, c);
 
@@ -205,12 +208,12 @@ pub fn deployment(
     let hash = config_hash(
         secrets,
         &referenced_secrets(&owner.name, c),
-        &serde_json::json!({ "env": env, "image": workload.image(c) }),
+        &serde_json::json!({ "env": env, "image": image }),
     );
 
     let container = Container {
         name: c.name().to_string(),
-        image: Some(workload.image(c)),
+        image: Some(image),
         image_pull_policy: Some(spec.image_pull_policy.as_str().to_string()),
         ports: Some(vec![ContainerPort {
             name: Some(HTTP_PORT_NAME.to_string()),
@@ -246,6 +249,7 @@ pub fn deployment(
                     security_context: Some(pod_security_context(SERVICE_UID)),
                     containers: vec![container],
                     volumes: Some(volumes),
+                    image_pull_secrets: spec.pull_secrets(),
                     ..PodSpec::default()
                 }),
             },

@@ -1,15 +1,22 @@
 //! The Store reconciler: Secrets once, every other child by server-side apply, the deletion
 //! policy in a finalizer, status from the children, events, and backoff on errors.
+//!
+//! Each child is brought to its desired state on its own: a child that cannot be applied
+//! is reported (in the `Degraded` condition and a Warning event, by name) and retried with
+//! backoff, while every other child is still repaired in the same pass.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod cleanup;
+mod secrets;
+
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -20,9 +27,11 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::apply::{Child, Outcome, ensure};
-use crate::builders::{self, SecretData, secrets};
-use crate::crd::{DeletionPolicy, Store, StoreStatus};
-use crate::meta::{FINALIZER, MANAGER, Owner, store_selector};
+use crate::builders;
+use crate::cache::{Cached, ChildCache};
+use crate::crd::{Store, StoreStatus};
+use crate::images::ImageDefaults;
+use crate::meta::{FINALIZER, MANAGER, Owner, store_labels, store_selector};
 use crate::metrics::Metrics;
 use crate::status::{self, Observed};
 
@@ -39,7 +48,7 @@ const NOTE_LIMIT: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{action} {object}: {source}")]
+    #[error("{action} {object}: {}", brief(.source))]
     Api {
         action: &'static str,
         object: String,
@@ -56,6 +65,8 @@ pub enum Error {
         "Secret {present} exists but {missing} does not, so the JWT key pair cannot be completed; delete {present} to have a new pair generated"
     )]
     HalfKeyPair { present: String, missing: String },
+    #[error("{}", children_message(.0))]
+    Children(Vec<ChildFailure>),
     #[error("{0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -68,6 +79,7 @@ impl Error {
             Error::MissingIdentity => "missing_identity",
             Error::SecretIncomplete { .. } => "secret_incomplete",
             Error::HalfKeyPair { .. } => "half_key_pair",
+            Error::Children(_) => "children",
             Error::Finalizer(e) => match &**e {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.kind(),
@@ -75,6 +87,56 @@ impl Error {
             },
         }
     }
+}
+
+/// A child that could not be brought to its desired state in this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildFailure {
+    /// `Kind/name`.
+    pub object: String,
+    /// What the API server said, briefly.
+    pub message: String,
+}
+
+/// Longest message kept per failed child in conditions and events.
+const FAILURE_MESSAGE_LIMIT: usize = 200;
+
+fn children_message(failures: &[ChildFailure]) -> String {
+    let each: Vec<String> = failures
+        .iter()
+        .map(|f| {
+            format!(
+                "{} ({})",
+                f.object,
+                truncate(&f.message, FAILURE_MESSAGE_LIMIT)
+            )
+        })
+        .collect();
+    let n = failures.len();
+    let what = if n == 1 { "child" } else { "children" };
+    format!("{n} {what} could not be applied: {}", each.join("; "))
+}
+
+/// What the API server said, without the Rust `Debug` rendering that `kube::Error`'s
+/// `Display` appends: the Status message for an API error, the error's text otherwise.
+pub fn brief(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
+        kube::Error::Api(s) => format!("{} ({})", s.reason, s.code),
+        other => other.to_string(),
+    }
+}
+
+/// `text` cut to at most `limit` bytes on a character boundary, with `…` when cut.
+fn truncate(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_string();
+    }
+    let mut cut = limit;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
 }
 
 fn api_err(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -91,6 +153,11 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Images of the components a Store does not pin (the operator's settings).
+    pub images: ImageDefaults,
+    /// The controller's watch caches of the children; without them (or before their first
+    /// list is in) children are read from the API server.
+    cache: Option<ChildCache>,
     /// Consecutive failures per Store, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<Store>, u32>>,
 }
@@ -108,8 +175,42 @@ impl Context {
             client,
             recorder,
             metrics,
+            images: ImageDefaults::default(),
+            cache: None,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// With the default images of the components set by the operator's configuration.
+    pub fn with_images(mut self, images: ImageDefaults) -> Context {
+        self.images = images;
+        self
+    }
+
+    /// Reads children from `cache` once it is synced.
+    pub fn with_cache(mut self, cache: ChildCache) -> Context {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The live object `name` of kind `resource`: from the watch cache when it is synced,
+    /// else from the API server.
+    async fn read(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<DynamicObject>, kube::Error> {
+        if let Some(Cached::Known(live)) = self
+            .cache
+            .as_ref()
+            .map(|c| c.get(resource, namespace, name))
+        {
+            return Ok(live);
+        }
+        Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, resource)
+            .get_opt(name)
+            .await
     }
 
     fn reset_backoff(&self, store: &Store) {
@@ -140,15 +241,7 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let mut note = note;
-        if note.len() > NOTE_LIMIT {
-            let mut cut = NOTE_LIMIT;
-            while !note.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            note.truncate(cut);
-            note.push('…');
-        }
+        let note = truncate(&note, NOTE_LIMIT);
         let event = KubeEvent {
             type_,
             reason: reason.to_string(),
@@ -170,7 +263,7 @@ pub async fn reconcile(store: Arc<Store>, ctx: Arc<Context>) -> Result<Action, E
     let result = finalizer(&api, FINALIZER, store, |event| async {
         match event {
             FinalizerEvent::Apply(store) => apply(&store, &ctx).await,
-            FinalizerEvent::Cleanup(store) => cleanup(&store, &ctx).await,
+            FinalizerEvent::Cleanup(store) => cleanup::cleanup(&store, &ctx).await,
         }
     })
     .await
@@ -195,6 +288,10 @@ struct Sync {
     created: Vec<String>,
     updated: Vec<String>,
     deleted: Vec<String>,
+    /// Children taken back from another manager's edit that apply could not merge, with
+    /// what was overridden.
+    overridden: Vec<String>,
+    failed: Vec<ChildFailure>,
     observed: Observed,
 }
 
@@ -203,33 +300,33 @@ impl Sync {
         match outcome {
             Outcome::Created => self.created.push(what),
             Outcome::Updated => self.updated.push(what),
+            Outcome::Replaced {
+                rejection,
+                overridden,
+            } => {
+                self.overridden.push(format!(
+                    "{what}: server-side apply was rejected ({}); replaced it with its desired state, overriding the changes of {}",
+                    truncate(&rejection, FAILURE_MESSAGE_LIMIT),
+                    overridden.join(", ")
+                ));
+                self.updated.push(what);
+            }
             Outcome::Unchanged => {}
         }
+    }
+
+    fn fail(&mut self, object: String, error: &kube::Error) {
+        self.failed.push(ChildFailure {
+            object,
+            message: brief(error),
+        });
     }
 }
 
 async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
     let owner = Owner::of(store).ok_or(Error::MissingIdentity)?;
-    match sync_children(store, &owner, ctx).await {
-        Ok(sync) => {
-            let new = status::compute(store, Some(&sync.observed), None, status::now());
-            let ready = new.phase == Some(crate::crd::Phase::Ready);
-            patch_status(store, &owner, ctx, new).await?;
-            for (list, reason, verb) in [
-                (&sync.created, "Created", "created"),
-                (&sync.updated, "Updated", "updated"),
-                (&sync.deleted, "Deleted", "deleted"),
-            ] {
-                if !list.is_empty() {
-                    info!(store = %owner.name, namespace = %owner.namespace, objects = ?list, "{verb} children");
-                    let note = format!("{verb} {}: {}", list.len(), list.join(", "));
-                    ctx.publish(store, EventType::Normal, reason, "Reconcile", note)
-                        .await;
-                }
-            }
-            ctx.reset_backoff(store);
-            Ok(Action::requeue(if ready { RESYNC } else { RECHECK }))
-        }
+    let sync = match sync_children(store, &owner, ctx).await {
+        Ok(sync) => sync,
         Err(error) => {
             let message = error.to_string();
             let new = status::compute(store, None, Some(&message), status::now());
@@ -244,7 +341,51 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
                 message,
             )
             .await;
+            return Err(error);
+        }
+    };
+    let failed = (!sync.failed.is_empty()).then(|| Error::Children(sync.failed.clone()));
+    let message = failed.as_ref().map(Error::to_string);
+    let new = status::compute(
+        store,
+        Some(&sync.observed),
+        message.as_deref(),
+        status::now(),
+    );
+    let ready = new.phase == Some(crate::crd::Phase::Ready);
+    patch_status(store, &owner, ctx, new).await?;
+    for (list, reason, verb) in [
+        (&sync.created, "Created", "created"),
+        (&sync.updated, "Updated", "updated"),
+        (&sync.deleted, "Deleted", "deleted"),
+    ] {
+        if !list.is_empty() {
+            info!(store = %owner.name, namespace = %owner.namespace, objects = ?list, "{verb} children");
+            let note = format!("{verb} {}: {}", list.len(), list.join(", "));
+            ctx.publish(store, EventType::Normal, reason, "Reconcile", note)
+                .await;
+        }
+    }
+    for note in sync.overridden {
+        warn!(store = %owner.name, namespace = %owner.namespace, "{note}");
+        ctx.publish(store, EventType::Warning, "Overridden", "Reconcile", note)
+            .await;
+    }
+    match failed {
+        Some(error) => {
+            ctx.publish(
+                store,
+                EventType::Warning,
+                "ReconcileFailed",
+                "Reconcile",
+                error.to_string(),
+            )
+            .await;
             Err(error)
+        }
+        None => {
+            ctx.reset_backoff(store);
+            Ok(Action::requeue(if ready { RESYNC } else { RECHECK }))
         }
     }
 }
@@ -275,19 +416,41 @@ async fn patch_status(
     Ok(())
 }
 
+/// One pass over every child. Only a failure to settle the Secrets ends it early: every
+/// workload's pod template carries a hash of the Secrets it reads, so applying workloads
+/// without their Secrets' data would roll pods onto credentials that do not exist. Any
+/// other child that fails is recorded and the pass goes on.
 async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sync, Error> {
     let mut sync = Sync::default();
-    let secret_data = ensure_secrets(owner, ctx, &mut sync).await?;
-    let children = builders::children(owner, &store.spec, &secret_data);
+    let secret_data = secrets::ensure(owner, ctx, &mut sync).await?;
+    let children = builders::children(owner, &store.spec, &ctx.images, &secret_data);
     for child in &children {
-        let (outcome, live) = ensure(&ctx.client, &owner.namespace, child)
+        let live = match ctx
+            .read(&child.resource, &owner.namespace, &child.name)
             .await
-            .map_err(api_err("apply", child.display()))?;
-        sync.record(outcome, child.display());
-        observe(&mut sync.observed, owner, child, live);
+        {
+            Ok(live) => live,
+            Err(e) => {
+                sync.fail(child.display(), &e);
+                continue;
+            }
+        };
+        match ensure(&ctx.client, &owner.namespace, child, live.clone()).await {
+            Ok((outcome, applied)) => {
+                sync.record(outcome, child.display());
+                observe(&mut sync.observed, owner, child, applied);
+            }
+            Err(e) => {
+                sync.fail(child.display(), &e);
+                // Status still shows what runs.
+                if let Some(live) = live {
+                    observe(&mut sync.observed, owner, child, live);
+                }
+            }
+        }
     }
-    prune::<PodDisruptionBudget>(owner, ctx, &children, &mut sync).await?;
-    prune::<NetworkPolicy>(owner, ctx, &children, &mut sync).await?;
+    prune::<PodDisruptionBudget>(owner, ctx, &children, &mut sync).await;
+    prune::<NetworkPolicy>(owner, ctx, &children, &mut sync).await;
     Ok(sync)
 }
 
@@ -316,115 +479,10 @@ fn observe(observed: &mut Observed, owner: &Owner, child: &Child, live: DynamicO
     }
 }
 
-/// Creates the Secrets that do not exist yet and returns the data of all of them. A Secret
-/// that exists is never rewritten: only its metadata (labels, owner) is brought back.
-async fn ensure_secrets(
-    owner: &Owner,
-    ctx: &Context,
-    sync: &mut Sync,
-) -> Result<SecretData, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let specs = secrets::specs(&owner.name);
-    let mut live = BTreeMap::new();
-    for spec in &specs {
-        let got = api
-            .get_opt(&spec.name)
-            .await
-            .map_err(api_err("read", format!("Secret/{}", spec.name)))?;
-        live.insert(spec.name.clone(), got);
-    }
-
-    // The key pair is only ever generated whole.
-    let signing = names::jwt_signing_secret(&owner.name);
-    let jwks = names::jwks_secret(&owner.name);
-    match (live[&signing].is_some(), live[&jwks].is_some()) {
-        (true, false) => {
-            return Err(Error::HalfKeyPair {
-                present: signing,
-                missing: jwks,
-            });
-        }
-        (false, true) => {
-            return Err(Error::HalfKeyPair {
-                present: jwks,
-                missing: signing,
-            });
-        }
-        _ => {}
-    }
-
-    let fresh = if live.values().any(Option::is_none) {
-        secrets::generate(&owner.name)
-    } else {
-        SecretData::new()
-    };
-    let mut data = SecretData::new();
-    for spec in &specs {
-        let object = match &live[&spec.name] {
-            Some(existing) => existing.clone(),
-            None => {
-                let generated = fresh.get(&spec.name).cloned().unwrap_or_default();
-                let child = Child::new(&secrets::secret(owner, spec, generated));
-                match create_secret(&api, &child).await {
-                    Ok(created) => {
-                        sync.created.push(child.display());
-                        created
-                    }
-                    // Someone created it in between: theirs stands.
-                    Err(kube::Error::Api(s)) if s.code == 409 => api
-                        .get(&spec.name)
-                        .await
-                        .map_err(api_err("read", child.display()))?,
-                    Err(e) => return Err(api_err("create", child.display())(e)),
-                }
-            }
-        };
-        let existing = object.data.clone().unwrap_or_default();
-        let missing = secrets::missing_keys(spec, Some(&existing));
-        if !missing.is_empty() {
-            return Err(Error::SecretIncomplete {
-                secret: spec.name.clone(),
-                keys: missing.join(", "),
-            });
-        }
-        // Same data, our metadata: applied only if labels, owner or hash drifted.
-        let child = Child::new(&secrets::secret(owner, spec, existing.clone()));
-        let live_json = serde_json::to_value(&object).unwrap_or_default();
-        if !child.is_up_to_date(&live_json) {
-            api.patch(
-                &spec.name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&child.object),
-            )
-            .await
-            .map_err(api_err("apply", child.display()))?;
-            sync.updated.push(child.display());
-        }
-        data.insert(spec.name.clone(), existing);
-    }
-    Ok(data)
-}
-
-/// Creates a Secret, failing with 409 if it exists, so generated data can never overwrite
-/// credentials already in use.
-async fn create_secret(api: &Api<Secret>, child: &Child) -> Result<Secret, kube::Error> {
-    let secret: Secret =
-        serde_json::from_value(child.object.clone()).map_err(kube::Error::SerdeError)?;
-    let params = PostParams {
-        dry_run: false,
-        field_manager: Some(MANAGER.to_string()),
-    };
-    api.create(&params, &secret).await
-}
-
 /// Deletes the objects of kind `K` this Store controls that are no longer desired (a PDB
-/// after scaling to one replica, NetworkPolicies after turning them off).
-async fn prune<K>(
-    owner: &Owner,
-    ctx: &Context,
-    desired: &[Child],
-    sync: &mut Sync,
-) -> Result<(), Error>
+/// after scaling to one replica, NetworkPolicies after turning them off). Failures are
+/// recorded in `sync`, per object.
+async fn prune<K>(owner: &Owner, ctx: &Context, desired: &[Child], sync: &mut Sync)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -438,28 +496,44 @@ where
         .map(|c| c.name.as_str())
         .collect();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let list = api
-        .list(&ListParams::default().labels(&store_selector(&owner.name)))
-        .await
-        .map_err(api_err("list", kind.clone()))?;
-    for obj in list {
-        let name = obj.name_any();
-        let ours = obj
-            .owner_references()
+    let resource = ApiResource::erase::<K>(&());
+    let cached = ctx
+        .cache
+        .as_ref()
+        .map(|c| c.list(&resource, &owner.namespace, &store_labels(&owner.name)));
+    // (name, owner references) of this store's objects of the kind.
+    let present: Vec<(String, Vec<_>)> = match cached {
+        Some(Cached::Known(objects)) => objects
+            .into_iter()
+            .map(|o| (o.name_any(), o.owner_references().to_vec()))
+            .collect(),
+        _ => match api
+            .list(&ListParams::default().labels(&store_selector(&owner.name)))
+            .await
+        {
+            Ok(list) => list
+                .into_iter()
+                .map(|o| (o.name_any(), o.owner_references().to_vec()))
+                .collect(),
+            Err(e) => {
+                sync.fail(kind, &e);
+                return;
+            }
+        },
+    };
+    for (name, references) in present {
+        let ours = references
             .iter()
             .any(|r| r.uid == owner.reference().uid && r.controller == Some(true));
-        if ours
-            && !keep.contains(name.as_str())
-            && gone_ok(
-                api.delete(&name, &DeleteParams::default()).await,
-                &kind,
-                &name,
-            )?
-        {
-            sync.deleted.push(format!("{kind}/{name}"));
+        if !ours || keep.contains(name.as_str()) {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => sync.deleted.push(format!("{kind}/{name}")),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => sync.fail(format!("{kind}/{name}"), &e),
         }
     }
-    Ok(())
 }
 
 /// The outcome of deleting `kind/name`: `Ok(false)` when it was already gone. (The call
@@ -470,92 +544,4 @@ fn gone_ok<T>(result: Result<T, kube::Error>, kind: &str, name: &str) -> Result<
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
         Err(e) => Err(api_err("delete", format!("{kind}/{name}"))(e)),
     }
-}
-
-/// Carries out the deletion policy before the Store (and with it every child, through the
-/// owner references) goes away.
-async fn cleanup(store: &Store, ctx: &Context) -> Result<Action, Error> {
-    let owner = Owner::of(store).ok_or(Error::MissingIdentity)?;
-    match store.spec.deletion_policy {
-        DeletionPolicy::Delete => {
-            // Stop the databases first, so no pod holds a claim while it is deleted.
-            let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-            for c in Component::WITH_DATABASE {
-                let name = names::database(&owner.name, c);
-                gone_ok(
-                    sts.delete(&name, &DeleteParams::background()).await,
-                    "StatefulSet",
-                    &name,
-                )?;
-            }
-            let pvcs: Api<PersistentVolumeClaim> =
-                Api::namespaced(ctx.client.clone(), &owner.namespace);
-            let list = pvcs
-                .list(&ListParams::default().labels(&store_selector(&owner.name)))
-                .await
-                .map_err(api_err("list", "PersistentVolumeClaim"))?;
-            let mut deleted = Vec::new();
-            for pvc in list {
-                let name = pvc.name_any();
-                if gone_ok(
-                    pvcs.delete(&name, &DeleteParams::default()).await,
-                    "PersistentVolumeClaim",
-                    &name,
-                )? {
-                    deleted.push(name);
-                }
-            }
-            let note = format!(
-                "deletionPolicy Delete: deleted PersistentVolumeClaims {}",
-                deleted.join(", ")
-            );
-            info!(store = %owner.name, namespace = %owner.namespace, "{note}");
-            ctx.publish(store, EventType::Normal, "Cleanup", "Delete", note)
-                .await;
-        }
-        DeletionPolicy::Retain => {
-            // The volumes stay (claims from volumeClaimTemplates have no owner); so must the
-            // Secrets whose contents the retained databases hold (the database passwords and
-            // the first admin's), or a Store of the same name could not use its data.
-            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-            let mut kept = Vec::new();
-            for spec in secrets::specs(&owner.name)
-                .into_iter()
-                .filter(|s| s.retained)
-            {
-                let name = spec.name;
-                let Some(secret) = api
-                    .get_opt(&name)
-                    .await
-                    .map_err(api_err("read", format!("Secret/{name}")))?
-                else {
-                    continue;
-                };
-                let others: Vec<_> = secret
-                    .owner_references()
-                    .iter()
-                    .filter(|r| r.uid != owner.reference().uid)
-                    .cloned()
-                    .collect();
-                if others.len() != secret.owner_references().len() {
-                    api.patch(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"metadata": {"ownerReferences": others}})),
-                    )
-                    .await
-                    .map_err(api_err("release", format!("Secret/{name}")))?;
-                }
-                kept.push(name);
-            }
-            let note = format!(
-                "deletionPolicy Retain: kept the PersistentVolumeClaims and Secrets {}",
-                kept.join(", ")
-            );
-            info!(store = %owner.name, namespace = %owner.namespace, "{note}");
-            ctx.publish(store, EventType::Normal, "Cleanup", "Retain", note)
-                .await;
-        }
-    }
-    Ok(Action::await_change())
 }

@@ -14,12 +14,19 @@ use mercato_contract::{
 
 use super::fixtures::{NAMESPACE, UID};
 use crate::builders::{self, database, network, secrets, workloads};
-use crate::crd::{GatewayServiceType, ImagePullPolicy, Store, StoreSpec, default_image};
+use crate::crd::{GatewayServiceType, ImagePullPolicy, Store, StoreSpec};
+use crate::images::ImageDefaults;
 use crate::meta::{APPLIED_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION};
 
 fn deployment(store: &Store, c: Component) -> Deployment {
     let data = secrets::generate("demo");
-    workloads::deployment(&store.owner(), &store.spec, c, &data)
+    workloads::deployment(
+        &store.owner(),
+        &store.spec,
+        &ImageDefaults::default(),
+        c,
+        &data,
+    )
 }
 
 fn pod(d: &Deployment) -> &PodSpec {
@@ -56,7 +63,14 @@ fn secret_ref(env: &[EnvVar], name: &str) -> (String, String) {
 fn statefulset(store: &Store, c: Component) -> StatefulSet {
     let data = secrets::generate("demo");
     let db = &store.spec.service(c).unwrap().database;
-    database::stateful_set(&store.owner(), db, store.spec.image_pull_policy, c, &data)
+    database::stateful_set(
+        &store.owner(),
+        db,
+        store.spec.image_pull_policy,
+        store.spec.pull_secrets(),
+        c,
+        &data,
+    )
 }
 
 #[test]
@@ -123,7 +137,7 @@ fn a_minimal_store_gets_every_child_with_defaults() {
         assert_eq!(d.spec.as_ref().unwrap().replicas, Some(1));
         assert_eq!(
             container(&d).image.as_deref(),
-            Some(default_image(c).as_str())
+            Some(ImageDefaults::default().image(c).as_str())
         );
         assert_eq!(
             container(&d).image_pull_policy.as_deref(),
@@ -705,7 +719,7 @@ fn config_hash_follows_the_referenced_secrets_only() {
     let owner = store.owner();
     let mut data = secrets::generate("demo");
     let hash = |data: &crate::builders::SecretData, c: Component| {
-        workloads::deployment(&owner, &store.spec, c, data)
+        workloads::deployment(&owner, &store.spec, &ImageDefaults::default(), c, data)
             .spec
             .unwrap()
             .template

@@ -29,7 +29,7 @@ async fn the_controller_builds_a_new_store_and_puts_back_a_deleted_child() {
     store.metadata.finalizers = None;
     fake.insert("stores", serde_json::to_value(&store).unwrap());
     let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(Context::new(client, metrics.clone(), Some("test".into())));
+    let ctx = Context::new(client, metrics.clone(), Some("test".into()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(controller::run(ctx, Some(NAMESPACE), stopped));
 
@@ -63,6 +63,11 @@ async fn the_controller_builds_a_new_store_and_puts_back_a_deleted_child() {
         "children are watched"
     );
 
+    assert_eq!(
+        fake.forbidden(),
+        Vec::<String>::new(),
+        "requests that operator/src/rbac.rs does not allow"
+    );
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(5), running)
         .await

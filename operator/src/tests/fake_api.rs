@@ -6,8 +6,12 @@
 //! `watch=true` streams ADDED/MODIFIED/DELETED events of later changes (no bookmarks, no
 //! replay from a resourceVersion), enough for a kube-runtime Controller to run against it.
 //!
+//! Every request is checked against the operator's RBAC table (`permits`, from the parent
+//! module): one it does not allow is answered 403, as a real API server would answer the
+//! chart's ServiceAccount, and recorded (`forbidden`).
+//!
 //! `examples/bench.rs` includes this file with `#[path]`, so it names nothing of the crate
-//! but `MANAGER`, which it takes from its parent module.
+//! but `MANAGER` and `permits`, which it takes from its parent module.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,7 +24,7 @@ use kube::client::Body;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
-use super::MANAGER;
+use super::{MANAGER, permits};
 
 /// One request the fake received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +65,8 @@ struct State {
     objects: BTreeMap<(String, String, String), Value>,
     log: Vec<Logged>,
     failures: Vec<Failure>,
+    /// Requests the RBAC table does not allow, as `verb group/resource`.
+    forbidden: Vec<String>,
     resource_version: u64,
     uid: u64,
 }
@@ -127,6 +133,44 @@ struct Target {
     plural: String,
     name: Option<String>,
     subresource: Option<String>,
+}
+
+impl Target {
+    /// The API group (`""` for the core group).
+    fn group(&self) -> &str {
+        self.group_version
+            .rsplit_once('/')
+            .map_or("", |(group, _)| group)
+    }
+
+    /// `plural` or `plural/subresource`, as RBAC names it.
+    fn resource(&self) -> String {
+        match &self.subresource {
+            Some(sub) => format!("{}/{sub}", self.plural),
+            None => self.plural.clone(),
+        }
+    }
+}
+
+/// The RBAC verbs a request needs: a server-side apply that creates its object needs
+/// `create` as well as `patch`.
+fn rbac_verbs(method: &Method, t: &Target, watch: bool, creates: bool) -> Vec<&'static str> {
+    let verb = match (method.as_str(), t.name.is_some()) {
+        ("GET", _) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    };
+    if creates {
+        vec![verb, "create"]
+    } else {
+        vec![verb]
+    }
 }
 
 fn parse_path(path: &str) -> Option<Target> {
@@ -316,6 +360,11 @@ impl FakeApi {
         w
     }
 
+    /// The requests refused because the operator's RBAC table does not allow them.
+    pub fn forbidden(&self) -> Vec<String> {
+        self.lock().forbidden.clone()
+    }
+
     pub fn clear_log(&self) {
         self.lock().log.clear();
     }
@@ -461,6 +510,30 @@ impl FakeApi {
                 query: query.clone(),
                 content_type: content_type.clone(),
             });
+            let refused = target.as_ref().and_then(|t| {
+                let creates = parts.method == Method::PATCH
+                    && content_type.starts_with("application/apply-patch")
+                    && key.as_ref().is_some_and(|k| !s.objects.contains_key(k));
+                let missing = rbac_verbs(&parts.method, t, is_watch, creates)
+                    .into_iter()
+                    .find(|verb| !permits(t.group(), &t.resource(), verb))?;
+                Some(format!("{missing} {}/{}", t.group(), t.resource()))
+            });
+            if let Some(refused) = refused {
+                s.forbidden.push(refused.clone());
+                let message = format!(
+                    "forbidden: the operator's RBAC table (rbac.rs) does not allow {refused}"
+                );
+                let (code, value) = status(403, "Forbidden", &message);
+                drop(s);
+                return Response::builder()
+                    .status(StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN))
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(ResponseBody::from(
+                        serde_json::to_vec(&value).unwrap_or_default(),
+                    ))
+                    .unwrap_or_else(|_| Response::new(ResponseBody::empty()));
+            }
             let failure = s.failures.iter_mut().find(|f| {
                 f.method == parts.method
                     && path.contains(&f.path_contains)
@@ -520,6 +593,53 @@ impl FakeApi {
             ))
             .unwrap_or_else(|_| Response::new(ResponseBody::empty()))
     }
+}
+
+/// The ports a Service would have after `manager` applies `body` to `live`: the applied
+/// ones plus the live ports that another manager owns (an edit made them its own) and the
+/// apply does not name, as server-side apply merges a list map keyed by port and protocol.
+/// `None` for objects without ports.
+fn merged_ports(live: &Value, body: &Value, manager: Option<&str>) -> Option<Value> {
+    let applied = body.pointer("/spec/ports")?.as_array()?.clone();
+    let someone_else_owns_ports = live["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| {
+            e["manager"].as_str() != manager && e.pointer("/fieldsV1/f:spec/f:ports").is_some()
+        });
+    if !someone_else_owns_ports {
+        return None;
+    }
+    let mut ports = applied.clone();
+    for port in live.pointer("/spec/ports")?.as_array()? {
+        if !applied.iter().any(|a| a["port"] == port["port"]) {
+            ports.push(port.clone());
+        }
+    }
+    Some(Value::Array(ports))
+}
+
+/// The API server's 422 for an object it would refuse: here, a Service with two ports of
+/// one name (the validation a merged hand edit trips most often).
+fn invalid(t: &Target, name: &str, object: &Value) -> Option<(u16, Value)> {
+    if t.plural != "services" {
+        return None;
+    }
+    let ports = object.pointer("/spec/ports")?.as_array()?;
+    for (i, port) in ports.iter().enumerate() {
+        if ports[..i].iter().any(|p| p["name"] == port["name"]) {
+            return Some(status(
+                422,
+                "Invalid",
+                &format!(
+                    "Service \"{name}\" is invalid: spec.ports[{i}].name: Duplicate value: {}",
+                    port["name"]
+                ),
+            ));
+        }
+    }
+    None
 }
 
 /// Removes from `fields` every leaf present in `taken`.
@@ -636,15 +756,53 @@ impl State {
                 }
             }
             Method::PUT => {
-                let Some(live) = self.objects.get(&key) else {
+                let Some(live) = self.objects.get(&key).cloned() else {
                     return not_found();
                 };
                 if body["metadata"]["resourceVersion"] != live["metadata"]["resourceVersion"] {
                     return status(409, "Conflict", "the object has been modified");
                 }
+                if let Some(invalid) = invalid(t, &name, &body) {
+                    return invalid;
+                }
                 let rv = self.next_rv();
                 let mut obj = body;
+                if let Some(m) = obj.as_object_mut() {
+                    m.remove("status");
+                }
+                if let Some(status) = live.get("status") {
+                    obj["status"] = status.clone();
+                }
+                for kept in ["uid", "creationTimestamp", "generation"] {
+                    obj["metadata"][kept] = live["metadata"][kept].clone();
+                }
+                if live.get("spec") != obj.get("spec") {
+                    let g = live["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+                    obj["metadata"]["generation"] = json!(g);
+                }
                 obj["metadata"]["resourceVersion"] = json!(rv);
+                // An update owns what it sets, taken from every other manager (a
+                // simplification: the API server moves only the fields whose values changed).
+                let taken = fields_of(&obj, true);
+                let mut entries: Vec<Value> = live["metadata"]["managedFields"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                for e in &mut entries {
+                    if e["subresource"].is_null() {
+                        subtract(&mut e["fieldsV1"], &taken);
+                    }
+                }
+                entries.retain(|e| {
+                    e["fieldsV1"].as_object().is_some_and(|f| {
+                        f.values()
+                            .any(|v| v.as_object().is_none_or(|m| !m.is_empty()))
+                    })
+                });
+                entries.push(json!({"manager": query_param(query, "fieldManager"),
+                                    "operation": "Update", "apiVersion": t.group_version,
+                                    "fieldsType": "FieldsV1", "fieldsV1": taken}));
+                obj["metadata"]["managedFields"] = Value::Array(entries);
                 self.objects.insert(key, obj.clone());
                 (200, obj)
             }
@@ -724,6 +882,14 @@ impl State {
             } else {
                 if body.get("status").is_some() {
                     return status(400, "BadRequest", "status sent in a main-resource apply");
+                }
+                let merged = merged_ports(live, &body, manager.as_deref());
+                if let Some(invalid) = merged.and_then(|ports| {
+                    let mut candidate = body.clone();
+                    candidate["spec"]["ports"] = ports;
+                    invalid(t, &key.2, &candidate)
+                }) {
+                    return invalid;
                 }
                 let spec_changed = live.get("spec") != body.get("spec");
                 let Some(obj) = live.as_object_mut() else {

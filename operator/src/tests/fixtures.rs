@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::apply::Child;
 use crate::builders::{self, SecretData, secrets};
 use crate::crd::{Store, StoreSpec, StoreStatus};
+use crate::images::ImageDefaults;
 use crate::meta::{FINALIZER, Owner};
 
 pub const NAMESPACE: &str = "shop";
@@ -50,7 +51,12 @@ impl Store {
             .iter()
             .map(|s| Child::new(&secrets::secret(&owner, s, data[&s.name].clone())))
             .collect();
-        out.extend(builders::children(&owner, &self.spec, &data));
+        out.extend(builders::children(
+            &owner,
+            &self.spec,
+            &ImageDefaults::default(),
+            &data,
+        ));
         (out, data)
     }
 }

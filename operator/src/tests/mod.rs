@@ -1,8 +1,10 @@
 //! Tests that need the crate's insides: builders against a fixture Store, the CRD's
 //! validation rules, and the reconciler against an in-memory API server.
 
-// The fake API server takes the field manager from here (see its module comment).
+// The fake API server takes the field manager and the RBAC table from here (see its
+// module comment).
 use crate::meta::MANAGER;
+use crate::rbac::permits;
 
 mod builders;
 mod controller;

@@ -4,12 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
 use http::Method;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
 use super::fake_api::FakeApi;
 use super::fixtures::NAMESPACE;
+use crate::cache::{Cached, ChildCache, child_kinds};
 use crate::crd::{DeletionPolicy, Phase, Store};
 use crate::meta::FINALIZER;
 use crate::metrics::Metrics;
@@ -31,6 +35,79 @@ impl Harness {
             Some("test".into()),
         ));
         Harness { fake, ctx }
+    }
+
+    /// A harness whose reconciler reads children from watch caches, as under the
+    /// controller; the watches run until the test ends.
+    async fn with_cache(store: Store) -> (Harness, ChildCache) {
+        let (fake, client) = FakeApi::new();
+        fake.insert("stores", serde_json::to_value(&store).unwrap());
+        let (cache, feeds) = ChildCache::watch(&client, Some(NAMESPACE));
+        let plurals: Vec<String> = feeds.iter().map(|(r, _)| r.plural.clone()).collect();
+        let feeds = futures::stream::select_all(feeds.into_iter().map(|(_, f)| f));
+        tokio::spawn(feeds.for_each(|_| async {}));
+        // The fake's watches do not replay from a resourceVersion: wait until every kind's
+        // watch is open, so that no change falls between its list and its watch.
+        let watching = fake.clone();
+        poll_until("every child kind is watched", move || {
+            plurals.iter().all(|p| {
+                watching
+                    .requests()
+                    .iter()
+                    .any(|r| r.query.contains("watch=true") && r.path.ends_with(&format!("/{p}")))
+            })
+        })
+        .await;
+        let ctx = Context::new(client, Arc::new(Metrics::default()), Some("test".into()))
+            .with_cache(cache.clone());
+        (
+            Harness {
+                fake,
+                ctx: Arc::new(ctx),
+            },
+            cache,
+        )
+    }
+
+    /// Waits until `cache` holds every object of the child kinds as the API server has
+    /// it (same resourceVersion), as the controller's next reconcile would find it.
+    async fn settle(&self, cache: &ChildCache) {
+        let fake = self.fake.clone();
+        let cache = cache.clone();
+        poll_until("the watch caches caught up", move || {
+            cache.is_synced()
+                && child_kinds().iter().all(|kind| {
+                    let live = fake.names(&kind.plural);
+                    let Cached::Known(cached) = cache.list(kind, NAMESPACE, &BTreeMap::new())
+                    else {
+                        return false;
+                    };
+                    cached.len() == live.len()
+                        && cached.iter().all(|o| {
+                            let name = o.metadata.name.clone().unwrap_or_default();
+                            fake.get(&kind.plural, NAMESPACE, &name).is_some_and(|l| {
+                                l["metadata"]["resourceVersion"].as_str()
+                                    == o.metadata.resource_version.as_deref()
+                            })
+                        })
+                })
+        })
+        .await;
+    }
+
+    /// The events recorded for the store, as (reason, note).
+    fn events(&self) -> Vec<(String, String)> {
+        self.fake
+            .names("events")
+            .iter()
+            .filter_map(|n| self.get("events", n))
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or_default().to_string(),
+                    e["note"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
     }
 
     /// The Store as the API server has it now (what the controller's watch would deliver).
@@ -77,6 +154,32 @@ impl Harness {
                 );
             }
         }
+    }
+}
+
+/// Every request of every test is one the chart's ClusterRole allows (the fake answers 403
+/// to the others, which most tests would notice anyway; this names the permission).
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_eq!(
+                self.fake.forbidden(),
+                Vec::<String>::new(),
+                "requests that operator/src/rbac.rs does not allow"
+            );
+        }
+    }
+}
+
+/// Polls `done` every 10 ms until it holds, for at most 10 s.
+async fn poll_until(what: &str, done: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -371,7 +474,7 @@ async fn an_api_error_sets_degraded_and_backs_off_exponentially() {
     h.fake
         .fail(Method::PATCH, "/deployments/demo-order", 500, None);
     let err = h.reconcile().await.unwrap_err();
-    assert_eq!(err.kind(), "kube_api");
+    assert_eq!(err.kind(), "children");
     let (status, reason, message) = h.condition(DEGRADED);
     assert_eq!(
         (status.as_str(), reason.as_str()),
@@ -407,7 +510,7 @@ async fn an_api_error_sets_degraded_and_backs_off_exponentially() {
     );
     let metrics = h.ctx.metrics.render();
     assert!(
-        metrics.contains(r#"mercato_operator_reconcile_failures_total{error="kube_api"} 1"#),
+        metrics.contains(r#"mercato_operator_reconcile_failures_total{error="children"} 1"#),
         "{metrics}"
     );
 
@@ -634,5 +737,190 @@ async fn a_recreated_store_adopts_retained_credentials() {
     assert!(
         h.get("secrets", "demo-jwt-signing").is_some(),
         "a new key pair"
+    );
+}
+
+/// The four hand edits of a real incident, all at once: a deleted Deployment, a scaled
+/// one, a deleted NetworkPolicy, and a merge patch that leaves the auth Service with a
+/// second port named `http` (owned by kubectl), which makes every apply of ours invalid.
+fn break_four_children(h: &Harness) {
+    h.fake.remove("deployments", NAMESPACE, "demo-product");
+    h.fake.edit(
+        "deployments",
+        NAMESPACE,
+        "demo-order",
+        "kubectl-scale",
+        json!({"spec": {"replicas": 3}}),
+    );
+    h.fake.remove("networkpolicies", NAMESPACE, "demo-payment");
+    h.fake.edit(
+        "services",
+        NAMESPACE,
+        "demo-auth",
+        "kubectl-patch",
+        json!({"spec": {"ports": [{"name": "http", "port": 9999, "targetPort": "http"}]}}),
+    );
+}
+
+fn ports(h: &Harness, service: &str) -> Value {
+    h.get("services", service).unwrap()["spec"]["ports"].clone()
+}
+
+#[tokio::test]
+async fn a_hand_edit_that_apply_cannot_merge_is_overridden_and_everything_else_repaired() {
+    let h = Harness::new(Store::test());
+    h.reconcile().await.unwrap();
+    let desired_ports = ports(&h, "demo-auth");
+    break_four_children(&h);
+
+    h.reconcile().await.unwrap();
+    assert_eq!(
+        h.fake.child_writes(),
+        vec![
+            "PATCH deployments/demo-order",
+            "PATCH deployments/demo-product",
+            "PATCH networkpolicies/demo-payment",
+            // The apply is refused (422), so the Service is replaced with its desired state.
+            "PATCH services/demo-auth",
+            "PUT services/demo-auth",
+        ]
+    );
+    assert_eq!(ports(&h, "demo-auth"), desired_ports);
+    assert!(h.get("deployments", "demo-product").is_some());
+    assert_eq!(
+        h.get("deployments", "demo-order").unwrap()["spec"]["replicas"],
+        1
+    );
+    assert!(h.get("networkpolicies", "demo-payment").is_some());
+    assert_eq!(h.condition(DEGRADED).0, "False");
+    let overridden: Vec<String> = h
+        .events()
+        .into_iter()
+        .filter(|(reason, _)| reason == "Overridden")
+        .map(|(_, note)| note)
+        .collect();
+    assert_eq!(overridden.len(), 1, "{overridden:?}");
+    assert!(
+        overridden[0].starts_with("Service/demo-auth: server-side apply was rejected")
+            && overridden[0].contains("Duplicate value")
+            && overridden[0].ends_with("overriding the changes of kubectl-patch"),
+        "{}",
+        overridden[0]
+    );
+
+    // Taken back for good: the next pass writes nothing, so it cannot loop.
+    h.reconcile().await.unwrap();
+    assert_eq!(h.fake.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_child_that_cannot_be_applied_is_reported_by_name_while_the_rest_is_repaired() {
+    let h = Harness::new(Store::test());
+    h.reconcile().await.unwrap();
+    break_four_children(&h);
+    h.fake
+        .fail(Method::PATCH, "/deployments/demo-product", 500, None);
+    h.fake
+        .fail(Method::PATCH, "/networkpolicies/demo-payment", 403, None);
+
+    let err = h.reconcile().await.unwrap_err();
+    assert_eq!(err.kind(), "children");
+    // Everything else was repaired in the same pass.
+    assert_eq!(ports(&h, "demo-auth").as_array().unwrap().len(), 1);
+    assert_eq!(
+        h.get("deployments", "demo-order").unwrap()["spec"]["replicas"],
+        1
+    );
+    let (status, reason, message) = h.condition(DEGRADED);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "ReconcileFailed")
+    );
+    assert_eq!(
+        message,
+        "2 children could not be applied: Deployment/demo-product (injected failure); \
+         NetworkPolicy/demo-payment (injected failure)"
+    );
+    assert_eq!(h.store().status.unwrap().phase, Some(Phase::Degraded));
+    assert!(
+        h.events()
+            .iter()
+            .any(|(reason, note)| reason == "ReconcileFailed" && *note == message),
+        "a Warning event with the same words"
+    );
+    assert_eq!(
+        error_policy(Arc::new(h.store()), &err, h.ctx.clone()),
+        Action::requeue(BACKOFF_BASE),
+        "retried with backoff"
+    );
+
+    // Once the API server takes them, the store is whole and Degraded clears.
+    h.fake.clear_failures();
+    h.reconcile().await.unwrap();
+    let writes: Vec<String> = h
+        .fake
+        .child_writes()
+        .into_iter()
+        .filter(|w| !w.contains("stores/"))
+        .collect();
+    assert_eq!(
+        writes,
+        vec![
+            "PATCH deployments/demo-product",
+            "PATCH networkpolicies/demo-payment"
+        ]
+    );
+    assert_eq!(h.condition(DEGRADED).0, "False");
+}
+
+#[tokio::test]
+async fn a_rejected_apply_that_no_one_else_caused_is_reported_not_forced() {
+    let h = Harness::new(Store::test());
+    h.reconcile().await.unwrap();
+    // Nothing of the Service belongs to anyone else, so the 422 is about our own object:
+    // replacing it would fail the same way, and is not tried.
+    h.fake.remove("services", NAMESPACE, "demo-auth");
+    h.fake.fail(Method::PATCH, "/services/demo-auth", 422, None);
+    let err = h.reconcile().await.unwrap_err();
+    assert_eq!(err.kind(), "children");
+    assert!(
+        h.fake.writes().iter().all(|w| !w.starts_with("PUT")),
+        "{:?}",
+        h.fake.writes()
+    );
+    assert!(h.condition(DEGRADED).2.contains("Service/demo-auth"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_synced_watch_caches_an_unchanged_store_costs_no_requests() {
+    let (h, cache) = Harness::with_cache(Store::test()).await;
+    h.reconcile().await.unwrap();
+    h.roll_out();
+    h.settle(&cache).await;
+    h.reconcile().await.unwrap();
+    assert_eq!(h.fake.writes(), vec!["PATCH stores/demo/status"]);
+
+    h.settle(&cache).await;
+    h.reconcile().await.unwrap();
+    assert_eq!(
+        h.fake.requests(),
+        Vec::new(),
+        "no GET of any child, no LIST for pruning, no write"
+    );
+
+    // A deleted child is known to be gone from the cache: recreated without a read.
+    h.fake.remove("deployments", NAMESPACE, "demo-order");
+    h.settle(&cache).await;
+    h.reconcile().await.unwrap();
+    let seen: Vec<String> = h
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| !r.path.contains("/events"))
+        .map(|r| r.short())
+        .collect();
+    assert_eq!(
+        seen,
+        vec!["PATCH deployments/demo-order", "PATCH stores/demo/status"]
     );
 }

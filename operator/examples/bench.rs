@@ -314,7 +314,7 @@ fn desired_state_time(fake: &FakeApi) -> anyhow::Result<Value> {
             })
             .collect();
         let started = Instant::now();
-        let children = builders::children(&owner, &store.spec, &Default::default(), &data);
+        let children = builders::desired(&owner, &store.spec, &Default::default(), &data);
         times.push(started.elapsed());
         ensure!(!children.is_empty(), "{name} has children");
     }

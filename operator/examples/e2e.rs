@@ -232,22 +232,7 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
 
     // What should exist: the same list `render` prints.
     let data = secrets::generate(&name);
-    let mut expected: Vec<Child> = secrets::specs(&name)
-        .iter()
-        .map(|s| {
-            Child::new(&secrets::secret(
-                &owner,
-                s,
-                data.get(&s.name).cloned().unwrap_or_default(),
-            ))
-        })
-        .collect();
-    expected.extend(builders::children(
-        &owner,
-        &store.spec,
-        &Default::default(),
-        &data,
-    ));
+    let expected: Vec<Child> = builders::desired(&owner, &store.spec, &Default::default(), &data);
 
     step(&format!("waiting for {} children", expected.len()));
     wait_for(

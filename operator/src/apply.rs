@@ -21,120 +21,25 @@
 //! the object with its desired state instead (see `take_back`), and the reconciler records
 //! an Event naming whose changes were overridden.
 
-use k8s_openapi::NamespaceResourceScope;
+use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::ApiResource;
-use kube::{Client, Resource};
-use serde::Serialize;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
-use crate::builders::hex;
+pub use crate::child::Child;
 use crate::meta::{APPLIED_HASH_ANNOTATION, MANAGER};
 
-/// One desired object, kind-erased so every kind goes through the same code.
-#[derive(Debug, Clone)]
-pub struct Child {
-    pub resource: ApiResource,
-    pub name: String,
-    /// The object to apply: apiVersion, kind, metadata and spec; never status.
-    pub object: Value,
-    /// Fields left out of the fingerprint and the ownership check (a Secret's `data`, which
-    /// is generated once and may be rotated by hand without the operator reverting it).
-    ignore: &'static [&'static str],
-}
-
-impl Child {
-    pub fn new<K>(obj: &K) -> Child
-    where
-        K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Serialize,
-    {
-        let mut object =
-            serde_json::to_value(obj).expect("Kubernetes objects always serialize to JSON");
-        if let Some(map) = object.as_object_mut() {
-            map.remove("status");
-        }
-        let ignore: &'static [&'static str] = if K::kind(&()) == "Secret" {
-            &["data"]
-        } else {
-            &[]
-        };
-        let mut child = Child {
-            resource: ApiResource::erase::<K>(&()),
-            name: obj.meta().name.clone().unwrap_or_default(),
-            object,
-            ignore,
-        };
-        let hash = child.fingerprint();
-        child.set_annotation(APPLIED_HASH_ANNOTATION, hash);
-        child
-    }
-
-    pub fn kind(&self) -> &str {
-        &self.resource.kind
-    }
-
-    /// `Kind/name`, for events, logs and error messages.
-    pub fn display(&self) -> String {
-        format!("{}/{}", self.resource.kind, self.name)
-    }
-
-    /// SHA-256 of the object as it is desired (without the hash annotation itself).
-    pub fn fingerprint(&self) -> String {
-        let mut v = self.checked_part();
-        if let Some(annotations) = v
-            .pointer_mut("/metadata/annotations")
-            .and_then(Value::as_object_mut)
-        {
-            annotations.remove(APPLIED_HASH_ANNOTATION);
-            if annotations.is_empty()
-                && let Some(meta) = v.pointer_mut("/metadata").and_then(Value::as_object_mut)
-            {
-                meta.remove("annotations");
-            }
-        }
-        hex(&Sha256::digest(v.to_string().as_bytes()))
-    }
-
-    fn checked_part(&self) -> Value {
-        let mut v = self.object.clone();
-        if let Some(map) = v.as_object_mut() {
-            for field in self.ignore {
-                map.remove(*field);
-            }
-        }
-        v
-    }
-
-    fn set_annotation(&mut self, key: &str, value: String) {
-        let Some(meta) = self
-            .object
-            .get_mut("metadata")
-            .and_then(Value::as_object_mut)
-        else {
-            return;
-        };
-        let annotations = meta
-            .entry("annotations")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Some(map) = annotations.as_object_mut() {
-            map.insert(key.to_string(), Value::String(value));
-        }
-    }
-
-    /// Whether `live` already is this child (see the module comment).
-    pub fn is_up_to_date(&self, live: &Value) -> bool {
-        let applied = live
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(APPLIED_HASH_ANNOTATION))
-            .and_then(Value::as_str);
-        let expected = self
-            .object
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(APPLIED_HASH_ANNOTATION))
-            .and_then(Value::as_str);
-        applied.is_some() && applied == expected && owns_all(live, &self.checked_part())
-    }
+/// Whether `live` already is `child` (see the module comment).
+pub fn is_up_to_date(child: &Child, live: &Value) -> bool {
+    let applied = live
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(APPLIED_HASH_ANNOTATION))
+        .and_then(Value::as_str);
+    let expected = child
+        .object
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(APPLIED_HASH_ANNOTATION))
+        .and_then(Value::as_str);
+    applied.is_some() && applied == expected && owns_all(live, &child.checked_part())
 }
 
 /// Whether our field manager owns every field `desired` sets in `live`.
@@ -276,7 +181,10 @@ pub async fn ensure(
     live: Option<DynamicObject>,
 ) -> Result<(Outcome, DynamicObject), kube::Error> {
     if let Some(live) = live.as_ref()
-        && child.is_up_to_date(&serde_json::to_value(live).map_err(kube::Error::SerdeError)?)
+        && is_up_to_date(
+            child,
+            &serde_json::to_value(live).map_err(kube::Error::SerdeError)?,
+        )
     {
         return Ok((Outcome::Unchanged, live.clone()));
     }
@@ -510,8 +418,8 @@ mod tests {
                     "f:automountServiceAccountToken": {}}}
             ]}
         });
-        assert!(a.is_up_to_date(&live));
-        assert!(!b.is_up_to_date(&live));
+        assert!(is_up_to_date(&a, &live));
+        assert!(!is_up_to_date(&b, &live));
     }
 
     #[test]
@@ -540,7 +448,7 @@ mod tests {
                 {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:data": {"f:password": {}}}}
             ]}
         });
-        assert!(b.is_up_to_date(&live));
+        assert!(is_up_to_date(&b, &live));
     }
 
     #[test]

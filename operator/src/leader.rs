@@ -4,6 +4,13 @@
 //! Expiry is judged by when this process last saw the lease record change, not by the
 //! holder's `renewTime`, so clock skew between nodes cannot make two leaders (the approach
 //! of client-go's leaderelection).
+//!
+//! Why not `kube-lease-manager` (0.13 fits kube 5 and k8s-openapi 0.29): it computes a
+//! lease's expiry as the holder's `renewTime` plus its duration against this node's wall
+//! clock, so a follower whose clock runs ahead by more than the lease duration takes over
+//! from a live leader, and two replicas reconcile at once; that same `SystemTime` makes the
+//! paused-clock tests below impossible to run against it; and it would add a second `rand`
+//! (0.10) to the build. This file is about a hundred lines with those tests.
 
 use std::time::Duration;
 

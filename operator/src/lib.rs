@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod builders;
 pub mod cache;
+pub mod child;
 pub mod controller;
 pub mod crd;
 pub mod images;

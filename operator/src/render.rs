@@ -30,20 +30,9 @@ pub fn render(yaml: &str, namespace: Option<&str>) -> anyhow::Result<String> {
     let owner = Owner::of(&store).context("the Store has no metadata.name")?;
 
     let data = secrets::generate(&owner.name);
-    let mut objects = Vec::new();
-    for spec in secrets::specs(&owner.name) {
-        let secret = secrets::secret(
-            &owner,
-            &spec,
-            data.get(&spec.name).cloned().unwrap_or_default(),
-        );
-        objects.push(crate::apply::Child::new(&secret).object);
-    }
-    objects.extend(
-        builders::children(&owner, &store.spec, &ImageDefaults::default(), &data)
-            .into_iter()
-            .map(|c| c.object),
-    );
+    let objects = builders::desired(&owner, &store.spec, &ImageDefaults::default(), &data)
+        .into_iter()
+        .map(|c| c.object);
 
     let mut out = String::new();
     for object in objects {
@@ -90,14 +79,14 @@ mod tests {
             .map(|d| serde_yaml::Value::deserialize(d).unwrap())
             .collect();
         let store = parse_store(yaml).unwrap();
-        let expected = secrets::specs("demo").len()
-            + builders::children(
-                &store_owner(&store),
-                &store.spec,
-                &ImageDefaults::default(),
-                &secrets::generate("demo"),
-            )
-            .len();
+        let expected = builders::desired(
+            &store_owner(&store),
+            &store.spec,
+            &ImageDefaults::default(),
+            &secrets::generate("demo"),
+        )
+        .len();
+        assert!(expected > secrets::specs("demo").len());
         assert_eq!(docs.len(), expected);
         for d in &docs {
             assert_eq!(d["metadata"]["namespace"].as_str(), Some("shop"));

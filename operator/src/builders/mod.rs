@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 pub use secrets::SecretData;
 
-use crate::apply::Child;
+use crate::child::Child;
+pub use crate::child::hex;
 use crate::crd::StoreSpec;
 use crate::images::ImageDefaults;
 use crate::meta::Owner;
@@ -45,52 +46,58 @@ pub fn callees(c: Component) -> Vec<Component> {
     c.calls().to_vec()
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Every child except the Secrets (which are created once, see `secrets`), in apply order:
-/// identities and databases first, then the workloads that use them, then policies.
-pub fn children(
+/// Everything a Store should have, in apply order: its Secrets first (holding `secrets`,
+/// the data they have or, for `render` and tests, freshly generated data), then identities
+/// and databases, the workloads that use them, and the policies. The reconciler settles the
+/// Secrets on its own (they are created once and never re-applied with other data) and
+/// applies the rest.
+pub fn desired(
     owner: &Owner,
     spec: &StoreSpec,
     images: &ImageDefaults,
     secrets: &SecretData,
 ) -> Vec<Child> {
-    let mut out = Vec::new();
+    let mut out: Vec<Child> = secrets::specs(&owner.name)
+        .iter()
+        .map(|s| {
+            let data = secrets.get(&s.name).cloned().unwrap_or_default();
+            Child::new(&secrets::secret(owner, s, data))
+        })
+        .collect();
     for c in Component::ALL {
-        out.push(Child::new(&workloads::service_account(owner, c)));
+        out.push(Child::new(&workloads::service_account(owner, c)).of(c));
     }
     for c in Component::WITH_DATABASE {
         if let Some(service) = spec.service(c) {
-            out.push(Child::new(&database::headless_service(owner, c)));
-            out.push(Child::new(&database::stateful_set(
-                owner,
-                &service.database,
-                spec.image_pull_policy,
-                spec.pull_secrets(),
-                c,
-                secrets,
-            )));
+            out.push(Child::new(&database::headless_service(owner, c)).of(c));
+            out.push(
+                Child::new(&database::stateful_set(
+                    owner,
+                    &service.database,
+                    spec.image_pull_policy,
+                    spec.pull_secrets(),
+                    c,
+                    secrets,
+                ))
+                .of(c),
+            );
         }
     }
     for c in Component::ALL {
-        out.push(Child::new(&workloads::service(owner, spec, c)));
-        out.push(Child::new(&workloads::deployment(
-            owner, spec, images, c, secrets,
-        )));
+        out.push(Child::new(&workloads::service(owner, spec, c)).of(c));
+        out.push(Child::new(&workloads::deployment(owner, spec, images, c, secrets)).of(c));
         if let Some(pdb) = workloads::pod_disruption_budget(owner, spec, c) {
-            out.push(Child::new(&pdb));
+            out.push(Child::new(&pdb).of(c));
         }
     }
     if spec.network_policies.enabled {
         out.push(Child::new(&network::default_deny(owner)));
         out.push(Child::new(&network::allow_dns(owner)));
         for c in Component::ALL {
-            out.push(Child::new(&network::component(owner, c)));
+            out.push(Child::new(&network::component(owner, c)).of(c));
         }
         for c in Component::WITH_DATABASE {
-            out.push(Child::new(&network::database(owner, c)));
+            out.push(Child::new(&network::database(owner, c)).of(c));
         }
     }
     out

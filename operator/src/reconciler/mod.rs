@@ -22,7 +22,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
-use mercato_contract::{Component, names};
+use mercato_contract::Component;
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -423,7 +423,11 @@ async fn patch_status(
 async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sync, Error> {
     let mut sync = Sync::default();
     let secret_data = secrets::ensure(owner, ctx, &mut sync).await?;
-    let children = builders::children(owner, &store.spec, &ctx.images, &secret_data);
+    // The Secrets were settled above: created once, never re-applied with other data.
+    let children: Vec<Child> = builders::desired(owner, &store.spec, &ctx.images, &secret_data)
+        .into_iter()
+        .filter(|c| c.kind() != "Secret")
+        .collect();
     for child in &children {
         let live = match ctx
             .read(&child.resource, &owner.namespace, &child.name)
@@ -438,13 +442,13 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
         match ensure(&ctx.client, &owner.namespace, child, live.clone()).await {
             Ok((outcome, applied)) => {
                 sync.record(outcome, child.display());
-                observe(&mut sync.observed, owner, child, applied);
+                observe(&mut sync.observed, child, applied);
             }
             Err(e) => {
                 sync.fail(child.display(), &e);
                 // Status still shows what runs.
                 if let Some(live) = live {
-                    observe(&mut sync.observed, owner, child, live);
+                    observe(&mut sync.observed, child, live);
                 }
             }
         }
@@ -455,12 +459,8 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
 }
 
 /// Keeps the children that status is computed from.
-fn observe(observed: &mut Observed, owner: &Owner, child: &Child, live: DynamicObject) {
-    let component = Component::ALL.into_iter().find(|c| {
-        child.name == names::component(&owner.name, *c)
-            || child.name == names::database(&owner.name, *c)
-    });
-    let Some(c) = component else { return };
+fn observe(observed: &mut Observed, child: &Child, live: DynamicObject) {
+    let Some(c) = child.component else { return };
     match child.kind() {
         "Deployment" => {
             if let Ok(d) = live.try_parse::<Deployment>() {

@@ -8,7 +8,7 @@ use kube::api::{Api, ApiResource, Patch, PatchParams, PostParams};
 use mercato_contract::names;
 
 use super::{Context, Error, Sync, api_err};
-use crate::apply::Child;
+use crate::apply::{Child, is_up_to_date};
 use crate::builders::{SecretData, secrets};
 use crate::meta::{MANAGER, Owner};
 
@@ -91,7 +91,7 @@ pub(super) async fn ensure(
         // Same data, our metadata: applied only if labels, owner or hash drifted.
         let child = Child::new(&secrets::secret(owner, spec, existing.clone()));
         let live_json = serde_json::to_value(&object).unwrap_or_default();
-        if !child.is_up_to_date(&live_json) {
+        if !is_up_to_date(&child, &live_json) {
             api.patch(
                 &spec.name,
                 &PatchParams::apply(MANAGER).force(),

@@ -47,16 +47,7 @@ impl Store {
     pub fn children(&self) -> (Vec<Child>, SecretData) {
         let owner = self.owner();
         let data = secrets::generate(&owner.name);
-        let mut out: Vec<Child> = secrets::specs(&owner.name)
-            .iter()
-            .map(|s| Child::new(&secrets::secret(&owner, s, data[&s.name].clone())))
-            .collect();
-        out.extend(builders::children(
-            &owner,
-            &self.spec,
-            &ImageDefaults::default(),
-            &data,
-        ));
+        let out = builders::desired(&owner, &self.spec, &ImageDefaults::default(), &data);
         (out, data)
     }
 }

@@ -1,11 +1,18 @@
-//! The database limit: the statements one checkout commits, run straight against the
-//! services' databases through the services' own data-access functions, with no HTTP,
-//! no JSON and no token checks in between.
+//! The database limit: one checkout's work run straight against the services' databases
+//! through the services' own checkout functions (the ones their handlers call), with
+//! the HTTP calls between services replaced by direct calls into the callee's code: no
+//! HTTP, no JSON and no token checks in between.
 
 use std::time::Duration;
 
-use mercato_kit::items::LineItem;
+use mercato_contract::wire::{
+    EventResult, LineItem, Order, PaymentEvent, Reservation, ReserveRequest,
+};
+use mercato_kit::ApiError;
+use mercato_order::checkout::{self as order_checkout, PlaceOrder, Stock};
+use mercato_payment::checkout::{self as payment_checkout, Method, Orders, Pay};
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// Connections to the product, order and payment databases.
@@ -17,103 +24,92 @@ pub struct Pools {
 }
 
 const TTL: Duration = Duration::from_secs(900);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The product service's stock, as its handlers keep it.
+struct ProductDb<'a>(&'a PgPool);
+
+impl Stock for ProductDb<'_> {
+    async fn reserve(&self, request: &ReserveRequest) -> Result<Reservation, ApiError> {
+        let (_, reservation) = mercato_product::reservations::reserve(self.0, request, TTL).await?;
+        Ok(reservation)
+    }
+
+    async fn commit(&self, order_id: Uuid) -> Result<Reservation, ApiError> {
+        mercato_product::reservations::commit(self.0, order_id).await
+    }
+
+    async fn release(&self, order_id: Uuid) -> Result<Reservation, ApiError> {
+        mercato_product::reservations::release(self.0, order_id).await
+    }
+}
+
+/// The order service, as its internal handlers answer the payment service.
+struct OrderDb<'a> {
+    pool: &'a PgPool,
+    stock: ProductDb<'a>,
+}
+
+impl Orders for OrderDb<'_> {
+    async fn order(&self, id: Uuid) -> Result<Order, ApiError> {
+        let mut conn = self.pool.acquire().await?;
+        mercato_order::orders::get(&mut conn, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Order not found"))
+    }
+
+    async fn deliver(&self, order_id: Uuid, event: &PaymentEvent) -> Result<EventResult, ApiError> {
+        Ok(order_checkout::apply_payment(self.pool, &self.stock, order_id, event).await?)
+    }
+}
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// One checkout's database work, in the order the services do it:
-/// reserve → store the order (and read it back) → the payment service reads the order →
-/// record payment + outbox row → mark the event delivered → apply it to the order
-/// (lock, dedupe, commit the reservation, mark PAID, record the event).
+/// One checkout's database work, in the order the services do it: place the order
+/// (reserve, store, read back) → pay it (the payment service reads the order, records the
+/// payment and its outbox event, reads the payment back) → one outbox pass delivers the
+/// event (apply it to the order: lock, dedupe, commit the reservation, mark PAID).
 pub async fn checkout(pools: &Pools, product_id: Uuid, user: Uuid) -> Result<(), String> {
-    let order_id = Uuid::new_v4();
-    let request = mercato_product::reservations::ReserveRequest {
-        order_id,
-        items: vec![LineItem {
-            product_id,
-            quantity: 1,
-        }],
+    let stock = ProductDb(&pools.product);
+    let orders = OrderDb {
+        pool: &pools.order,
+        stock: ProductDb(&pools.product),
     };
-    let (_, reservation) = mercato_product::reservations::reserve(&pools.product, &request, TTL)
-        .await
-        .map_err(err)?;
-    let reservation: mercato_order::product::Reservation =
-        serde_json::from_value(serde_json::to_value(&reservation).map_err(err)?).map_err(err)?;
-    mercato_order::orders::insert(
+    let placed = order_checkout::place_order(
         &pools.order,
-        order_id,
-        user,
-        None,
-        "replay",
-        &reservation,
+        &stock,
         TTL,
+        PlaceOrder {
+            user,
+            idempotency_key: None,
+            items: vec![LineItem {
+                product_id,
+                quantity: 1,
+            }],
+        },
     )
     .await
-    .map_err(err)?;
-    mercato_order::orders::get(&pools.order, order_id)
-        .await
-        .map_err(err)?;
-    let order = mercato_order::orders::get(&pools.order, order_id)
-        .await
-        .map_err(err)?
-        .ok_or("order vanished")?;
+    .map_err(|e| err(ApiError::from(e)))?;
+    let order = placed.into_inner();
 
-    let payment_id = Uuid::new_v4();
-    let mut tx = pools.payment.begin().await.map_err(err)?;
-    let new = mercato_payment::payments::NewPayment {
-        id: payment_id,
-        order_id,
-        user_id: user,
-        amount: order.total,
-        currency: &order.currency,
-        method: "fake-card",
-        status: "SUCCEEDED",
+    let pay = Pay {
+        user,
         idempotency_key: None,
-        request_hash: "replay",
+        order_id: order.id,
+        amount: order.total,
+        method: Method::FakeCard,
     };
-    mercato_payment::payments::insert(&mut tx, &new)
+    payment_checkout::pay(&pools.payment, &orders, &Notify::new(), pay)
         .await
-        .map_err(err)?;
-    mercato_payment::outbox::enqueue(&mut tx, payment_id, order_id, "SUCCEEDED", order.total)
-        .await
-        .map_err(err)?;
-    tx.commit().await.map_err(err)?;
-    mercato_payment::payments::get(&pools.payment, payment_id)
-        .await
-        .map_err(err)?;
-    sqlx::query(
-        "UPDATE outbox SET delivered_at = now(), attempts = attempts + 1 WHERE payment_id = $1",
-    )
-    .bind(payment_id)
-    .execute(&pools.payment)
-    .await
-    .map_err(err)?;
+        .map_err(|e| err(ApiError::from(e)))?;
 
-    let mut tx = pools.order.begin().await.map_err(err)?;
-    mercato_order::orders::row(&mut tx, order_id, true)
+    let pass = mercato_payment::outbox::deliver_due(&pools.payment, &orders, MAX_BACKOFF)
         .await
         .map_err(err)?;
-    let event_id = Uuid::new_v4();
-    mercato_order::orders::payment_event_seen(&mut tx, event_id)
-        .await
-        .map_err(err)?;
-    mercato_product::reservations::commit(&pools.product, order_id)
-        .await
-        .map_err(err)?;
-    mercato_order::orders::set_status(&mut tx, order_id, "PAID")
-        .await
-        .map_err(err)?;
-    mercato_order::orders::record_payment_event(
-        &mut tx,
-        event_id,
-        order_id,
-        payment_id,
-        "SUCCEEDED",
-        true,
-    )
-    .await
-    .map_err(err)?;
-    tx.commit().await.map_err(err)?;
+    if pass.failed > 0 {
+        return Err(format!("{} payment events not delivered", pass.failed));
+    }
     Ok(())
 }

@@ -16,9 +16,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::FromRef;
 use mercato_contract::{Component, service_clients};
+use mercato_kit::config::{JwtConfig, ServerConfig};
 use mercato_kit::jwt::{Role, Signer, Verifier};
 use mercato_kit::ratelimit::KeyedLimiter;
-use mercato_kit::server::{self, Ops};
+use mercato_kit::server::{self, Ops, ServiceApp};
 use sqlx::PgPool;
 
 pub use config::Config;
@@ -54,15 +55,34 @@ impl FromRef<AppState> for Arc<Verifier> {
     }
 }
 
-/// Everything `run` starts, built so tests can drive it on a random port.
+/// Everything the service runs, built so tests can drive it on a random port.
 pub struct App {
     pub router: Router,
     pub state: AppState,
 }
 
-impl App {
+impl ServiceApp for App {
+    const COMPONENT: Component = Component::Auth;
+    type Config = Config;
+
+    fn server_config(config: &Config) -> &ServerConfig {
+        &config.server
+    }
+
+    fn jwt_config(config: &Config) -> &JwtConfig {
+        &config.jwt
+    }
+
+    fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    fn verifier(&self) -> &Arc<Verifier> {
+        &self.state.verifier
+    }
+
     /// Connects, migrates, loads keys, creates the first admin and syncs service clients.
-    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+    async fn build(config: &Config) -> anyhow::Result<Self> {
         let verifier = Verifier::load(&config.jwt)?;
         let signer = Signer::from_pem_file(
             &config.jwt_private_key_path,
@@ -104,8 +124,8 @@ impl App {
 
         let kid = state.signer.kid().to_string();
         let keys = verifier.clone();
-        let ops = Ops::new(Component::Auth.name(), Some(pool), openapi::document()).with_check(
-            Arc::new(move || {
+        let ops = Ops::new(Component::Auth, Some(pool), openapi::document()).with_check(Arc::new(
+            move || {
                 // Tokens signed with a key the JWKS lacks would fail everywhere else.
                 let listed = keys.jwks()["keys"]
                     .as_array()
@@ -115,17 +135,14 @@ impl App {
                 } else {
                     Err("signing key is not in the JWKS".into())
                 }
-            }),
-        );
+            },
+        ));
         let router = server::build(routes::router(state.clone()), ops, &config.server);
         Ok(Self { router, state })
     }
 
-    /// Background work: JWKS reloads and purging of expired token rows.
-    pub fn spawn_background(&self, config: &Config) {
-        self.state.verifier.spawn_reloader(Duration::from_secs(
-            config.jwt.jwks_reload_interval_secs.max(1),
-        ));
+    /// Purges expired token rows every hour.
+    fn spawn_tasks(&self, _config: &Config) {
         let pool = self.state.pool.clone();
         server::spawn_every(
             Duration::from_secs(3600),
@@ -138,17 +155,6 @@ impl App {
     }
 }
 
-/// Runs the service until SIGTERM or Ctrl-C.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    server::run(&config.server, async {
-        let app = App::build(&config).await?;
-        app.spawn_background(&config);
-        Ok(app.router)
-    })
-    .await
-}
-
-/// `id=secret` pairs from configuration, each given the scopes the contract grants it.
 fn parse_service_clients(value: &str) -> anyhow::Result<Vec<(String, String, Vec<String>)>> {
     let pairs = service_clients::parse(value)
         .map_err(|e| anyhow::anyhow!("invalid SERVICE_CLIENTS: {e}"))?;

@@ -11,6 +11,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mercato_auth::{App, Config};
 use mercato_contract::credentials::{JwtKeyMaterial, generate_jwt_keys};
 use mercato_kit::jwt::{Claims, Role, Signer};
+use mercato_kit::server::ServiceApp;
 use mercato_kit::testing::{TestDb, TestServer, poll};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

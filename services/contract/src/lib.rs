@@ -1,8 +1,12 @@
 //! The contract between the operator, the services and the devstack: every name one side
 //! writes and another reads (components, ports, environment variables, Secret keys, mount
 //! paths, token scopes), and the code that generates credentials, defined exactly once.
+//! With the `wire` feature (the services', not the operator's), also the messages the
+//! services exchange: see [`wire`].
 
 pub mod credentials;
+#[cfg(feature = "wire")]
+pub mod wire;
 
 use std::fmt;
 
@@ -60,6 +64,18 @@ impl Component {
             Component::Order => "order",
             Component::Payment => "payment",
             Component::Gateway => "gateway",
+        }
+    }
+
+    /// The name people read, in errors that say which part of the store is down or slow
+    /// ("Product service unavailable").
+    pub const fn display_name(self) -> &'static str {
+        match self {
+            Component::Auth => "Auth service",
+            Component::Product => "Product service",
+            Component::Order => "Order service",
+            Component::Payment => "Payment service",
+            Component::Gateway => "Gateway",
         }
     }
 

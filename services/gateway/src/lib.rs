@@ -20,7 +20,7 @@ use mercato_contract::{Component, env};
 use mercato_kit::config::{JwtConfig, ServerConfig};
 use mercato_kit::jwt::Verifier;
 use mercato_kit::ratelimit::KeyedLimiter;
-use mercato_kit::server::{self, Ops};
+use mercato_kit::server::{self, Ops, ServiceApp};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 #[derive(Debug, Clone, Parser)]
@@ -156,8 +156,27 @@ fn cors(origins: &str) -> anyhow::Result<Option<CorsLayer>> {
     ))
 }
 
-impl App {
-    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+impl ServiceApp for App {
+    const COMPONENT: Component = Component::Gateway;
+    type Config = Config;
+
+    fn server_config(config: &Config) -> &ServerConfig {
+        &config.server
+    }
+
+    fn jwt_config(config: &Config) -> &JwtConfig {
+        &config.jwt
+    }
+
+    fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    fn verifier(&self) -> &Arc<Verifier> {
+        &self.state.verifier
+    }
+
+    async fn build(config: &Config) -> anyhow::Result<Self> {
         let verifier = Verifier::load(&config.jwt)?;
         let state = Gateway {
             verifier,
@@ -182,26 +201,11 @@ impl App {
                 .route(&format!("{prefix}/{{*rest}}"), any(proxy::forward));
         }
         let api = api.with_state(state.clone());
-        let ops = Ops::new(Component::Gateway.name(), None, openapi::document());
+        let ops = Ops::new(Component::Gateway, None, openapi::document());
         let mut router = server::build(api, ops, &config.server);
         if let Some(layer) = cors(&config.cors_origins)? {
             router = router.layer(layer);
         }
         Ok(Self { router, state })
     }
-
-    pub fn spawn_background(&self, config: &Config) {
-        self.state.verifier.spawn_reloader(Duration::from_secs(
-            config.jwt.jwks_reload_interval_secs.max(1),
-        ));
-    }
-}
-
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    server::run(&config.server, async {
-        let app = App::build(&config).await?;
-        app.spawn_background(&config);
-        Ok(app.router)
-    })
-    .await
 }

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use mercato_kit::ApiError;
 
 use crate::Gateway;
-use crate::routes::{display_name, requires_token, upstream_for};
+use crate::routes::{requires_token, upstream_for};
 
 pub type HttpClient = Client<HttpConnector, Body>;
 
@@ -101,7 +101,7 @@ async fn forward_inner(
         headers.insert("x-forwarded-host", host);
     }
 
-    let name = display_name(component);
+    let name = component.display_name();
     let answer = tokio::time::timeout(g.timeout, g.client.request(req)).await;
     let response = match answer {
         Err(_) => {

@@ -29,17 +29,6 @@ pub fn requires_token(method: &Method, path: &str) -> bool {
     }
 }
 
-/// The name clients see when a service is down or slow.
-pub fn display_name(c: Component) -> &'static str {
-    match c {
-        Component::Auth => "Auth service",
-        Component::Product => "Product service",
-        Component::Order => "Order service",
-        Component::Payment => "Payment service",
-        Component::Gateway => "Gateway",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use http::StatusCode;
-use mercato_contract::env;
+use mercato_contract::{Component, env};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -276,7 +276,7 @@ pub struct TokenSource {
 impl TokenSource {
     pub fn new(config: &ServiceClientConfig, upstream: &UpstreamConfig) -> Self {
         Self {
-            auth: Upstream::new("Auth service", &config.auth_url, upstream),
+            auth: Upstream::new(Component::Auth.display_name(), &config.auth_url, upstream),
             client_id: config.client_id.clone(),
             client_secret: config.client_secret.clone(),
             cached: tokio::sync::Mutex::new(None),
@@ -332,13 +332,13 @@ pub struct Dependency {
 
 impl Dependency {
     pub fn new(
-        name: &'static str,
+        component: Component,
         base_url: &str,
         config: &UpstreamConfig,
         tokens: std::sync::Arc<TokenSource>,
     ) -> Self {
         Self {
-            upstream: Upstream::new(name, base_url, config),
+            upstream: Upstream::new(component.display_name(), base_url, config),
             tokens,
         }
     }

@@ -1,21 +1,13 @@
 //! Order lines as the order and product services both accept them: 1–50 lines,
 //! quantities 1–1000, each product at most once.
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+pub use mercato_contract::wire::LineItem;
 use uuid::Uuid;
 
 use crate::error::{ApiError, FieldError};
 
 pub const MAX_ITEMS: usize = 50;
 pub const MAX_QUANTITY: i64 = 1000;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LineItem {
-    pub product_id: Uuid,
-    pub quantity: i64,
-}
 
 /// Checks the lines, naming each offending field (`items[2].quantity`).
 pub fn validate(items: &[LineItem]) -> Result<(), ApiError> {

@@ -15,8 +15,11 @@ use axum::routing::get;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::config::ServerConfig;
+use mercato_contract::Component;
+
+use crate::config::{JwtConfig, ServerConfig};
 use crate::error::{self, ApiError};
+use crate::jwt::Verifier;
 use crate::metrics::{self, Metrics};
 
 /// Adds the `bearer` (JWT) security scheme that handlers' `security(("bearer" = []))` name.
@@ -62,10 +65,11 @@ impl std::fmt::Debug for Ops {
 
 impl Ops {
     pub fn new(
-        service: &'static str,
+        component: Component,
         pool: Option<PgPool>,
         openapi: utoipa::openapi::OpenApi,
     ) -> Self {
+        let service = component.name();
         Self {
             service,
             metrics: Metrics::new(service, pool.clone()),
@@ -151,6 +155,63 @@ pub fn build(api: Router, ops: Ops, config: &ServerConfig) -> Router {
         ))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .layer(middleware::from_fn(crate::telemetry::request_id))
+}
+
+/// One service's start-up skeleton, the same for all of them: a configuration parsed
+/// from flags and environment, an app built from it (router and state), and background
+/// work spawned once it runs (the JWKS reloader always, plus the service's own tasks).
+/// [`main`] runs a binary from it, [`spawn`] runs it inside this process (the devstack
+/// and the tests).
+pub trait ServiceApp: Sized + Send {
+    /// Which part of the store this is (names logs, metrics and errors).
+    const COMPONENT: Component;
+    type Config: clap::Parser + Send + Sync;
+
+    fn server_config(config: &Self::Config) -> &ServerConfig;
+    fn jwt_config(config: &Self::Config) -> &JwtConfig;
+
+    /// Connects, migrates and assembles the router; serves nothing yet.
+    fn build(config: &Self::Config) -> impl Future<Output = anyhow::Result<Self>> + Send;
+
+    /// The whole router, operational endpoints included.
+    fn router(&self) -> Router;
+
+    /// The verifier whose key set is re-read while the service runs.
+    fn verifier(&self) -> &Arc<Verifier>;
+
+    /// The service's own periodic work (sweeps, the outbox); none by default.
+    fn spawn_tasks(&self, _config: &Self::Config) {}
+
+    /// Starts the background work: the JWKS reloader, then [`ServiceApp::spawn_tasks`].
+    fn spawn_background(&self, config: &Self::Config) {
+        let every = Self::jwt_config(config).jwks_reload_interval_secs.max(1);
+        self.verifier().spawn_reloader(Duration::from_secs(every));
+        self.spawn_tasks(config);
+    }
+}
+
+/// A service's whole life from its parsed configuration: [`run`] with the app built and
+/// its background work started.
+pub async fn run_service<S: ServiceApp>(config: S::Config) -> anyhow::Result<()> {
+    run(S::server_config(&config), async {
+        let app = S::build(&config).await?;
+        app.spawn_background(&config);
+        Ok(app.router())
+    })
+    .await
+}
+
+/// Builds a service from `args` (the binary name first), as its binary would from the
+/// same environment, starts its background work and serves it on `listener`.
+pub async fn spawn<S: ServiceApp>(
+    args: Vec<String>,
+    listener: TcpListener,
+) -> anyhow::Result<Spawned> {
+    let config = <S::Config as clap::Parser>::try_parse_from(args)
+        .map_err(|e| anyhow::anyhow!("{} configuration: {e}", S::COMPONENT.name()))?;
+    let app = S::build(&config).await?;
+    app.spawn_background(&config);
+    Ok(Spawned::start_on(listener, app.router()))
 }
 
 /// A service's whole life: set up logging, bind the port (failing fast and clearly when it
@@ -272,12 +333,8 @@ pub async fn shutdown_signal() {
 
 /// The whole `main` of a service binary: parse configuration (exiting with one line on a
 /// bad setting), build the runtime, run until shutdown, and exit non-zero on failure.
-pub fn main<C, F>(service: &str, run: fn(C) -> F) -> std::process::ExitCode
-where
-    C: clap::Parser,
-    F: Future<Output = anyhow::Result<()>>,
-{
-    let config = crate::config::parse::<C>();
+pub fn main<S: ServiceApp>() -> std::process::ExitCode {
+    let config = crate::config::parse::<S::Config>();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -288,10 +345,10 @@ where
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run_service::<S>(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "{service} service stopped");
+            tracing::error!(error = %e, "{} service stopped", S::COMPONENT.name());
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }

@@ -1,6 +1,7 @@
 //! The order service: orders that reserve stock at the product service, priced by it,
 //! and settled by payment events; pending orders expire and return their stock.
 
+pub mod checkout;
 pub mod openapi;
 pub mod orders;
 pub mod product;
@@ -16,7 +17,7 @@ use mercato_contract::{Component, env};
 use mercato_kit::client::{ServiceClientConfig, TokenSource, UpstreamConfig};
 use mercato_kit::config::{DatabaseConfig, JwtConfig, ServerConfig};
 use mercato_kit::jwt::Verifier;
-use mercato_kit::server::{self, Ops};
+use mercato_kit::server::{self, Ops, ServiceApp};
 use sqlx::PgPool;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -71,8 +72,27 @@ pub struct App {
     pub state: AppState,
 }
 
-impl App {
-    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+impl ServiceApp for App {
+    const COMPONENT: Component = Component::Order;
+    type Config = Config;
+
+    fn server_config(config: &Config) -> &ServerConfig {
+        &config.server
+    }
+
+    fn jwt_config(config: &Config) -> &JwtConfig {
+        &config.jwt
+    }
+
+    fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    fn verifier(&self) -> &Arc<Verifier> {
+        &self.state.verifier
+    }
+
+    async fn build(config: &Config) -> anyhow::Result<Self> {
         let verifier = Verifier::load(&config.jwt)?;
         let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
         let tokens = Arc::new(TokenSource::new(&config.client, &config.upstream));
@@ -86,30 +106,18 @@ impl App {
             )),
             order_ttl: Duration::from_secs(config.order_ttl_secs),
         };
-        let ops = Ops::new(Component::Order.name(), Some(pool), openapi::document());
+        let ops = Ops::new(Component::Order, Some(pool), openapi::document());
         let router = server::build(routes::router(state.clone()), ops, &config.server);
         Ok(Self { router, state })
     }
 
-    /// JWKS reloads, and the sweeper that expires unpaid orders and returns their stock.
-    pub fn spawn_background(&self, config: &Config) {
-        self.state.verifier.spawn_reloader(Duration::from_secs(
-            config.jwt.jwks_reload_interval_secs.max(1),
-        ));
+    /// The sweeper that expires unpaid orders and returns their stock.
+    fn spawn_tasks(&self, config: &Config) {
         let state = self.state.clone();
         let every = Duration::from_secs(config.order_sweep_secs);
         server::spawn_every(every, "unpaid orders expired", move || {
             let state = state.clone();
-            async move { orders::sweep(&state).await }
+            async move { checkout::sweep(&state.pool, state.product.as_ref()).await }
         });
     }
-}
-
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    server::run(&config.server, async {
-        let app = App::build(&config).await?;
-        app.spawn_background(&config);
-        Ok(app.router)
-    })
-    .await
 }

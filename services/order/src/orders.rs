@@ -1,53 +1,18 @@
-//! Orders: their view, their SQL, and the sweep that expires unpaid ones.
+//! The order repository: orders, their lines and the payment events applied to them, in
+//! SQL over one connection (the caller decides what is one transaction). It knows no HTTP
+//! and calls no other service; `checkout` does that.
 
-use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
+use mercato_contract::wire::{Order, OrderItem, OrderStatus, PaymentStatus, Reservation};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::AppState;
-use crate::product::Reservation;
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct OrderItem {
-    pub product_id: Uuid,
-    pub name: String,
-    pub quantity: i32,
-    /// Minor units, as priced by the product service when the order was placed.
-    pub unit_price: i64,
-    pub currency: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Order {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    /// PENDING, PAID, CANCELLED or EXPIRED.
-    pub status: String,
-    pub items: Vec<OrderItem>,
-    /// Minor units.
-    pub total: i64,
-    pub currency: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub expires_at: OffsetDateTime,
-    #[serde(
-        default,
-        with = "time::serde::rfc3339::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub paid_at: Option<OffsetDateTime>,
-}
-
-#[derive(sqlx::FromRow)]
+/// An order's own row, without its lines: what the checkout decides on.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OrderRow {
     pub id: Uuid,
     pub user_id: Uuid,
-    pub status: String,
+    pub status: OrderStatus,
     pub total: i64,
     pub currency: String,
     pub request_hash: String,
@@ -58,6 +23,9 @@ pub struct OrderRow {
 }
 
 const COLUMNS: &str = "id, user_id, status, total, currency::text AS currency, request_hash, created_at, updated_at, expires_at, paid_at";
+
+/// How many orders one sweep expires, and how many releases it retries, at most.
+pub const SWEEP_BATCH: i64 = 200;
 
 async fn items_of(
     db: &mut PgConnection,
@@ -116,6 +84,7 @@ async fn with_items(db: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<Or
         .collect())
 }
 
+/// One order's row; `lock` takes it `FOR UPDATE` for the rest of the transaction.
 pub async fn row(
     db: &mut PgConnection,
     id: Uuid,
@@ -130,23 +99,22 @@ pub async fn row(
     .await
 }
 
-pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
-    let mut conn = db.acquire().await?;
-    let Some(r) = row(&mut conn, id, false).await? else {
+/// One order with its lines.
+pub async fn get(db: &mut PgConnection, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
+    let Some(r) = row(&mut *db, id, false).await? else {
         return Ok(None);
     };
-    Ok(with_items(&mut conn, vec![r]).await?.pop())
+    Ok(with_items(db, vec![r]).await?.pop())
 }
 
 /// Orders of one user (or of everyone), newest first.
 pub async fn list(
-    db: &PgPool,
+    db: &mut PgConnection,
     user: Option<Uuid>,
-    status: Option<&str>,
+    status: Option<OrderStatus>,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<Order>, sqlx::Error> {
-    let mut conn = db.acquire().await?;
     let rows = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM orders
          WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::text IS NULL OR status = $2)
@@ -156,36 +124,42 @@ pub async fn list(
     .bind(status)
     .bind(limit)
     .bind(offset)
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut *db)
     .await?;
-    with_items(&mut conn, rows).await
+    with_items(db, rows).await
 }
 
-/// Stores a PENDING order priced by its reservation. Returns `false` if an order with
-/// this id already exists (a concurrent retry with the same idempotency key won).
-pub async fn insert(
-    db: &PgPool,
-    id: Uuid,
-    user: Uuid,
-    idempotency_key: Option<&str>,
-    request_hash: &str,
-    reservation: &Reservation,
-    ttl: std::time::Duration,
-) -> Result<bool, sqlx::Error> {
-    let mut tx = db.begin().await?;
+/// A new order, priced by its reservation.
+#[derive(Debug)]
+pub struct NewOrder<'a> {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub idempotency_key: Option<&'a str>,
+    pub request_hash: &'a str,
+    pub reservation: &'a Reservation,
+    /// How long it may stay unpaid.
+    pub ttl: std::time::Duration,
+}
+
+/// Stores a PENDING order and its lines. Returns `false`, having written nothing, if an
+/// order with this id exists already (a concurrent retry with the same key won); run it
+/// in a transaction, so the lines are stored with the order or not at all.
+pub async fn insert(db: &mut PgConnection, order: &NewOrder<'_>) -> Result<bool, sqlx::Error> {
+    let reservation = order.reservation;
     let inserted = sqlx::query(
         "INSERT INTO orders (id, user_id, status, total, currency, idempotency_key, request_hash, expires_at)
-         VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, now() + make_interval(secs => $7))
+         VALUES ($1, $2, $8, $3, $4, $5, $6, now() + make_interval(secs => $7))
          ON CONFLICT DO NOTHING",
     )
-    .bind(id)
-    .bind(user)
+    .bind(order.id)
+    .bind(order.user_id)
     .bind(reservation.total)
     .bind(&reservation.currency)
-    .bind(idempotency_key)
-    .bind(request_hash)
-    .bind(ttl.as_secs_f64())
-    .execute(&mut *tx)
+    .bind(order.idempotency_key)
+    .bind(order.request_hash)
+    .bind(order.ttl.as_secs_f64())
+    .bind(OrderStatus::Pending)
+    .execute(&mut *db)
     .await?;
     if inserted.rows_affected() == 0 {
         return Ok(false);
@@ -195,27 +169,32 @@ pub async fn insert(
             "INSERT INTO order_items (order_id, product_id, name, quantity, unit_price, currency)
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(id)
+        .bind(order.id)
         .bind(item.product_id)
         .bind(&item.name)
         .bind(item.quantity)
         .bind(item.unit_price)
         .bind(&item.currency)
-        .execute(&mut *tx)
+        .execute(&mut *db)
         .await?;
     }
-    tx.commit().await?;
     Ok(true)
 }
 
-pub async fn set_status(db: &mut PgConnection, id: Uuid, status: &str) -> Result<(), sqlx::Error> {
+/// Moves an order to `status`; becoming PAID also stamps `paid_at`.
+pub async fn set_status(
+    db: &mut PgConnection,
+    id: Uuid,
+    status: OrderStatus,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE orders SET status = $2, updated_at = now(),
-                paid_at = CASE WHEN $2 = 'PAID' THEN now() ELSE paid_at END
+                paid_at = CASE WHEN $3 THEN now() ELSE paid_at END
          WHERE id = $1",
     )
     .bind(id)
     .bind(status)
+    .bind(status == OrderStatus::Paid)
     .execute(db)
     .await?;
     Ok(())
@@ -236,7 +215,7 @@ pub async fn record_payment_event(
     event_id: Uuid,
     order_id: Uuid,
     payment_id: Uuid,
-    outcome: &str,
+    outcome: PaymentStatus,
     applied: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -252,7 +231,8 @@ pub async fn record_payment_event(
     Ok(())
 }
 
-pub async fn mark_released(db: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+/// Records that the product service has taken a cancelled or expired order's stock back.
+pub async fn mark_released(db: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE orders SET released_at = now() WHERE id = $1")
         .bind(id)
         .execute(db)
@@ -260,41 +240,41 @@ pub async fn mark_released(db: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Returns a cancelled or expired order's stock; on failure the sweep retries later.
-pub async fn release_stock(state: &AppState, id: Uuid) {
-    match state.product.release(id).await {
-        Ok(_) => {
-            if let Err(e) = mark_released(&state.pool, id).await {
-                tracing::warn!(order = %id, error = %e, "stock released but not recorded");
-            }
-        }
-        Err(e) if e.status == reqwest::StatusCode::NOT_FOUND => {
-            // Nothing was ever reserved (or it is long gone): nothing to return.
-            let _ = mark_released(&state.pool, id).await;
-        }
-        Err(e) => tracing::warn!(order = %id, error = %e, "releasing stock failed; will retry"),
-    }
-}
-
-/// Expires unpaid orders past their time, then returns the stock of every cancelled or
-/// expired order whose release has not been confirmed yet. Returns how many expired.
-pub async fn sweep(state: &AppState) -> Result<u64, sqlx::Error> {
-    let expired: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE orders SET status = 'EXPIRED', updated_at = now()
-         WHERE id IN (SELECT id FROM orders WHERE status = 'PENDING' AND expires_at < now()
-                      ORDER BY expires_at LIMIT 200 FOR UPDATE SKIP LOCKED)
+/// Moves up to `limit` orders that are `from` past their expiry to `to`, skipping rows
+/// another replica holds; returns their ids.
+pub async fn expire_overdue(
+    db: &mut PgConnection,
+    from: OrderStatus,
+    to: OrderStatus,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE orders SET status = $2, updated_at = now()
+         WHERE id IN (SELECT id FROM orders WHERE status = $1 AND expires_at < now()
+                      ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED)
          RETURNING id",
     )
-    .fetch_all(&state.pool)
-    .await?;
-    let unreleased: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM orders WHERE status IN ('CANCELLED', 'EXPIRED') AND released_at IS NULL
-         ORDER BY updated_at LIMIT 200",
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Up to `limit` orders in one of the two `statuses` whose stock has not been confirmed
+/// returned yet, oldest change first.
+pub async fn unreleased(
+    db: &mut PgConnection,
+    statuses: [OrderStatus; 2],
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM orders WHERE status IN ($1, $2) AND released_at IS NULL
+         ORDER BY updated_at LIMIT $3",
     )
-    .fetch_all(&state.pool)
-    .await?;
-    for id in unreleased {
-        release_stock(state, id).await;
-    }
-    Ok(expired.len() as u64)
+    .bind(statuses[0])
+    .bind(statuses[1])
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }

@@ -1,29 +1,15 @@
-//! The product service as the order service sees it: reserve, commit, release.
+//! The product service as the order service sees it: the [`Stock`] checkout reserves,
+//! commits and releases, over HTTP with this service's token.
 
 use std::sync::Arc;
 
+use mercato_contract::Component;
+use mercato_contract::wire::{Reservation, ReserveRequest, paths};
 use mercato_kit::ApiError;
 use mercato_kit::client::{Dependency, TokenSource, UpstreamConfig};
-use mercato_kit::items::LineItem;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct ReservedItem {
-    pub product_id: Uuid,
-    pub name: String,
-    pub quantity: i32,
-    pub unit_price: i64,
-    pub currency: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Reservation {
-    pub status: String,
-    pub items: Vec<ReservedItem>,
-    pub total: i64,
-    pub currency: String,
-}
+use crate::checkout::Stock;
 
 /// The product service, called with the order service's token.
 #[derive(Debug)]
@@ -31,42 +17,30 @@ pub struct ProductClient(Dependency);
 
 impl ProductClient {
     pub fn new(base_url: &str, config: &UpstreamConfig, tokens: Arc<TokenSource>) -> Self {
-        Self(Dependency::new("Product service", base_url, config, tokens))
+        Self(Dependency::new(
+            Component::Product,
+            base_url,
+            config,
+            tokens,
+        ))
+    }
+}
+
+/// Every call here is idempotent on the product side, so all may be retried.
+impl Stock for ProductClient {
+    async fn reserve(&self, request: &ReserveRequest) -> Result<Reservation, ApiError> {
+        self.0.post(paths::RESERVATIONS, request, true).await
     }
 
-    /// Every call here is idempotent on the product side, so all may be retried.
-    pub async fn reserve(
-        &self,
-        order_id: Uuid,
-        items: &[LineItem],
-    ) -> Result<Reservation, ApiError> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            order_id: Uuid,
-            items: &'a [LineItem],
-        }
+    async fn commit(&self, order_id: Uuid) -> Result<Reservation, ApiError> {
         self.0
-            .post("/internal/reservations", &Body { order_id, items }, true)
+            .post(&paths::reservation_commit(order_id), &(), true)
             .await
     }
 
-    pub async fn commit(&self, order_id: Uuid) -> Result<Reservation, ApiError> {
+    async fn release(&self, order_id: Uuid) -> Result<Reservation, ApiError> {
         self.0
-            .post(
-                &format!("/internal/reservations/{order_id}/commit"),
-                &(),
-                true,
-            )
-            .await
-    }
-
-    pub async fn release(&self, order_id: Uuid) -> Result<Reservation, ApiError> {
-        self.0
-            .post(
-                &format!("/internal/reservations/{order_id}/release"),
-                &(),
-                true,
-            )
+            .post(&paths::reservation_release(order_id), &(), true)
             .await
     }
 }

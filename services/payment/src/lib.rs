@@ -1,7 +1,9 @@
 //! The payment service: payments checked against the order they settle, with outcomes
 //! delivered to the order service through a transactional outbox.
 
+pub mod checkout;
 pub mod openapi;
+pub mod order;
 pub mod outbox;
 pub mod payments;
 pub mod routes;
@@ -13,10 +15,10 @@ use axum::Router;
 use axum::extract::FromRef;
 use clap::Parser;
 use mercato_contract::{Component, env};
-use mercato_kit::client::{Dependency, ServiceClientConfig, TokenSource, UpstreamConfig};
+use mercato_kit::client::{ServiceClientConfig, TokenSource, UpstreamConfig};
 use mercato_kit::config::{DatabaseConfig, JwtConfig, ServerConfig};
 use mercato_kit::jwt::Verifier;
-use mercato_kit::server::{self, Ops};
+use mercato_kit::server::{self, Ops, ServiceApp};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
@@ -59,7 +61,7 @@ pub struct Config {
 pub struct AppState {
     pub pool: PgPool,
     pub verifier: Arc<Verifier>,
-    pub order: Arc<Dependency>,
+    pub order: Arc<order::OrderClient>,
     /// Wakes the outbox dispatcher when a payment is written.
     pub outbox_wake: Arc<Notify>,
 }
@@ -75,49 +77,57 @@ pub struct App {
     pub state: AppState,
 }
 
-impl App {
-    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+impl ServiceApp for App {
+    const COMPONENT: Component = Component::Payment;
+    type Config = Config;
+
+    fn server_config(config: &Config) -> &ServerConfig {
+        &config.server
+    }
+
+    fn jwt_config(config: &Config) -> &JwtConfig {
+        &config.jwt
+    }
+
+    fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    fn verifier(&self) -> &Arc<Verifier> {
+        &self.state.verifier
+    }
+
+    async fn build(config: &Config) -> anyhow::Result<Self> {
         let verifier = Verifier::load(&config.jwt)?;
         let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
         let tokens = Arc::new(TokenSource::new(&config.client, &config.upstream));
         let state = AppState {
             pool: pool.clone(),
             verifier,
-            order: Arc::new(Dependency::new(
-                "Order service",
+            order: Arc::new(order::OrderClient::new(
                 &config.order_url,
                 &config.upstream,
                 tokens,
             )),
             outbox_wake: Arc::new(Notify::new()),
         };
-        let ops = Ops::new(Component::Payment.name(), Some(pool), openapi::document());
+        let ops = Ops::new(Component::Payment, Some(pool), openapi::document());
         let router = server::build(routes::router(state.clone()), ops, &config.server);
         Ok(Self { router, state })
     }
 
-    /// JWKS reloads and the outbox dispatcher.
-    pub fn spawn_background(&self, config: &Config) {
-        self.state.verifier.spawn_reloader(Duration::from_secs(
-            config.jwt.jwks_reload_interval_secs.max(1),
-        ));
+    /// The outbox dispatcher, unless another process runs it.
+    fn spawn_tasks(&self, config: &Config) {
         if !config.outbox_dispatch {
             tracing::info!("outbox dispatcher disabled in this process");
             return;
         }
         tokio::spawn(outbox::dispatch(
-            self.state.clone(),
+            self.state.pool.clone(),
+            self.state.order.clone(),
+            self.state.outbox_wake.clone(),
             Duration::from_millis(config.outbox_poll_ms),
             Duration::from_secs(config.outbox_max_backoff_secs),
         ));
     }
-}
-
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    server::run(&config.server, async {
-        let app = App::build(&config).await?;
-        app.spawn_background(&config);
-        Ok(app.router)
-    })
-    .await
 }

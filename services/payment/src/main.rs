@@ -1,5 +1,5 @@
 //! The payment service binary.
 
 fn main() -> std::process::ExitCode {
-    mercato_kit::server::main("payment", mercato_payment::run)
+    mercato_kit::server::main::<mercato_payment::App>()
 }

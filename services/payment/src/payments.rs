@@ -1,7 +1,9 @@
-//! Payments: the view and their SQL.
+//! The payment repository: payments in SQL over one connection. It knows no HTTP; the
+//! checkout decides what to record and the outbox carries it on.
 
+use mercato_contract::wire::PaymentStatus;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -15,8 +17,7 @@ pub struct Payment {
     pub amount: i64,
     pub currency: String,
     pub method: String,
-    /// SUCCEEDED or DECLINED.
-    pub status: String,
+    pub status: PaymentStatus,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(skip)]
@@ -25,7 +26,7 @@ pub struct Payment {
 
 const COLUMNS: &str = "id, order_id, user_id, amount, currency::text AS currency, method, status, created_at, request_hash";
 
-pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<Payment>, sqlx::Error> {
+pub async fn get(db: &mut PgConnection, id: Uuid) -> Result<Option<Payment>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM payments WHERE id = $1"))
         .bind(id)
         .fetch_optional(db)
@@ -33,7 +34,7 @@ pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<Payment>, sqlx::Error> 
 }
 
 pub async fn list(
-    db: &PgPool,
+    db: &mut PgConnection,
     user: Option<Uuid>,
     order: Option<Uuid>,
     limit: i64,
@@ -59,13 +60,17 @@ pub struct NewPayment<'a> {
     pub amount: i64,
     pub currency: &'a str,
     pub method: &'a str,
-    pub status: &'a str,
+    pub status: PaymentStatus,
     pub idempotency_key: Option<&'a str>,
     pub request_hash: &'a str,
 }
 
-/// Inserts the payment; `false` when a payment with this id exists already.
-pub async fn insert(tx: &mut sqlx::PgConnection, p: &NewPayment<'_>) -> Result<bool, sqlx::Error> {
+/// The unique index that lets an order be paid successfully once, whatever races.
+pub const ONE_SUCCESS_PER_ORDER: &str = "payments_one_success_per_order";
+
+/// Inserts the payment; `false` when a payment with this id exists already. A second
+/// successful payment for one order fails on [`ONE_SUCCESS_PER_ORDER`].
+pub async fn insert(db: &mut PgConnection, p: &NewPayment<'_>) -> Result<bool, sqlx::Error> {
     let r = sqlx::query(
         "INSERT INTO payments (id, order_id, user_id, amount, currency, method, status, idempotency_key, request_hash)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
@@ -79,7 +84,7 @@ pub async fn insert(tx: &mut sqlx::PgConnection, p: &NewPayment<'_>) -> Result<b
     .bind(p.status)
     .bind(p.idempotency_key)
     .bind(p.request_hash)
-    .execute(tx)
+    .execute(db)
     .await?;
     Ok(r.rows_affected() == 1)
 }

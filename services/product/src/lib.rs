@@ -15,7 +15,7 @@ use clap::Parser;
 use mercato_contract::Component;
 use mercato_kit::config::{DatabaseConfig, JwtConfig, ServerConfig};
 use mercato_kit::jwt::Verifier;
-use mercato_kit::server::{self, Ops};
+use mercato_kit::server::{self, Ops, ServiceApp};
 use sqlx::PgPool;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -61,8 +61,27 @@ pub struct App {
     pub state: AppState,
 }
 
-impl App {
-    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+impl ServiceApp for App {
+    const COMPONENT: Component = Component::Product;
+    type Config = Config;
+
+    fn server_config(config: &Config) -> &ServerConfig {
+        &config.server
+    }
+
+    fn jwt_config(config: &Config) -> &JwtConfig {
+        &config.jwt
+    }
+
+    fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    fn verifier(&self) -> &Arc<Verifier> {
+        &self.state.verifier
+    }
+
+    async fn build(config: &Config) -> anyhow::Result<Self> {
         let verifier = Verifier::load(&config.jwt)?;
         let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
         let state = AppState {
@@ -70,16 +89,13 @@ impl App {
             verifier,
             reservation_ttl: Duration::from_secs(config.reservation_ttl_secs),
         };
-        let ops = Ops::new(Component::Product.name(), Some(pool), openapi::document());
+        let ops = Ops::new(Component::Product, Some(pool), openapi::document());
         let router = server::build(routes::router(state.clone()), ops, &config.server);
         Ok(Self { router, state })
     }
 
-    /// JWKS reloads, and the sweeper that returns the stock of expired reservations.
-    pub fn spawn_background(&self, config: &Config) {
-        self.state.verifier.spawn_reloader(Duration::from_secs(
-            config.jwt.jwks_reload_interval_secs.max(1),
-        ));
+    /// The sweeper that returns the stock of expired reservations.
+    fn spawn_tasks(&self, config: &Config) {
         let pool = self.state.pool.clone();
         let every = Duration::from_secs(config.reservation_sweep_secs);
         server::spawn_every(every, "expired reservations released", move || {
@@ -87,13 +103,4 @@ impl App {
             async move { reservations::release_expired(&pool).await }
         });
     }
-}
-
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    server::run(&config.server, async {
-        let app = App::build(&config).await?;
-        app.spawn_background(&config);
-        Ok(app.router)
-    })
-    .await
 }

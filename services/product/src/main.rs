@@ -1,5 +1,5 @@
 //! The product service binary.
 
 fn main() -> std::process::ExitCode {
-    mercato_kit::server::main("product", mercato_product::run)
+    mercato_kit::server::main::<mercato_product::App>()
 }

@@ -4,45 +4,15 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
+pub use mercato_contract::wire::{Reservation, ReservationStatus, ReserveRequest, ReservedItem};
 use mercato_kit::ApiError;
 use mercato_kit::items::{self, LineItem};
-use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReserveRequest {
-    pub order_id: Uuid,
-    pub items: Vec<LineItem>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct ReservedItem {
-    pub product_id: Uuid,
-    pub name: String,
-    pub quantity: i32,
-    /// Minor units, taken from the catalog at reservation time.
-    pub unit_price: i64,
-    pub currency: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Reservation {
-    pub order_id: Uuid,
-    /// RESERVED, COMMITTED or RELEASED.
-    pub status: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub expires_at: OffsetDateTime,
-    pub items: Vec<ReservedItem>,
-    pub total: i64,
-    pub currency: String,
-}
-
 async fn load(db: &mut PgConnection, order_id: Uuid) -> Result<Option<Reservation>, sqlx::Error> {
-    let head: Option<(String, OffsetDateTime)> =
+    let head: Option<(ReservationStatus, OffsetDateTime)> =
         sqlx::query_as("SELECT status, expires_at FROM reservations WHERE order_id = $1")
             .bind(order_id)
             .fetch_optional(&mut *db)
@@ -62,7 +32,7 @@ async fn load(db: &mut PgConnection, order_id: Uuid) -> Result<Option<Reservatio
 
 fn summarise(
     order_id: Uuid,
-    status: String,
+    status: ReservationStatus,
     expires_at: OffsetDateTime,
     items: Vec<ReservedItem>,
 ) -> Reservation {
@@ -96,10 +66,11 @@ pub async fn reserve(
     let mut tx = db.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO reservations (order_id, status, expires_at)
-         VALUES ($1, 'RESERVED', now() + make_interval(secs => $2)) ON CONFLICT DO NOTHING",
+         VALUES ($1, $3, now() + make_interval(secs => $2)) ON CONFLICT DO NOTHING",
     )
     .bind(req.order_id)
     .bind(ttl.as_secs_f64())
+    .bind(ReservationStatus::Reserved)
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -194,8 +165,8 @@ pub async fn reserve(
     Ok((StatusCode::CREATED, reservation))
 }
 
-async fn lock_status(tx: &mut PgConnection, order_id: Uuid) -> Result<String, ApiError> {
-    sqlx::query_scalar::<_, String>(
+async fn lock_status(tx: &mut PgConnection, order_id: Uuid) -> Result<ReservationStatus, ApiError> {
+    sqlx::query_scalar::<_, ReservationStatus>(
         "SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE",
     )
     .bind(order_id)
@@ -207,15 +178,18 @@ async fn lock_status(tx: &mut PgConnection, order_id: Uuid) -> Result<String, Ap
 /// Makes a reservation permanent (the order was paid). Idempotent.
 pub async fn commit(db: &PgPool, order_id: Uuid) -> Result<Reservation, ApiError> {
     let mut tx = db.begin().await?;
-    match lock_status(&mut tx, order_id).await?.as_str() {
-        "RESERVED" => {
-            sqlx::query("UPDATE reservations SET status = 'COMMITTED', updated_at = now() WHERE order_id = $1")
-                .bind(order_id)
-                .execute(&mut *tx)
-                .await?;
+    match lock_status(&mut tx, order_id).await? {
+        ReservationStatus::Reserved => {
+            sqlx::query(
+                "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
+            )
+            .bind(order_id)
+            .bind(ReservationStatus::Committed)
+            .execute(&mut *tx)
+            .await?;
         }
-        "COMMITTED" => {}
-        _ => {
+        ReservationStatus::Committed => {}
+        ReservationStatus::Released => {
             return Err(ApiError::conflict(
                 "reservation_released",
                 "Reservation already released",
@@ -232,10 +206,10 @@ pub async fn commit(db: &PgPool, order_id: Uuid) -> Result<Reservation, ApiError
 /// Returns a reservation's stock (the order was cancelled or expired). Idempotent.
 pub async fn release(db: &PgPool, order_id: Uuid) -> Result<Reservation, ApiError> {
     let mut tx = db.begin().await?;
-    match lock_status(&mut tx, order_id).await?.as_str() {
-        "RESERVED" => return_stock(&mut tx, &[order_id]).await?,
-        "RELEASED" => {}
-        _ => {
+    match lock_status(&mut tx, order_id).await? {
+        ReservationStatus::Reserved => return_stock(&mut tx, &[order_id]).await?,
+        ReservationStatus::Released => {}
+        ReservationStatus::Committed => {
             return Err(ApiError::conflict(
                 "reservation_committed",
                 "Reservation already committed",
@@ -266,12 +240,11 @@ async fn return_stock(tx: &mut PgConnection, order_ids: &[Uuid]) -> Result<(), s
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query(
-        "UPDATE reservations SET status = 'RELEASED', updated_at = now() WHERE order_id = ANY($1)",
-    )
-    .bind(order_ids)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = ANY($1)")
+        .bind(order_ids)
+        .bind(ReservationStatus::Released)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
@@ -280,9 +253,10 @@ async fn return_stock(tx: &mut PgConnection, order_ids: &[Uuid]) -> Result<(), s
 pub async fn release_expired(db: &PgPool) -> Result<u64, sqlx::Error> {
     let mut tx = db.begin().await?;
     let expired: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT order_id FROM reservations WHERE status = 'RESERVED' AND expires_at < now()
+        "SELECT order_id FROM reservations WHERE status = $1 AND expires_at < now()
          ORDER BY expires_at LIMIT 500 FOR UPDATE SKIP LOCKED",
     )
+    .bind(ReservationStatus::Reserved)
     .fetch_all(&mut *tx)
     .await?;
     if !expired.is_empty() {

@@ -4,6 +4,7 @@
 use clap::Parser;
 use mercato_contract::scopes;
 use mercato_kit::jwt::Role;
+use mercato_kit::server::ServiceApp;
 use mercato_kit::testing::{TestDb, TestKeys, TestServer, poll};
 use mercato_product::{App, Config};
 use reqwest::StatusCode;

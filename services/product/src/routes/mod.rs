@@ -5,6 +5,7 @@ pub mod reservations;
 
 use axum::Router;
 use axum::routing::{get, post};
+use mercato_contract::wire::paths;
 
 use crate::AppState;
 
@@ -18,18 +19,9 @@ pub fn router(state: AppState) -> Router {
                 .patch(products::patch)
                 .delete(products::delete),
         )
-        .route("/internal/reservations", post(reservations::reserve))
-        .route(
-            "/internal/reservations/{order_id}",
-            get(reservations::get_one),
-        )
-        .route(
-            "/internal/reservations/{order_id}/commit",
-            post(reservations::commit),
-        )
-        .route(
-            "/internal/reservations/{order_id}/release",
-            post(reservations::release),
-        )
+        .route(paths::RESERVATIONS, post(reservations::reserve))
+        .route(paths::RESERVATION, get(reservations::get_one))
+        .route(paths::RESERVATION_COMMIT, post(reservations::commit))
+        .route(paths::RESERVATION_RELEASE, post(reservations::release))
         .with_state(state)
 }

@@ -4,6 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use mercato_contract::wire::paths;
 use mercato_kit::auth::{ProductReserve, Service};
 use mercato_kit::{ApiError, ApiResult, Json, Path};
 use uuid::Uuid;
@@ -13,7 +14,7 @@ use crate::reservations::{self, Reservation, ReserveRequest};
 
 /// Reserves stock for every item of an order, or for none. Repeating the call for the
 /// same order id returns the first reservation (200) instead of reserving twice.
-#[utoipa::path(post, path = "/internal/reservations", tag = "internal", request_body = ReserveRequest,
+#[utoipa::path(post, path = paths::RESERVATIONS, tag = "internal", request_body = ReserveRequest,
     responses((status = 201, body = Reservation), (status = 404, body = mercato_kit::Problem), (status = 409, body = mercato_kit::Problem)))]
 pub async fn reserve(
     State(state): State<AppState>,
@@ -28,7 +29,7 @@ pub async fn reserve(
     Ok((status, Json(reservation)))
 }
 
-#[utoipa::path(get, path = "/internal/reservations/{order_id}", tag = "internal",
+#[utoipa::path(get, path = paths::RESERVATION, tag = "internal",
     responses((status = 200, body = Reservation), (status = 404, body = mercato_kit::Problem)))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -41,7 +42,7 @@ pub async fn get_one(
         .ok_or_else(|| ApiError::not_found("Reservation not found"))
 }
 
-#[utoipa::path(post, path = "/internal/reservations/{order_id}/commit", tag = "internal",
+#[utoipa::path(post, path = paths::RESERVATION_COMMIT, tag = "internal",
     responses((status = 200, body = Reservation), (status = 409, body = mercato_kit::Problem)))]
 pub async fn commit(
     State(state): State<AppState>,
@@ -51,7 +52,7 @@ pub async fn commit(
     Ok(Json(reservations::commit(&state.pool, order_id).await?))
 }
 
-#[utoipa::path(post, path = "/internal/reservations/{order_id}/release", tag = "internal",
+#[utoipa::path(post, path = paths::RESERVATION_RELEASE, tag = "internal",
     responses((status = 200, body = Reservation), (status = 409, body = mercato_kit::Problem)))]
 pub async fn release(
     State(state): State<AppState>,

@@ -1,0 +1,329 @@
+//! The order side of checkout: place an order (idempotently, with its stock reserved and
+//! undone if the order cannot be stored), apply a payment's outcome exactly once, cancel,
+//! and expire. The handlers and the benchmark's database replay call these same
+//! functions; the product service is reached only through [`Stock`].
+
+pub mod machine;
+
+use std::future::Future;
+use std::time::Duration;
+
+use mercato_contract::wire::{
+    EventResult, LineItem, Order, OrderStatus, PaymentEvent, PaymentStatus, Reservation,
+    ReservationStatus, ReserveRequest,
+};
+use mercato_kit::ApiError;
+use mercato_kit::idempotency::{self, Created};
+use mercato_kit::items;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+pub use machine::{Event, Transition, transition};
+
+use crate::orders::{self, NewOrder};
+
+/// The product service's stock, as checkout needs it. Every call is idempotent per order
+/// id. Errors are the product service's own answers ("Not enough stock", naming the
+/// line) or its unavailability, passed on to the client as they are.
+pub trait Stock: Sync {
+    fn reserve(
+        &self,
+        request: &ReserveRequest,
+    ) -> impl Future<Output = Result<Reservation, ApiError>> + Send;
+    fn commit(&self, order_id: Uuid) -> impl Future<Output = Result<Reservation, ApiError>> + Send;
+    fn release(&self, order_id: Uuid)
+    -> impl Future<Output = Result<Reservation, ApiError>> + Send;
+}
+
+/// Why a checkout step did not happen.
+#[derive(Debug)]
+pub enum CheckoutError {
+    /// No such order, or not one the caller may see.
+    NotFound,
+    /// A user token whose subject is not a user id.
+    NotAUser,
+    /// The idempotency key was used before with other items.
+    KeyReused,
+    /// A retry found its reservation expired since the first attempt.
+    ReservationExpired,
+    /// The order is not PENDING any more, so it cannot be cancelled.
+    NotPending(OrderStatus),
+    /// The product service refused or is unavailable.
+    Product(ApiError),
+    /// A row that was just there is gone.
+    Vanished,
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for CheckoutError {
+    fn from(e: sqlx::Error) -> Self {
+        CheckoutError::Database(e)
+    }
+}
+
+/// Who asks: admins see every order, customers their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    Admin,
+    Customer(Uuid),
+    /// A user token whose subject is no user id: refused once an order is to be shown.
+    NotAUser,
+}
+
+impl Viewer {
+    /// Whose orders this viewer may see: `None` for everyone's.
+    pub fn owner(self) -> Result<Option<Uuid>, CheckoutError> {
+        match self {
+            Viewer::Admin => Ok(None),
+            Viewer::Customer(id) => Ok(Some(id)),
+            Viewer::NotAUser => Err(CheckoutError::NotAUser),
+        }
+    }
+
+    /// Whether this viewer may see an order of `owner`; someone else's order is "not
+    /// found", exactly like a missing one.
+    pub fn may_see(self, owner: Uuid) -> Result<(), CheckoutError> {
+        match self.owner()? {
+            Some(me) if me != owner => Err(CheckoutError::NotFound),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What a customer asks for; the lines are validated (`items::validate`) at the edge.
+#[derive(Debug, Clone)]
+pub struct PlaceOrder {
+    pub user: Uuid,
+    pub idempotency_key: Option<String>,
+    pub items: Vec<LineItem>,
+}
+
+/// A fingerprint of what was asked, so a reused idempotency key with other items is
+/// caught: the lines sorted by product, hashed.
+pub fn request_hash(items: &[LineItem]) -> String {
+    let canonical = items::canonical(items)
+        .iter()
+        .map(|(id, q)| format!("{id}:{q}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    idempotency::digest(&canonical)
+}
+
+fn replay(order: Order, asked: &str, stored: &str) -> Result<Created<Order>, CheckoutError> {
+    idempotency::replay(order, stored, asked).map_err(|_| CheckoutError::KeyReused)
+}
+
+async fn load(db: &mut PgConnection, id: Uuid) -> Result<Order, CheckoutError> {
+    orders::get(db, id).await?.ok_or(CheckoutError::Vanished)
+}
+
+/// Places an order: stock for every line is reserved at once and the order is priced by
+/// the reservation, never by the client. With an idempotency key the order id follows
+/// from the key, so a retry (even a concurrent one) finds the first order and gets it
+/// back; without one, every call is a new order. If the order cannot be stored, its
+/// reservation is released again, so no stock is held for an order that does not exist.
+pub async fn place_order(
+    db: &PgPool,
+    stock: &impl Stock,
+    ttl: Duration,
+    request: PlaceOrder,
+) -> Result<Created<Order>, CheckoutError> {
+    let key = request.idempotency_key.as_deref();
+    let hash = request_hash(&request.items);
+    let order_id = idempotency::resource_id(request.user, key);
+    if key.is_some() {
+        let mut conn = db.acquire().await?;
+        if let Some(existing) = orders::row(&mut conn, order_id, false).await? {
+            let order = load(&mut conn, order_id).await?;
+            return replay(order, &hash, &existing.request_hash);
+        }
+    }
+
+    let reserve = ReserveRequest {
+        order_id,
+        items: request.items,
+    };
+    let reservation = stock
+        .reserve(&reserve)
+        .await
+        .map_err(CheckoutError::Product)?;
+    if reservation.status != ReservationStatus::Reserved {
+        // A retry of an attempt that died after reserving, whose reservation has since expired.
+        return Err(CheckoutError::ReservationExpired);
+    }
+    let new = NewOrder {
+        id: order_id,
+        user_id: request.user,
+        idempotency_key: key,
+        request_hash: &hash,
+        reservation: &reservation,
+        ttl,
+    };
+    let inserted: Result<bool, sqlx::Error> = async {
+        let mut tx = db.begin().await?;
+        let inserted = orders::insert(&mut tx, &new).await?;
+        if inserted {
+            tx.commit().await?;
+        }
+        Ok(inserted)
+    }
+    .await;
+    match inserted {
+        Ok(true) => {
+            tracing::info!(order = %order_id, total = reservation.total, "order placed");
+            let mut conn = db.acquire().await?;
+            Ok(Created::New(load(&mut conn, order_id).await?))
+        }
+        Ok(false) => {
+            // A concurrent request with the same key stored it first.
+            let mut conn = db.acquire().await?;
+            let existing = orders::row(&mut conn, order_id, false)
+                .await?
+                .ok_or(CheckoutError::Vanished)?;
+            let order = load(&mut conn, order_id).await?;
+            replay(order, &hash, &existing.request_hash)
+        }
+        Err(e) => {
+            // Do not hold stock for an order that was never stored.
+            if let Err(release) = stock.release(order_id).await {
+                tracing::warn!(order = %order_id, error = %release, "could not release; the reservation will expire");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Applies a payment's outcome exactly once (a redelivered event changes nothing): a
+/// success moves a PENDING order to PAID and commits its reservation first; a decline
+/// leaves the order as it is. If the product service cannot commit, nothing is recorded
+/// and the error goes back, so the sender delivers the event again later.
+pub async fn apply_payment(
+    db: &PgPool,
+    stock: &impl Stock,
+    order_id: Uuid,
+    event: &PaymentEvent,
+) -> Result<EventResult, CheckoutError> {
+    let mut tx = db.begin().await?;
+    let order = orders::row(&mut tx, order_id, true)
+        .await?
+        .ok_or(CheckoutError::NotFound)?;
+    if orders::payment_event_seen(&mut tx, event.event_id).await? {
+        return Ok(EventResult {
+            applied: false,
+            status: order.status,
+        });
+    }
+    let happened = match event.outcome {
+        PaymentStatus::Succeeded => Event::PaymentSucceeded,
+        PaymentStatus::Declined => Event::PaymentDeclined,
+    };
+    let status = match transition(order.status, happened) {
+        Transition::To(status) => {
+            if event.amount != order.total {
+                tracing::error!(order = %order_id, paid = event.amount, total = order.total, "payment amount differs from the order total");
+            }
+            stock
+                .commit(order_id)
+                .await
+                .map_err(CheckoutError::Product)?;
+            orders::set_status(&mut tx, order_id, status).await?;
+            Some(status)
+        }
+        Transition::Stays => None,
+        Transition::Refused => {
+            tracing::error!(order = %order_id, payment = %event.payment_id, status = %order.status,
+                "payment succeeded for an order that is no longer pending; it needs a refund");
+            None
+        }
+    };
+    let applied = status.is_some();
+    orders::record_payment_event(
+        &mut tx,
+        event.event_id,
+        order_id,
+        event.payment_id,
+        event.outcome,
+        applied,
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(order = %order_id, outcome = %event.outcome, applied, "payment event");
+    Ok(EventResult {
+        applied,
+        status: status.unwrap_or(order.status),
+    })
+}
+
+/// Cancels a PENDING order and returns its stock. The cancellation stands even if the
+/// product service is down: the sweep keeps retrying the release, and the reservation's
+/// own expiry is the last resort.
+pub async fn cancel(
+    db: &PgPool,
+    stock: &impl Stock,
+    viewer: Viewer,
+    id: Uuid,
+) -> Result<Order, CheckoutError> {
+    let mut tx = db.begin().await?;
+    let row = orders::row(&mut tx, id, true)
+        .await?
+        .ok_or(CheckoutError::NotFound)?;
+    viewer.may_see(row.user_id)?;
+    match transition(row.status, Event::Cancel) {
+        Transition::To(status) => orders::set_status(&mut tx, id, status).await?,
+        Transition::Stays | Transition::Refused => {
+            return Err(CheckoutError::NotPending(row.status));
+        }
+    }
+    tx.commit().await?;
+    tracing::info!(order = %id, "order cancelled");
+    release_stock(db, stock, id).await;
+    let mut conn = db.acquire().await?;
+    orders::get(&mut conn, id)
+        .await?
+        .ok_or(CheckoutError::NotFound)
+}
+
+/// Returns a cancelled or expired order's stock; on failure the sweep retries later.
+pub async fn release_stock(db: &PgPool, stock: &impl Stock, id: Uuid) {
+    async fn mark(db: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+        orders::mark_released(&mut *db.acquire().await?, id).await
+    }
+    match stock.release(id).await {
+        Ok(_) => {
+            if let Err(e) = mark(db, id).await {
+                tracing::warn!(order = %id, error = %e, "stock released but not recorded");
+            }
+        }
+        Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
+            // Nothing was ever reserved (or it is long gone): nothing to return.
+            let _ = mark(db, id).await;
+        }
+        Err(e) => tracing::warn!(order = %id, error = %e, "releasing stock failed; will retry"),
+    }
+}
+
+/// Expires unpaid orders past their time, then returns the stock of every cancelled or
+/// expired order whose release has not been confirmed yet. Returns how many expired.
+pub async fn sweep(db: &PgPool, stock: &impl Stock) -> Result<u64, sqlx::Error> {
+    let (from, to) = (OrderStatus::Pending, expired_status());
+    let expired =
+        orders::expire_overdue(&mut *db.acquire().await?, from, to, orders::SWEEP_BATCH).await?;
+    let unreleased = orders::unreleased(
+        &mut *db.acquire().await?,
+        machine::RETURNS_STOCK,
+        orders::SWEEP_BATCH,
+    )
+    .await?;
+    for id in unreleased {
+        release_stock(db, stock, id).await;
+    }
+    Ok(expired.len() as u64)
+}
+
+/// Where [`Event::Expire`] takes a pending order.
+const fn expired_status() -> OrderStatus {
+    match transition(OrderStatus::Pending, Event::Expire) {
+        Transition::To(status) => status,
+        Transition::Stays | Transition::Refused => OrderStatus::Pending,
+    }
+}

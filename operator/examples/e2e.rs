@@ -540,10 +540,15 @@ async fn four_hand_edits(client: &Client, ns: &str, store: &str) -> anyhow::Resu
         )
         .await?;
     policies.delete(&payment, &DeleteParams::default()).await?;
+    // As `kubectl patch --type=merge` does it, under kubectl's manager name.
+    let as_kubectl = PatchParams {
+        field_manager: Some("kubectl-patch".into()),
+        ..PatchParams::default()
+    };
     services
         .patch(
             &auth,
-            &PatchParams::default(),
+            &as_kubectl,
             &Patch::Merge(
                 json!({"spec": {"ports": [{"name": "http", "port": 9999, "targetPort": "http"}]}}),
             ),
@@ -576,9 +581,9 @@ async fn four_hand_edits(client: &Client, ns: &str, store: &str) -> anyhow::Resu
             .into_iter()
             .find(|e| {
                 e.reason.as_deref() == Some("Overridden")
-                    && e.note
-                        .as_deref()
-                        .is_some_and(|n| n.contains(&format!("Service/{auth}")))
+                    && e.note.as_deref().is_some_and(|n| {
+                        n.contains(&format!("Service/{auth}")) && n.contains("kubectl-patch")
+                    })
             })
             .and_then(|e| e.note))
     })

@@ -1,0 +1,303 @@
+//! The order service's handlers over real HTTP against a fresh database: who may see
+//! what, input errors naming their fields, and checkout's refusals as status codes. The
+//! product and auth services are unreachable here; the devstack's suites cover the flow
+//! across services.
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+mod support;
+
+use std::time::Duration;
+
+use clap::Parser;
+use mercato_contract::scopes;
+use mercato_contract::wire::{LineItem, OrderStatus, ReservationStatus, ReserveRequest};
+use mercato_kit::jwt::Role;
+use mercato_kit::server::ServiceApp;
+use mercato_kit::testing::{TestDb, TestKeys, TestServer};
+use mercato_order::orders::{self, NewOrder};
+use mercato_order::{App, Config};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+struct TestApp {
+    server: TestServer,
+    http: reqwest::Client,
+    keys: TestKeys,
+    pool: PgPool,
+    _db: TestDb,
+}
+
+/// A port nothing listens on: the product and auth services are down.
+const NOWHERE: &str = "http://127.0.0.1:9";
+
+async fn spawn_app() -> TestApp {
+    let (db, pool) = support::database().await;
+    let keys = TestKeys::new();
+    let config = Config::try_parse_from([
+        "mercato-order".to_string(),
+        format!("--database-url={}", db.url),
+        format!("--jwks-path={}", keys.jwks_path().display()),
+        format!("--auth-url={NOWHERE}"),
+        format!("--product-url={NOWHERE}"),
+        "--client-id=order".into(),
+        "--client-secret=secret".into(),
+        "--upstream-retries=0".into(),
+        "--log-level=warn".into(),
+    ])
+    .unwrap();
+    let app = App::build(&config).await.unwrap();
+    let server = TestServer::start(app.router()).await;
+    TestApp {
+        server,
+        http: reqwest::Client::new(),
+        keys,
+        pool,
+        _db: db,
+    }
+}
+
+impl TestApp {
+    fn customer(&self, id: Uuid) -> String {
+        self.keys.user(&id.to_string(), Role::Customer)
+    }
+
+    fn admin(&self) -> String {
+        self.keys.user(&Uuid::new_v4().to_string(), Role::Admin)
+    }
+
+    /// An order stored as checkout would store it.
+    async fn stored_order(&self, user: Uuid, status: OrderStatus) -> Uuid {
+        let id = Uuid::new_v4();
+        let request = ReserveRequest {
+            order_id: id,
+            items: vec![LineItem {
+                product_id: Uuid::new_v4(),
+                quantity: 1,
+            }],
+        };
+        let reservation = support::reservation(&request, ReservationStatus::Reserved);
+        let mut conn = self.pool.acquire().await.unwrap();
+        let new = NewOrder {
+            id,
+            user_id: user,
+            idempotency_key: None,
+            request_hash: "hash",
+            reservation: &reservation,
+            ttl: Duration::from_secs(600),
+        };
+        assert!(orders::insert(&mut conn, &new).await.unwrap());
+        orders::set_status(&mut conn, id, status).await.unwrap();
+        id
+    }
+
+    async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.server.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.server.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn orders_stored(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM orders")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+async fn problem(r: reqwest::Response) -> (StatusCode, Value) {
+    let status = r.status();
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    (status, r.json().await.unwrap())
+}
+
+fn fields(p: &Value) -> Vec<&str> {
+    p["errors"]
+        .as_array()
+        .map(|a| a.iter().map(|e| e["field"].as_str().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn someone_elses_order_is_answered_404_like_a_missing_one_and_admins_see_it() {
+    let app = spawn_app().await;
+    let owner = Uuid::new_v4();
+    let id = app.stored_order(owner, OrderStatus::Pending).await;
+    let path = format!("/orders/{id}");
+
+    let mine = app.get(&path, &app.customer(owner)).await;
+    assert_eq!(mine.status(), StatusCode::OK);
+    let order: Value = mine.json().await.unwrap();
+    assert_eq!(order["status"], "PENDING");
+    assert_eq!(order["total"], support::PRICE);
+
+    let (status, p) = problem(app.get(&path, &app.customer(Uuid::new_v4())).await).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (missing, _) = problem(
+        app.get(&format!("/orders/{}", Uuid::new_v4()), &app.customer(owner))
+            .await,
+    )
+    .await;
+    assert_eq!(missing, StatusCode::NOT_FOUND);
+    assert_eq!(app.get(&path, &app.admin()).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn customers_list_their_own_orders_and_admins_filter_everyones_by_status() {
+    let app = spawn_app().await;
+    let alice = Uuid::new_v4();
+    app.stored_order(alice, OrderStatus::Pending).await;
+    app.stored_order(Uuid::new_v4(), OrderStatus::Paid).await;
+
+    let page: Value = app
+        .get("/orders", &app.customer(alice))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page["limit"], 20);
+    let paid: Value = app
+        .get("/orders?status=paid", &app.admin())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let items = paid["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["status"], "PAID");
+}
+
+#[tokio::test]
+async fn bad_list_queries_name_every_offending_parameter() {
+    let app = spawn_app().await;
+    let r = app
+        .get("/orders?status=lost&limit=0&offset=-1", &app.admin())
+        .await;
+    let (status, p) = problem(r).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields(&p), vec!["status", "limit", "offset"]);
+}
+
+#[tokio::test]
+async fn malformed_orders_are_refused_naming_the_fields_before_any_call() {
+    let app = spawn_app().await;
+    let token = app.customer(Uuid::new_v4());
+    let product = Uuid::new_v4();
+    let cases = [
+        (json!({}), vec!["items"]),
+        (json!({"product_id": product}), vec!["quantity"]),
+        (
+            json!({"items": [{"product_id": product, "quantity": 1}], "product_id": product}),
+            vec!["items"],
+        ),
+        (
+            json!({"items": [{"product_id": product, "quantity": 0}]}),
+            vec!["items[0].quantity"],
+        ),
+    ];
+    for (body, expected) in cases {
+        let (status, p) = problem(app.post("/orders", &token, body.clone()).await).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(fields(&p), expected, "{body}");
+    }
+    assert_eq!(app.orders_stored().await, 0);
+}
+
+#[tokio::test]
+async fn with_the_product_service_unreachable_an_order_fails_fast_with_503_and_stores_nothing() {
+    let app = spawn_app().await;
+    let body = json!({"items": [{"product_id": Uuid::new_v4(), "quantity": 1}]});
+    let started = std::time::Instant::now();
+    let (status, p) = problem(
+        app.post("/orders", &app.customer(Uuid::new_v4()), body)
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(p["title"].as_str().unwrap().contains("service"), "{p}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(app.orders_stored().await, 0);
+}
+
+#[tokio::test]
+async fn only_a_pending_order_can_be_cancelled() {
+    let app = spawn_app().await;
+    let owner = Uuid::new_v4();
+    let id = app.stored_order(owner, OrderStatus::Paid).await;
+    let r = app
+        .post(
+            &format!("/orders/{id}/cancel"),
+            &app.customer(owner),
+            json!({}),
+        )
+        .await;
+    let (status, p) = problem(r).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(p["code"], "order_not_pending");
+    assert_eq!(p["detail"], "the order is PAID");
+}
+
+#[tokio::test]
+async fn internal_endpoints_take_only_service_tokens_with_their_scope() {
+    let app = spawn_app().await;
+    let owner = Uuid::new_v4();
+    let id = app.stored_order(owner, OrderStatus::Pending).await;
+    let path = format!("/internal/orders/{id}");
+
+    let user = app.get(&path, &app.customer(owner)).await;
+    assert_eq!(user.status(), StatusCode::FORBIDDEN);
+    let wrong_scope = app.keys.service("order", &[scopes::PRODUCT_RESERVE]);
+    assert_eq!(
+        app.get(&path, &wrong_scope).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let payment = app.keys.service("payment", &[scopes::ORDER_READ]);
+    let order: Value = app.get(&path, &payment).await.json().await.unwrap();
+    assert_eq!(order["id"], id.to_string());
+    assert_eq!(order["user_id"], owner.to_string());
+}
+
+#[tokio::test]
+async fn payment_events_are_applied_once_and_malformed_ones_are_refused() {
+    let app = spawn_app().await;
+    let id = app.stored_order(Uuid::new_v4(), OrderStatus::Pending).await;
+    let events = app.keys.service("payment", &[scopes::ORDER_PAYMENT_EVENTS]);
+    let path = format!("/internal/orders/{id}/payment-events");
+    let declined = json!({"event_id": Uuid::new_v4(), "payment_id": Uuid::new_v4(),
+                          "outcome": "DECLINED", "amount": support::PRICE});
+
+    let r = app.post(&path, &events, declined.clone()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"applied": false, "status": "PENDING"})
+    );
+
+    let mut unknown = declined.clone();
+    unknown["outcome"] = json!("REFUNDED");
+    let (status, p) = problem(app.post(&path, &events, unknown).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields(&p), vec!["outcome"]);
+
+    let missing = format!("/internal/orders/{}/payment-events", Uuid::new_v4());
+    let (status, _) = problem(app.post(&missing, &events, declined).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,237 @@
+//! The order repository against a real PostgreSQL: what each statement stores and finds.
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+mod support;
+
+use std::time::Duration;
+
+use mercato_contract::wire::{
+    LineItem, OrderStatus, PaymentStatus, ReservationStatus, ReserveRequest,
+};
+use mercato_order::orders::{self, NewOrder};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+async fn store(pool: &PgPool, user: Uuid, quantities: &[i64], ttl: Duration) -> Uuid {
+    let id = Uuid::new_v4();
+    let request = ReserveRequest {
+        order_id: id,
+        items: quantities
+            .iter()
+            .map(|q| LineItem {
+                product_id: Uuid::new_v4(),
+                quantity: *q,
+            })
+            .collect(),
+    };
+    let reservation = support::reservation(&request, ReservationStatus::Reserved);
+    let mut tx = pool.begin().await.unwrap();
+    let new = NewOrder {
+        id,
+        user_id: user,
+        idempotency_key: None,
+        request_hash: "hash",
+        reservation: &reservation,
+        ttl,
+    };
+    assert!(orders::insert(&mut tx, &new).await.unwrap());
+    tx.commit().await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn an_order_is_stored_pending_with_its_lines_and_reservation_total() {
+    let (_db, pool) = support::database().await;
+    let user = Uuid::new_v4();
+    let id = store(&pool, user, &[2, 1], Duration::from_secs(60)).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let order = orders::get(&mut conn, id).await.unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::Pending);
+    assert_eq!(order.user_id, user);
+    assert_eq!(order.total, 3 * support::PRICE);
+    assert_eq!(order.currency, "EUR");
+    assert_eq!(order.items.len(), 2);
+    assert!(order.paid_at.is_none());
+    let row = orders::row(&mut conn, id, false).await.unwrap().unwrap();
+    assert_eq!(row.request_hash, "hash");
+    assert!(
+        orders::get(&mut conn, Uuid::new_v4())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn storing_an_order_id_twice_writes_nothing_the_second_time() {
+    let (_db, pool) = support::database().await;
+    let id = store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
+    let request = ReserveRequest {
+        order_id: id,
+        items: vec![
+            LineItem {
+                product_id: Uuid::new_v4(),
+                quantity: 5,
+            };
+            1
+        ],
+    };
+    let reservation = support::reservation(&request, ReservationStatus::Reserved);
+    let mut conn = pool.acquire().await.unwrap();
+    let again = NewOrder {
+        id,
+        user_id: Uuid::new_v4(),
+        idempotency_key: None,
+        request_hash: "other",
+        reservation: &reservation,
+        ttl: Duration::from_secs(60),
+    };
+    assert!(!orders::insert(&mut conn, &again).await.unwrap());
+    let order = orders::get(&mut conn, id).await.unwrap().unwrap();
+    assert_eq!(order.total, support::PRICE);
+    assert_eq!(order.items.len(), 1);
+}
+
+#[tokio::test]
+async fn becoming_paid_stamps_paid_at_and_other_statuses_do_not() {
+    let (_db, pool) = support::database().await;
+    let paid = store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
+    let cancelled = store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
+    let mut conn = pool.acquire().await.unwrap();
+    orders::set_status(&mut conn, paid, OrderStatus::Paid)
+        .await
+        .unwrap();
+    orders::set_status(&mut conn, cancelled, OrderStatus::Cancelled)
+        .await
+        .unwrap();
+    let paid = orders::get(&mut conn, paid).await.unwrap().unwrap();
+    assert_eq!(paid.status, OrderStatus::Paid);
+    assert!(paid.paid_at.is_some());
+    let cancelled = orders::get(&mut conn, cancelled).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, OrderStatus::Cancelled);
+    assert!(cancelled.paid_at.is_none());
+}
+
+#[tokio::test]
+async fn listing_filters_by_owner_and_status_newest_first() {
+    let (_db, pool) = support::database().await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let first = store(&pool, alice, &[1], Duration::from_secs(60)).await;
+    let second = store(&pool, alice, &[1], Duration::from_secs(60)).await;
+    store(&pool, bob, &[1], Duration::from_secs(60)).await;
+    let mut conn = pool.acquire().await.unwrap();
+    orders::set_status(&mut conn, first, OrderStatus::Paid)
+        .await
+        .unwrap();
+
+    let mine = orders::list(&mut conn, Some(alice), None, 20, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        mine.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![second, first]
+    );
+    let paid = orders::list(&mut conn, Some(alice), Some(OrderStatus::Paid), 20, 0)
+        .await
+        .unwrap();
+    assert_eq!(paid.iter().map(|o| o.id).collect::<Vec<_>>(), vec![first]);
+    assert_eq!(
+        orders::list(&mut conn, None, None, 20, 0)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        orders::list(&mut conn, None, None, 2, 2)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_recorded_payment_event_is_seen_afterwards() {
+    let (_db, pool) = support::database().await;
+    let id = store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
+    let event = Uuid::new_v4();
+    let mut conn = pool.acquire().await.unwrap();
+    assert!(!orders::payment_event_seen(&mut conn, event).await.unwrap());
+    orders::record_payment_event(
+        &mut conn,
+        event,
+        id,
+        Uuid::new_v4(),
+        PaymentStatus::Declined,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(orders::payment_event_seen(&mut conn, event).await.unwrap());
+    let outcome: String =
+        sqlx::query_scalar("SELECT outcome FROM payment_events WHERE event_id = $1")
+            .bind(event)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(outcome, "DECLINED");
+}
+
+#[tokio::test]
+async fn only_pending_orders_past_their_time_expire() {
+    let (_db, pool) = support::database().await;
+    let overdue = store(&pool, Uuid::new_v4(), &[1], Duration::ZERO).await;
+    let fresh = store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(600)).await;
+    let paid = store(&pool, Uuid::new_v4(), &[1], Duration::ZERO).await;
+    let mut conn = pool.acquire().await.unwrap();
+    orders::set_status(&mut conn, paid, OrderStatus::Paid)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let expired = orders::expire_overdue(
+        &mut conn,
+        OrderStatus::Pending,
+        OrderStatus::Expired,
+        orders::SWEEP_BATCH,
+    )
+    .await
+    .unwrap();
+    assert_eq!(expired, vec![overdue]);
+    for (id, status) in [
+        (overdue, OrderStatus::Expired),
+        (fresh, OrderStatus::Pending),
+        (paid, OrderStatus::Paid),
+    ] {
+        let order = orders::get(&mut conn, id).await.unwrap().unwrap();
+        assert_eq!(order.status, status);
+    }
+}
+
+#[tokio::test]
+async fn cancelled_and_expired_orders_are_unreleased_until_marked() {
+    let (_db, pool) = support::database().await;
+    let cancelled = store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
+    let expired = store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
+    store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
+    let mut conn = pool.acquire().await.unwrap();
+    orders::set_status(&mut conn, cancelled, OrderStatus::Cancelled)
+        .await
+        .unwrap();
+    orders::set_status(&mut conn, expired, OrderStatus::Expired)
+        .await
+        .unwrap();
+    let statuses = [OrderStatus::Cancelled, OrderStatus::Expired];
+    let mut unreleased = orders::unreleased(&mut conn, statuses, 200).await.unwrap();
+    unreleased.sort();
+    let mut expected = vec![cancelled, expired];
+    expected.sort();
+    assert_eq!(unreleased, expected);
+
+    orders::mark_released(&mut conn, cancelled).await.unwrap();
+    assert_eq!(
+        orders::unreleased(&mut conn, statuses, 200).await.unwrap(),
+        vec![expired]
+    );
+}

@@ -1,0 +1,111 @@
+//! What the order service's tests share: a migrated database of their own, and a product
+//! service in memory that records what checkout asked of it.
+#![allow(dead_code, clippy::unwrap_used)] // Each test file uses its own part.
+
+use std::sync::Mutex;
+
+use mercato_contract::wire::{Reservation, ReservationStatus, ReserveRequest, ReservedItem};
+use mercato_kit::ApiError;
+use mercato_kit::testing::TestDb;
+use mercato_order::checkout::Stock;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Every product costs this much (minor units, EUR) in the fake catalog.
+pub const PRICE: i64 = 1250;
+
+pub async fn database() -> (TestDb, PgPool) {
+    let db = TestDb::new().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    mercato_order::MIGRATOR.run(&pool).await.unwrap();
+    (db, pool)
+}
+
+/// A reservation of `request` at [`PRICE`] each, in `status`.
+pub fn reservation(request: &ReserveRequest, status: ReservationStatus) -> Reservation {
+    let items: Vec<ReservedItem> = request
+        .items
+        .iter()
+        .map(|i| ReservedItem {
+            product_id: i.product_id,
+            name: format!("product {}", i.product_id),
+            quantity: i32::try_from(i.quantity).unwrap(),
+            unit_price: PRICE,
+            currency: "EUR".into(),
+        })
+        .collect();
+    Reservation {
+        order_id: request.order_id,
+        status,
+        expires_at: OffsetDateTime::now_utc(),
+        total: items
+            .iter()
+            .map(|i| i.unit_price * i64::from(i.quantity))
+            .sum(),
+        currency: "EUR".into(),
+        items,
+    }
+}
+
+/// The product service in memory: answers as told and keeps a log of the calls.
+#[derive(Debug, Default)]
+pub struct FakeStock {
+    pub calls: Mutex<Vec<(&'static str, Uuid)>>,
+    /// Answer every reservation with this error.
+    pub refuse_reserve: Option<ApiError>,
+    /// Answer reservations in this status (default RESERVED).
+    pub reserve_status: Option<ReservationStatus>,
+    /// Answer commits and releases with this error.
+    pub refuse_settle: Option<ApiError>,
+}
+
+impl FakeStock {
+    pub fn calls(&self) -> Vec<(&'static str, Uuid)> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, what: &str) -> usize {
+        self.calls().iter().filter(|(w, _)| *w == what).count()
+    }
+
+    fn log(&self, what: &'static str, id: Uuid) {
+        self.calls.lock().unwrap().push((what, id));
+    }
+
+    fn settled(&self, id: Uuid, status: ReservationStatus) -> Result<Reservation, ApiError> {
+        if let Some(e) = &self.refuse_settle {
+            return Err(e.clone());
+        }
+        Ok(reservation(
+            &ReserveRequest {
+                order_id: id,
+                items: Vec::new(),
+            },
+            status,
+        ))
+    }
+}
+
+impl Stock for FakeStock {
+    async fn reserve(&self, request: &ReserveRequest) -> Result<Reservation, ApiError> {
+        self.log("reserve", request.order_id);
+        if let Some(e) = &self.refuse_reserve {
+            return Err(e.clone());
+        }
+        Ok(reservation(
+            request,
+            self.reserve_status.unwrap_or(ReservationStatus::Reserved),
+        ))
+    }
+
+    async fn commit(&self, order_id: Uuid) -> Result<Reservation, ApiError> {
+        self.log("commit", order_id);
+        self.settled(order_id, ReservationStatus::Committed)
+    }
+
+    async fn release(&self, order_id: Uuid) -> Result<Reservation, ApiError> {
+        self.log("release", order_id);
+        self.settled(order_id, ReservationStatus::Released)
+    }
+}

@@ -1,0 +1,286 @@
+//! The payment side of checkout against a real PostgreSQL, with the order service in
+//! memory: the checks against the order, idempotency, and the outbox's delivery.
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+mod support;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use mercato_contract::wire::{OrderStatus, PaymentStatus};
+use mercato_kit::ApiError;
+use mercato_payment::checkout::{self, Method, Pay, PaymentError};
+use mercato_payment::outbox;
+use sqlx::PgPool;
+use support::FakeOrders;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+const TOTAL: i64 = 2500;
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+fn pay(user: Uuid, order: Uuid, key: Option<&str>, amount: i64, method: Method) -> Pay {
+    Pay {
+        user,
+        idempotency_key: key.map(str::to_owned),
+        order_id: order,
+        amount,
+        method,
+    }
+}
+
+async fn count(pool: &PgPool, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn paying_a_pending_order_records_the_payment_and_its_event_then_delivers_it_once() {
+    let (_db, pool) = support::database().await;
+    let user = Uuid::new_v4();
+    let order = support::order(user, OrderStatus::Pending, TOTAL);
+    let orders = FakeOrders::with([order.clone()]);
+    let wake = Notify::new();
+
+    let paid = checkout::pay(
+        &pool,
+        &orders,
+        &wake,
+        pay(user, order.id, None, TOTAL, Method::FakeCard),
+    )
+    .await
+    .unwrap();
+    assert!(!paid.is_replayed());
+    let payment = paid.into_inner();
+    assert_eq!(payment.status, PaymentStatus::Succeeded);
+    assert_eq!((payment.amount, payment.currency.as_str()), (TOTAL, "EUR"));
+    assert_eq!(payment.method, "fake-card");
+    assert_eq!(count(&pool, "outbox").await, 1);
+
+    let pass = outbox::deliver_due(&pool, &orders, MAX_BACKOFF)
+        .await
+        .unwrap();
+    assert_eq!(
+        pass,
+        outbox::Pass {
+            delivered: 1,
+            failed: 0
+        }
+    );
+    let delivered = orders.delivered();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].0, order.id);
+    assert_eq!(delivered[0].1.payment_id, payment.id);
+    assert_eq!(delivered[0].1.outcome, PaymentStatus::Succeeded);
+    assert_eq!(delivered[0].1.amount, TOTAL);
+
+    let again = outbox::deliver_due(&pool, &orders, MAX_BACKOFF)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        outbox::Pass::default(),
+        "a delivered event is not sent again"
+    );
+}
+
+#[tokio::test]
+async fn the_declined_card_records_a_declined_payment_and_event() {
+    let (_db, pool) = support::database().await;
+    let user = Uuid::new_v4();
+    let order = support::order(user, OrderStatus::Pending, TOTAL);
+    let orders = FakeOrders::with([order.clone()]);
+    let payment = checkout::pay(
+        &pool,
+        &orders,
+        &Notify::new(),
+        pay(user, order.id, None, TOTAL, Method::FakeCardDeclined),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(payment.status, PaymentStatus::Declined);
+    outbox::deliver_due(&pool, &orders, MAX_BACKOFF)
+        .await
+        .unwrap();
+    assert_eq!(orders.delivered()[0].1.outcome, PaymentStatus::Declined);
+}
+
+#[tokio::test]
+async fn payments_that_do_not_fit_the_order_are_refused_and_record_nothing() {
+    let (_db, pool) = support::database().await;
+    let user = Uuid::new_v4();
+    let pending = support::order(user, OrderStatus::Pending, TOTAL);
+    let paid = support::order(user, OrderStatus::Paid, TOTAL);
+    let theirs = support::order(Uuid::new_v4(), OrderStatus::Pending, TOTAL);
+    let orders = FakeOrders::with([pending.clone(), paid.clone(), theirs.clone()]);
+    let wake = Notify::new();
+
+    let unknown = checkout::pay(
+        &pool,
+        &orders,
+        &wake,
+        pay(user, Uuid::new_v4(), None, TOTAL, Method::FakeCard),
+    )
+    .await;
+    assert!(matches!(unknown, Err(PaymentError::OrderNotFound)));
+    let someone_elses = checkout::pay(
+        &pool,
+        &orders,
+        &wake,
+        pay(user, theirs.id, None, TOTAL, Method::FakeCard),
+    )
+    .await;
+    assert!(matches!(someone_elses, Err(PaymentError::OrderNotFound)));
+    let not_pending = checkout::pay(
+        &pool,
+        &orders,
+        &wake,
+        pay(user, paid.id, None, TOTAL, Method::FakeCard),
+    )
+    .await;
+    assert!(matches!(
+        not_pending,
+        Err(PaymentError::OrderUnavailable(OrderStatus::Paid))
+    ));
+    let wrong_amount = checkout::pay(
+        &pool,
+        &orders,
+        &wake,
+        pay(user, pending.id, None, TOTAL - 1, Method::FakeCard),
+    )
+    .await;
+    match wrong_amount {
+        Err(PaymentError::WrongAmount { total, currency }) => {
+            assert_eq!((total, currency.as_str()), (TOTAL, "EUR"));
+        }
+        other => panic!("expected a wrong amount, got {other:?}"),
+    }
+    assert_eq!(count(&pool, "payments").await, 0);
+    assert_eq!(count(&pool, "outbox").await, 0);
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_gets_the_first_payment_and_another_body_is_refused() {
+    let (_db, pool) = support::database().await;
+    let user = Uuid::new_v4();
+    let order = support::order(user, OrderStatus::Pending, TOTAL);
+    let orders = FakeOrders::with([order.clone()]);
+    let wake = Notify::new();
+    let first = checkout::pay(
+        &pool,
+        &orders,
+        &wake,
+        pay(user, order.id, Some("k"), TOTAL, Method::FakeCardDeclined),
+    )
+    .await
+    .unwrap();
+    let again = checkout::pay(
+        &pool,
+        &orders,
+        &wake,
+        pay(user, order.id, Some("k"), TOTAL, Method::FakeCardDeclined),
+    )
+    .await
+    .unwrap();
+    assert!(again.is_replayed());
+    assert_eq!(first.get().id, again.get().id);
+    let other = checkout::pay(
+        &pool,
+        &orders,
+        &wake,
+        pay(user, order.id, Some("k"), TOTAL, Method::FakeCard),
+    )
+    .await;
+    assert!(matches!(other, Err(PaymentError::KeyReused)));
+    assert_eq!(count(&pool, "payments").await, 1);
+    assert_eq!(count(&pool, "outbox").await, 1);
+}
+
+#[tokio::test]
+async fn an_order_is_paid_successfully_once_whatever_the_keys() {
+    let (_db, pool) = support::database().await;
+    let user = Uuid::new_v4();
+    let order = support::order(user, OrderStatus::Pending, TOTAL);
+    let orders = FakeOrders::with([order.clone()]);
+    let wake = Notify::new();
+    checkout::pay(
+        &pool,
+        &orders,
+        &wake,
+        pay(user, order.id, Some("a"), TOTAL, Method::FakeCard),
+    )
+    .await
+    .unwrap();
+    // The order service has not heard of the payment yet: the order still reads PENDING.
+    let second = checkout::pay(
+        &pool,
+        &orders,
+        &wake,
+        pay(user, order.id, Some("b"), TOTAL, Method::FakeCard),
+    )
+    .await;
+    assert!(matches!(second, Err(PaymentError::AlreadyPaid)));
+    assert_eq!(count(&pool, "payments").await, 1);
+}
+
+#[tokio::test]
+async fn with_the_order_service_down_a_payment_is_refused_and_an_event_waits_with_backoff() {
+    let (_db, pool) = support::database().await;
+    let user = Uuid::new_v4();
+    let order = support::order(user, OrderStatus::Pending, TOTAL);
+    let orders = FakeOrders::with([order.clone()]);
+    let wake = Notify::new();
+
+    orders.set_down(Some(ApiError::unavailable("Order service")));
+    match checkout::pay(
+        &pool,
+        &orders,
+        &wake,
+        pay(user, order.id, None, TOTAL, Method::FakeCard),
+    )
+    .await
+    {
+        Err(PaymentError::Order(e)) => assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE),
+        other => panic!("expected the order service's 503, got {other:?}"),
+    }
+    assert_eq!(count(&pool, "payments").await, 0);
+
+    orders.set_down(None);
+    checkout::pay(
+        &pool,
+        &orders,
+        &wake,
+        pay(user, order.id, None, TOTAL, Method::FakeCard),
+    )
+    .await
+    .unwrap();
+    orders.set_down(Some(ApiError::unavailable("Order service")));
+    let pass = outbox::deliver_due(&pool, &orders, MAX_BACKOFF)
+        .await
+        .unwrap();
+    assert_eq!(
+        pass,
+        outbox::Pass {
+            delivered: 0,
+            failed: 1
+        }
+    );
+    let (attempts, waits, error): (i32, bool, Option<String>) =
+        sqlx::query_as("SELECT attempts, next_attempt_at > now(), last_error FROM outbox")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(waits, "the next attempt is put off");
+    assert!(error.unwrap().contains("Order service"));
+    assert!(orders.delivered().is_empty());
+    // Not due yet: even with the order service back, nothing goes out before the backoff.
+    orders.set_down(None);
+    let early = outbox::deliver_due(&pool, &orders, MAX_BACKOFF)
+        .await
+        .unwrap();
+    assert_eq!(early, outbox::Pass::default());
+}

@@ -477,7 +477,11 @@ fn print_table(runs: &[Value], cores: usize) {
                 .iter()
                 .map(|v| c[*v].as_u64().unwrap_or(0))
                 .sum();
-            format!("{writes} for {} Stores", r["stores"])
+            format!(
+                "{writes} writes of {} requests for {} Stores",
+                c["total"].as_u64().unwrap_or(0),
+                r["stores"]
+            )
         })
         .collect();
     println!(
@@ -485,7 +489,7 @@ fn print_table(runs: &[Value], cores: usize) {
          CPU in a reconcile; the rest of a reconcile's time is its API round trips, here to a \
          fake that (de)serialises every object in this process.\n\
          \"restart\": controller::run over the settled Stores until it has reconciled each once \
-         (its {} ms debounce included); the writes it made: {}.\n\
+         (its {} ms debounce included), watches and their first lists included: {}.\n\
          Memory is the whole process, the fake API server's copy of every object included (an \
          upper bound). The controller caches the Stores and every child (whole objects: the \
          reconciler reads them from there instead of GETting them), so RSS watch minus RSS \

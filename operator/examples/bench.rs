@@ -245,7 +245,7 @@ async fn pass(fake: &FakeApi, ctx: &Arc<Context>, n: usize) -> anyhow::Result<Va
 async fn cached_pass(fake: &FakeApi, client: &kube::Client, n: usize) -> anyhow::Result<Value> {
     let (cache, feeds) = ChildCache::watch(client, Some(NAMESPACE));
     let feeding = tokio::spawn(
-        futures::stream::select_all(feeds.into_iter().map(|(_, f)| f)).for_each(|_| async {}),
+        futures::stream::select_all(feeds.into_iter().map(|f| f.stream)).for_each(|_| async {}),
     );
     let expected: usize = KINDS.iter().map(|plural| fake.names(plural).len()).sum();
     let started = Instant::now();

@@ -449,6 +449,9 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     step("four hand edits at once, one of which apply cannot merge, are all repaired");
     four_hand_edits(client, ns, &name).await?;
 
+    step("a component whose image cannot be had is named, with the cause, in the status");
+    image_that_cannot_be_pulled(client, ns).await?;
+
     step("deleting the Store with deletionPolicy Retain keeps the volume claims");
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     delete_store(&stores, &name).await?;
@@ -601,4 +604,43 @@ async fn four_hand_edits(client: &Client, ns: &str, store: &str) -> anyhow::Resu
     })
     .await?;
     Ok(())
+}
+
+/// A Store whose order image does not exist (and may not be pulled): its status names
+/// order and the kubelet's reason, instead of only "waiting for: order (0/1)".
+async fn image_that_cannot_be_pulled(client: &Client, ns: &str) -> anyhow::Result<()> {
+    let stores: Api<Store> = Api::namespaced(client.clone(), ns);
+    let missing = "mercato/order:e2e-missing";
+    let broken = json!({"apiVersion": "mercato.dev/v1alpha1", "kind": "Store",
+                        "metadata": {"name": "broken"},
+                        "spec": {"deletionPolicy": "Delete", "imagePullPolicy": "Never",
+                                 "networkPolicies": {"enabled": false},
+                                 "order": {"image": missing}}});
+    stores
+        .patch(
+            "broken",
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&broken),
+        )
+        .await?;
+    let message = wait_for(
+        "Degraded=True ComponentsFailing naming the image",
+        TIMEOUT,
+        || async {
+            let status = stores.get("broken").await?.status.unwrap_or_default();
+            Ok(status
+                .conditions
+                .iter()
+                .find(|c| {
+                    c.type_ == "Degraded"
+                        && c.status == "True"
+                        && c.reason == "ComponentsFailing"
+                        && c.message.contains(&format!("order: cannot pull image {missing}"))
+                })
+                .map(|c| c.message.clone()))
+        },
+    )
+    .await?;
+    step(&format!("Degraded: {message}"));
+    delete_store(&stores, "broken").await
 }

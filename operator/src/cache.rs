@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -37,6 +37,15 @@ pub fn child_kinds() -> [ApiResource; 7] {
         ApiResource::erase::<Deployment>(&()),
         ApiResource::erase::<PodDisruptionBudget>(&()),
         ApiResource::erase::<NetworkPolicy>(&()),
+    ]
+}
+
+/// Kinds the operator does not apply but reads to explain a component that is not ready:
+/// the pods of its workloads and the claims of its databases (`diagnose`).
+pub fn observed_kinds() -> [ApiResource; 2] {
+    [
+        ApiResource::erase::<Pod>(&()),
+        ApiResource::erase::<PersistentVolumeClaim>(&()),
     ]
 }
 
@@ -63,22 +72,27 @@ impl std::fmt::Debug for ChildCache {
     }
 }
 
-/// A watch of one child kind that fills the cache as it is polled; the controller polls it
-/// as one of its triggers.
-pub type Feed = (
-    ApiResource,
-    std::pin::Pin<Box<dyn Stream<Item = Result<DynamicObject, watcher::Error>> + Send>>,
-);
+/// A watch of one kind that fills the cache as it is polled; the controller polls it as one
+/// of its triggers.
+pub struct Feed {
+    pub resource: ApiResource,
+    /// A child kind (its owner reference leads to the Store), rather than an observed one
+    /// (its `app.kubernetes.io/instance` label does).
+    pub owned: bool,
+    pub stream: std::pin::Pin<Box<dyn Stream<Item = Result<DynamicObject, watcher::Error>> + Send>>,
+}
 
 impl ChildCache {
-    /// A cache of every child kind carrying our managed-by label, in `namespace` (all when
-    /// `None`), and the watch streams that fill it. Nothing is cached until the streams
-    /// are polled.
+    /// A cache of every child kind and observed kind carrying our managed-by label, in
+    /// `namespace` (all when `None`), and the watch streams that fill it. Nothing is cached
+    /// until the streams are polled.
     pub fn watch(client: &Client, namespace: Option<&str>) -> (ChildCache, Vec<Feed>) {
         let config = watcher::Config::default().labels(&managed_selector());
         let mut cache = ChildCache::default();
         let mut feeds = Vec::new();
-        for resource in child_kinds() {
+        let owned = child_kinds().map(|r| (r, true));
+        let observed = observed_kinds().map(|r| (r, false));
+        for (resource, owned) in owned.into_iter().chain(observed) {
             let api: Api<DynamicObject> = match namespace {
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
                 None => Api::all_with(client.clone(), &resource),
@@ -91,7 +105,11 @@ impl ChildCache {
                 reflector::reflector(writer, watcher(api, config.clone()).default_backoff())
                     .touched_objects()
                     .boxed();
-            feeds.push((resource, stream));
+            feeds.push(Feed {
+                resource,
+                owned,
+                stream,
+            });
         }
         (cache, feeds)
     }
@@ -100,6 +118,15 @@ impl ChildCache {
     fn synced(&self, kind: &str) -> Option<&Store<DynamicObject>> {
         let store = self.stores.get(kind)?;
         matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))).then_some(store)
+    }
+
+    /// The kinds cached.
+    pub fn kinds(&self) -> Vec<ApiResource> {
+        child_kinds()
+            .into_iter()
+            .chain(observed_kinds())
+            .filter(|r| self.stores.contains_key(&r.kind))
+            .collect()
     }
 
     /// Whether every kind's first list is in.

@@ -8,12 +8,15 @@ use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use kube::runtime::Controller;
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource};
+use kube::api::DynamicObject;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::cache::ChildCache;
+use crate::meta::LABEL_INSTANCE;
 use crate::crd::Store;
 use crate::reconciler::{Context, error_policy, reconcile};
 
@@ -46,6 +49,12 @@ pub async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// The Store an observed object (a pod, a claim) belongs to, by its instance label.
+fn store_of(object: DynamicObject) -> Option<ObjectRef<Store>> {
+    let name = object.labels().get(LABEL_INSTANCE)?;
+    Some(ObjectRef::new(name).within(&object.namespace()?))
+}
+
 /// Runs the controller until `stop` turns true; in-flight reconciles get `SHUTDOWN_GRACE`
 /// to finish (kube-runtime would otherwise wait forever for caches that never synced, e.g.
 /// when the API server is unreachable). `namespace` limits it to one namespace; `None`
@@ -61,8 +70,12 @@ pub async fn run(ctx: Context, namespace: Option<&str>, stop: watch::Receiver<bo
         api::<Store>(&client, namespace),
         watcher::Config::default().any_semantic(),
     );
-    for (resource, feed) in feeds {
-        controller = controller.owns_stream_with(feed, resource);
+    for feed in feeds {
+        controller = if feed.owned {
+            controller.owns_stream_with(feed.stream, feed.resource)
+        } else {
+            controller.watches_stream_with(feed.stream, store_of, feed.resource)
+        };
     }
     let controller = controller
         // A burst of child events (a rollout) becomes one reconcile, not one per event.

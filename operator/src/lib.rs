@@ -7,6 +7,7 @@ pub mod cache;
 pub mod child;
 pub mod controller;
 pub mod crd;
+pub mod diagnose;
 pub mod images;
 pub mod leader;
 pub mod meta;

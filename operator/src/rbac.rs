@@ -55,11 +55,19 @@ pub const RULES: &[Rule] = &[
         resources: &["services", "serviceaccounts"],
         verbs: CHILD,
     },
-    // The `Delete` deletion policy removes the databases' claims.
+    // Claims are watched to say when a database's volume is not bound; the `Delete`
+    // deletion policy removes them.
     Rule {
         api_groups: "",
         resources: &["persistentvolumeclaims"],
-        verbs: &["list", "delete"],
+        verbs: &["list", "watch", "delete"],
+    },
+    // Pods are watched (never changed) to say why a component is not ready: unschedulable,
+    // an image that cannot be pulled, a crash loop.
+    Rule {
+        api_groups: "",
+        resources: &["pods"],
+        verbs: &["list", "watch"],
     },
     Rule {
         api_groups: "apps",
@@ -128,7 +136,7 @@ mod tests {
         );
         assert!(!permits("", "secrets", "update"), "nor replaced");
         assert!(!permits("apps", "deployments", "delete"));
-        assert!(!permits("", "pods", "get"));
+        assert!(!permits("", "pods", "get"), "pods are only watched");
     }
 
     #[test]

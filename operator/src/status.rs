@@ -14,6 +14,8 @@ use crate::crd::{ComponentStatus, Phase, Store, StoreStatus};
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// The `Degraded` reason when pods or claims say why components are not ready.
+pub const COMPONENTS_FAILING: &str = "ComponentsFailing";
 
 /// The children that status is computed from, as last read or applied.
 #[derive(Debug, Default, Clone)]
@@ -21,6 +23,9 @@ pub struct Observed {
     pub deployments: BTreeMap<Component, Deployment>,
     pub stateful_sets: BTreeMap<Component, StatefulSet>,
     pub gateway_service: Option<Service>,
+    /// Why a component (`order`) or a database (`order-db`) is not ready, when its pods or
+    /// claims say (see `diagnose`).
+    pub causes: BTreeMap<String, String>,
 }
 
 /// Replicas of a workload that are ready and run its current template; 0 while the
@@ -176,15 +181,33 @@ pub fn compute(
         ),
     };
 
+    let causes = observed.map(|o| &o.causes);
+    let cause_of = |what: &str| causes.and_then(|c| c.get(what));
+    // What is not ready, and the cause of each that has one.
+    let mut failing: Vec<String> = Vec::new();
     let waiting: Vec<String> = components
         .iter()
         .flat_map(|(c, s)| {
             let mut w = Vec::new();
             if s.ready_replicas < s.replicas {
-                w.push(format!("{c} ({}/{})", s.ready_replicas, s.replicas));
+                let counts = format!("{}/{}", s.ready_replicas, s.replicas);
+                match cause_of(c) {
+                    Some(cause) => {
+                        w.push(format!("{c} ({counts}: {cause})"));
+                        failing.push(format!("{c}: {cause}"));
+                    }
+                    None => w.push(format!("{c} ({counts})")),
+                }
             }
             if s.database_ready == Some(false) {
-                w.push(format!("{c}-db"));
+                let db = format!("{c}-db");
+                match cause_of(&db) {
+                    Some(cause) => {
+                        w.push(format!("{db} ({cause})"));
+                        failing.push(format!("{db}: {cause}"));
+                    }
+                    None => w.push(db),
+                }
             }
             w
         })
@@ -238,7 +261,15 @@ pub fn compute(
                     generation,
                 )
             };
-            let degraded = if stuck.is_empty() {
+            let degraded = if !failing.is_empty() {
+                condition(
+                    DEGRADED,
+                    true,
+                    COMPONENTS_FAILING,
+                    failing.join("; "),
+                    generation,
+                )
+            } else if stuck.is_empty() {
                 condition(
                     DEGRADED,
                     false,

@@ -8,7 +8,7 @@
 mod cleanup;
 mod secrets;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,10 +28,13 @@ use tracing::{info, warn};
 
 use crate::apply::{Child, Outcome, ensure};
 use crate::builders;
-use crate::cache::{Cached, ChildCache};
+use crate::cache::{Cached, ChildCache, observed_kinds};
+use crate::diagnose;
 use crate::crd::{Store, StoreStatus};
 use crate::images::ImageDefaults;
-use crate::meta::{FINALIZER, MANAGER, Owner, store_labels, store_selector};
+use crate::meta::{
+    FINALIZER, LABEL_COMPONENT, MANAGER, Owner, Role, store_labels, store_selector,
+};
 use crate::metrics::Metrics;
 use crate::status::{self, Observed};
 
@@ -353,7 +356,13 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
         status::now(),
     );
     let ready = new.phase == Some(crate::crd::Phase::Ready);
+    let failing = newly_failing(store, &new);
     patch_status(store, &owner, ctx, new).await?;
+    if let Some(note) = failing {
+        warn!(store = %owner.name, namespace = %owner.namespace, "{note}");
+        ctx.publish(store, EventType::Warning, status::COMPONENTS_FAILING, "Reconcile", note)
+            .await;
+    }
     for (list, reason, verb) in [
         (&sync.created, "Created", "created"),
         (&sync.updated, "Updated", "updated"),
@@ -388,6 +397,20 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(if ready { RESYNC } else { RECHECK }))
         }
     }
+}
+
+/// The `Degraded` message when components have started failing, or fail for other reasons
+/// than the status said before (one event per change, not one per reconcile).
+fn newly_failing(store: &Store, new: &StoreStatus) -> Option<String> {
+    let degraded = |s: &StoreStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == status::DEGRADED && c.reason == status::COMPONENTS_FAILING)
+            .map(|c| c.message.clone())
+    };
+    let now = degraded(new)?;
+    let before = store.status.as_ref().and_then(degraded);
+    (before.as_ref() != Some(&now)).then_some(now)
 }
 
 /// Server-side applies the status when it differs from the one the Store carries.
@@ -455,7 +478,49 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
     }
     prune::<PodDisruptionBudget>(owner, ctx, &children, &mut sync).await;
     prune::<NetworkPolicy>(owner, ctx, &children, &mut sync).await;
+    if let Some(cache) = &ctx.cache {
+        sync.observed.causes = causes(cache, owner);
+    }
     Ok(sync)
+}
+
+/// Why each component and database of the store is not ready, as far as its pods and
+/// claims in the watch caches say (nothing before the caches have synced).
+fn causes(cache: &ChildCache, owner: &Owner) -> BTreeMap<String, String> {
+    let of = |resource: &ApiResource, role: &Role| -> Vec<DynamicObject> {
+        let mut labels = store_labels(&owner.name);
+        labels.insert(LABEL_COMPONENT.to_string(), role.component.clone());
+        match cache.list(resource, &owner.namespace, &labels) {
+            Cached::Known(objects) => objects,
+            Cached::Unknown => Vec::new(),
+        }
+    };
+    let [pods, claims] = observed_kinds();
+    let mut out = BTreeMap::new();
+    for c in Component::ALL {
+        let role = Role::service(c);
+        if let Some(cause) = diagnose::pods(&typed(of(&pods, &role))) {
+            out.insert(role.component, cause);
+        }
+        if c.has_database() {
+            let role = Role::database(c);
+            let cause = diagnose::pods(&typed(of(&pods, &role)))
+                .or_else(|| diagnose::claims(&typed(of(&claims, &role))));
+            if let Some(cause) = cause {
+                out.insert(role.component, cause);
+            }
+        }
+    }
+    out
+}
+
+/// Cached objects as the typed objects they are (those that do not parse are skipped).
+fn typed<T: serde::de::DeserializeOwned>(objects: Vec<DynamicObject>) -> Vec<T> {
+    objects
+        .into_iter()
+        .filter_map(|o| serde_json::to_value(o).ok())
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect()
 }
 
 /// Keeps the children that status is computed from.

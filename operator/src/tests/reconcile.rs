@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::fake_api::FakeApi;
 use super::fixtures::NAMESPACE;
-use crate::cache::{Cached, ChildCache, child_kinds};
+use crate::cache::{Cached, ChildCache};
 use crate::crd::{DeletionPolicy, Phase, Store};
 use crate::meta::FINALIZER;
 use crate::metrics::Metrics;
@@ -43,8 +43,8 @@ impl Harness {
         let (fake, client) = FakeApi::new();
         fake.insert("stores", serde_json::to_value(&store).unwrap());
         let (cache, feeds) = ChildCache::watch(&client, Some(NAMESPACE));
-        let plurals: Vec<String> = feeds.iter().map(|(r, _)| r.plural.clone()).collect();
-        let feeds = futures::stream::select_all(feeds.into_iter().map(|(_, f)| f));
+        let plurals: Vec<String> = feeds.iter().map(|f| f.resource.plural.clone()).collect();
+        let feeds = futures::stream::select_all(feeds.into_iter().map(|f| f.stream));
         tokio::spawn(feeds.for_each(|_| async {}));
         // The fake's watches do not replay from a resourceVersion: wait until every kind's
         // watch is open, so that no change falls between its list and its watch.
@@ -76,7 +76,7 @@ impl Harness {
         let cache = cache.clone();
         poll_until("the watch caches caught up", move || {
             cache.is_synced()
-                && child_kinds().iter().all(|kind| {
+                && cache.kinds().iter().all(|kind| {
                     let live = fake.names(&kind.plural);
                     let Cached::Known(cached) = cache.list(kind, NAMESPACE, &BTreeMap::new())
                     else {
@@ -923,4 +923,84 @@ async fn with_synced_watch_caches_an_unchanged_store_costs_no_requests() {
         seen,
         vec!["PATCH deployments/demo-order", "PATCH stores/demo/status"]
     );
+}
+
+fn labelled(role: &crate::meta::Role) -> Value {
+    json!(crate::meta::labels("demo", role))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_cannot_start_is_named_with_its_cause_once() {
+    use crate::meta::Role;
+    use mercato_contract::Component;
+    let (h, cache) = Harness::with_cache(Store::test()).await;
+    h.reconcile().await.unwrap();
+    h.roll_out();
+    // The order pod cannot pull its image; payment's database claim is not bound.
+    h.fake.set_status(
+        "deployments",
+        NAMESPACE,
+        "demo-order",
+        json!({"observedGeneration": 1, "replicas": 1, "readyReplicas": 0, "updatedReplicas": 1}),
+    );
+    h.fake.set_status(
+        "statefulsets",
+        NAMESPACE,
+        "demo-payment-db",
+        json!({"observedGeneration": 1, "replicas": 1, "readyReplicas": 0, "updatedReplicas": 1}),
+    );
+    h.fake.insert(
+        "pods",
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "demo-order-5c7d", "namespace": NAMESPACE,
+                            "labels": labelled(&Role::service(Component::Order))},
+               "status": {"phase": "Pending", "containerStatuses": [{"name": "order",
+                   "image": "mercato/order:0.1.0", "imageID": "", "ready": false, "restartCount": 0,
+                   "state": {"waiting": {"reason": "ErrImageNeverPull",
+                             "message": "Container image \"mercato/order:0.1.0\" is not present with pull policy of Never"}}}]}}),
+    );
+    h.fake.insert(
+        "persistentvolumeclaims",
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": {"name": "data-demo-payment-db-0", "namespace": NAMESPACE,
+                            "labels": labelled(&Role::database(Component::Payment))},
+               "spec": {}, "status": {"phase": "Pending"}}),
+    );
+    h.settle(&cache).await;
+    h.reconcile().await.unwrap();
+
+    let (ready, _, message) = h.condition(READY);
+    assert_eq!(ready, "False");
+    assert_eq!(
+        message,
+        "waiting for: order (0/1: cannot pull image mercato/order:0.1.0: ErrImageNeverPull: \
+         Container image \"mercato/order:0.1.0\" is not present with pull policy of Never), \
+         payment-db (volume claim data-demo-payment-db-0 is Pending (storage class the \
+         cluster's default: is there a provisioner, and room?))"
+    );
+    let (degraded, reason, message) = h.condition(DEGRADED);
+    assert_eq!((degraded.as_str(), reason.as_str()), ("True", "ComponentsFailing"));
+    assert!(message.starts_with("order: cannot pull image"), "{message}");
+    assert_eq!(h.store().status.unwrap().phase, Some(Phase::Degraded));
+    let failing = |h: &Harness| {
+        h.events()
+            .into_iter()
+            .filter(|(reason, _)| reason == "ComponentsFailing")
+            .count()
+    };
+    assert_eq!(failing(&h), 1, "a Warning event says it");
+
+    // The same causes again: no second event, no write.
+    h.reconcile().await.unwrap();
+    assert_eq!(failing(&h), 1);
+    assert_eq!(h.fake.writes(), Vec::<String>::new());
+
+    // Once the pods run and the claim is bound, the store is healthy again.
+    h.fake.remove("pods", NAMESPACE, "demo-order-5c7d");
+    h.fake.remove("persistentvolumeclaims", NAMESPACE, "data-demo-payment-db-0");
+    h.roll_out();
+    h.settle(&cache).await;
+    h.reconcile().await.unwrap();
+    assert_eq!(h.condition(DEGRADED).0, "False");
+    assert_eq!(h.condition(READY).0, "True");
 }

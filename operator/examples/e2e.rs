@@ -635,7 +635,8 @@ async fn image_that_cannot_be_pulled(client: &Client, ns: &str) -> anyhow::Resul
                     c.type_ == "Degraded"
                         && c.status == "True"
                         && c.reason == "ComponentsFailing"
-                        && c.message.contains(&format!("order: cannot pull image {missing}"))
+                        && c.message
+                            .contains(&format!("order: cannot pull image {missing}"))
                 })
                 .map(|c| c.message.clone()))
         },

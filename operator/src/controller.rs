@@ -6,18 +6,18 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use kube::runtime::Controller;
-use kube::runtime::watcher;
 use kube::api::DynamicObject;
+use kube::runtime::Controller;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::cache::ChildCache;
-use crate::meta::LABEL_INSTANCE;
 use crate::crd::Store;
+use crate::meta::LABEL_INSTANCE;
 use crate::reconciler::{Context, error_policy, reconcile};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>

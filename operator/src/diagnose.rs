@@ -78,7 +78,10 @@ fn container(cs: &ContainerStatus) -> Option<(u8, String)> {
     }
     if CONFIG_FAILURES.contains(&reason) {
         let why = message.unwrap_or_default();
-        return Some((2, format!("container {} cannot start: {reason}: {why}", cs.name)));
+        return Some((
+            2,
+            format!("container {} cannot start: {reason}: {why}", cs.name),
+        ));
     }
     if reason == "CrashLoopBackOff" {
         let last = cs
@@ -138,8 +141,10 @@ mod tests {
 
     #[test]
     fn an_unschedulable_pod_names_the_schedulers_reason() {
-        let p = pod(json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
-            "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."}]}));
+        let p = pod(
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."}]}),
+        );
         assert_eq!(
             pods(&[p]).unwrap(),
             "pod demo-order-7d9f cannot be scheduled: 0/1 nodes are available: 1 Insufficient cpu."
@@ -148,9 +153,11 @@ mod tests {
 
     #[test]
     fn an_image_that_cannot_be_pulled_is_named() {
-        let p = pod(json!({"phase": "Pending", "containerStatuses": [{"name": "order", "image": "mercato/order:0.1.0",
+        let p = pod(
+            json!({"phase": "Pending", "containerStatuses": [{"name": "order", "image": "mercato/order:0.1.0",
             "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"mercato/order:0.1.0\""}}}]}));
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"mercato/order:0.1.0\""}}}]}),
+        );
         assert_eq!(
             pods(&[p]).unwrap(),
             "cannot pull image mercato/order:0.1.0: ImagePullBackOff: Back-off pulling image \"mercato/order:0.1.0\""
@@ -159,10 +166,12 @@ mod tests {
 
     #[test]
     fn a_crash_loop_carries_the_last_termination_message() {
-        let p = pod(json!({"phase": "Running", "containerStatuses": [{"name": "order", "image": "i", "imageID": "",
+        let p = pod(
+            json!({"phase": "Running", "containerStatuses": [{"name": "order", "image": "i", "imageID": "",
             "ready": false, "restartCount": 4,
             "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": "DATABASE_URL: connection refused"}}}]}));
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": "DATABASE_URL: connection refused"}}}]}),
+        );
         assert_eq!(
             pods(&[p]).unwrap(),
             "container order is crash-looping (4 restarts; last exit code 1 (Error): DATABASE_URL: connection refused)"
@@ -171,19 +180,31 @@ mod tests {
 
     #[test]
     fn scheduling_comes_before_a_crash_and_a_starting_pod_has_no_cause() {
-        let crashing = pod(json!({"containerStatuses": [{"name": "order", "image": "i", "imageID": "",
-            "ready": false, "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}));
-        let pending = pod(json!({"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no"}]}));
-        assert!(pods(&[crashing, pending]).unwrap().contains("cannot be scheduled"));
-        let starting = pod(json!({"phase": "Pending", "containerStatuses": [{"name": "order", "image": "i", "imageID": "",
-            "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}));
+        let crashing = pod(
+            json!({"containerStatuses": [{"name": "order", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}),
+        );
+        let pending = pod(
+            json!({"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no"}]}),
+        );
+        assert!(
+            pods(&[crashing, pending])
+                .unwrap()
+                .contains("cannot be scheduled")
+        );
+        let starting = pod(
+            json!({"phase": "Pending", "containerStatuses": [{"name": "order", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+        );
         assert_eq!(pods(&[starting]), None);
     }
 
     #[test]
     fn an_unbound_claim_is_named_with_its_class() {
-        let c: PersistentVolumeClaim = serde_json::from_value(json!({"metadata": {"name": "data-demo-order-db-0"},
-            "spec": {"storageClassName": "fast"}, "status": {"phase": "Pending"}})).unwrap();
+        let c: PersistentVolumeClaim =
+            serde_json::from_value(json!({"metadata": {"name": "data-demo-order-db-0"},
+            "spec": {"storageClassName": "fast"}, "status": {"phase": "Pending"}}))
+            .unwrap();
         assert_eq!(
             claims(&[c]).unwrap(),
             "volume claim data-demo-order-db-0 is Pending (storage class fast: is there a provisioner, and room?)"

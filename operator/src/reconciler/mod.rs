@@ -29,12 +29,10 @@ use tracing::{info, warn};
 use crate::apply::{Child, Outcome, ensure};
 use crate::builders;
 use crate::cache::{Cached, ChildCache, observed_kinds};
-use crate::diagnose;
 use crate::crd::{Store, StoreStatus};
+use crate::diagnose;
 use crate::images::ImageDefaults;
-use crate::meta::{
-    FINALIZER, LABEL_COMPONENT, MANAGER, Owner, Role, store_labels, store_selector,
-};
+use crate::meta::{FINALIZER, LABEL_COMPONENT, MANAGER, Owner, Role, store_labels, store_selector};
 use crate::metrics::Metrics;
 use crate::status::{self, Observed};
 
@@ -360,8 +358,14 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
     patch_status(store, &owner, ctx, new).await?;
     if let Some(note) = failing {
         warn!(store = %owner.name, namespace = %owner.namespace, "{note}");
-        ctx.publish(store, EventType::Warning, status::COMPONENTS_FAILING, "Reconcile", note)
-            .await;
+        ctx.publish(
+            store,
+            EventType::Warning,
+            status::COMPONENTS_FAILING,
+            "Reconcile",
+            note,
+        )
+        .await;
     }
     for (list, reason, verb) in [
         (&sync.created, "Created", "created"),

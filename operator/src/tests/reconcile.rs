@@ -979,7 +979,10 @@ async fn a_component_that_cannot_start_is_named_with_its_cause_once() {
          cluster's default: is there a provisioner, and room?))"
     );
     let (degraded, reason, message) = h.condition(DEGRADED);
-    assert_eq!((degraded.as_str(), reason.as_str()), ("True", "ComponentsFailing"));
+    assert_eq!(
+        (degraded.as_str(), reason.as_str()),
+        ("True", "ComponentsFailing")
+    );
     assert!(message.starts_with("order: cannot pull image"), "{message}");
     assert_eq!(h.store().status.unwrap().phase, Some(Phase::Degraded));
     let failing = |h: &Harness| {
@@ -997,7 +1000,11 @@ async fn a_component_that_cannot_start_is_named_with_its_cause_once() {
 
     // Once the pods run and the claim is bound, the store is healthy again.
     h.fake.remove("pods", NAMESPACE, "demo-order-5c7d");
-    h.fake.remove("persistentvolumeclaims", NAMESPACE, "data-demo-payment-db-0");
+    h.fake.remove(
+        "persistentvolumeclaims",
+        NAMESPACE,
+        "data-demo-payment-db-0",
+    );
     h.roll_out();
     h.settle(&cache).await;
     h.reconcile().await.unwrap();

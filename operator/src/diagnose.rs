@@ -3,7 +3,10 @@
 //! container in CrashLoopBackOff (with its last exit and termination message), a volume
 //! claim that is not bound. Read from the pods and claims the watch caches hold.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::{ContainerStatus, PersistentVolumeClaim, Pod};
+use k8s_openapi::jiff::Timestamp;
 
 /// Container waiting reasons that mean the image cannot be had.
 const PULL_FAILURES: [&str; 4] = [
@@ -14,6 +17,9 @@ const PULL_FAILURES: [&str; 4] = [
 ];
 /// Other waiting reasons that will not resolve on their own.
 const CONFIG_FAILURES: [&str; 2] = ["CreateContainerConfigError", "CreateContainerError"];
+/// How long a pod may wait for a node before that counts as a cause: a new database pod
+/// waits a few seconds for its volume to be provisioned, which is not worth a Warning.
+pub const SCHEDULING_GRACE: Duration = Duration::from_secs(30);
 /// Longest message taken from a pod or container.
 const LIMIT: usize = 160;
 
@@ -29,10 +35,10 @@ fn cut(text: &str) -> String {
     format!("{}…", &text[..end])
 }
 
-/// What keeps one of these pods from running, the most telling cause first: scheduling,
-/// then images, then configuration, then crash loops. `None` when no pod shows a cause
-/// (they may simply be starting).
-pub fn pods(pods: &[Pod]) -> Option<String> {
+/// What keeps one of these pods from running, the most telling cause first: scheduling
+/// (once it has lasted `SCHEDULING_GRACE` at `now`), then images, then configuration, then
+/// crash loops. `None` when no pod shows a cause (they may simply be starting).
+pub fn pods(pods: &[Pod], now: Timestamp) -> Option<String> {
     let mut causes: Vec<(u8, String)> = Vec::new();
     for pod in pods {
         if pod.metadata.deletion_timestamp.is_some() {
@@ -44,6 +50,9 @@ pub fn pods(pods: &[Pod]) -> Option<String> {
             c.type_ == "PodScheduled"
                 && c.status == "False"
                 && c.reason.as_deref() == Some("Unschedulable")
+                && c.last_transition_time
+                    .as_ref()
+                    .is_none_or(|t| now.duration_since(t.0).unsigned_abs() >= SCHEDULING_GRACE)
         }) {
             causes.push((
                 0,
@@ -146,9 +155,27 @@ mod tests {
             "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."}]}),
         );
         assert_eq!(
-            pods(&[p]).unwrap(),
+            pods(&[p], Timestamp::now()).unwrap(),
             "pod demo-order-7d9f cannot be scheduled: 0/1 nodes are available: 1 Insufficient cpu."
         );
+    }
+
+    #[test]
+    fn a_pod_waiting_a_moment_for_its_volume_is_not_a_cause_yet() {
+        let since = Timestamp::from_second(1_000_000).unwrap();
+        let p = pod(
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "lastTransitionTime": "1970-01-12T13:46:40Z",
+            "message": "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."}]}),
+        );
+        let soon = since.checked_add(jiff_secs(10)).unwrap();
+        assert_eq!(pods(std::slice::from_ref(&p), soon), None);
+        let later = since.checked_add(jiff_secs(31)).unwrap();
+        assert!(pods(&[p], later).unwrap().contains("unbound immediate"));
+    }
+
+    fn jiff_secs(n: i64) -> k8s_openapi::jiff::SignedDuration {
+        k8s_openapi::jiff::SignedDuration::from_secs(n)
     }
 
     #[test]
@@ -159,7 +186,7 @@ mod tests {
             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"mercato/order:0.1.0\""}}}]}),
         );
         assert_eq!(
-            pods(&[p]).unwrap(),
+            pods(&[p], Timestamp::now()).unwrap(),
             "cannot pull image mercato/order:0.1.0: ImagePullBackOff: Back-off pulling image \"mercato/order:0.1.0\""
         );
     }
@@ -173,7 +200,7 @@ mod tests {
             "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": "DATABASE_URL: connection refused"}}}]}),
         );
         assert_eq!(
-            pods(&[p]).unwrap(),
+            pods(&[p], Timestamp::now()).unwrap(),
             "container order is crash-looping (4 restarts; last exit code 1 (Error): DATABASE_URL: connection refused)"
         );
     }
@@ -188,7 +215,7 @@ mod tests {
             json!({"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no"}]}),
         );
         assert!(
-            pods(&[crashing, pending])
+            pods(&[crashing, pending], Timestamp::now())
                 .unwrap()
                 .contains("cannot be scheduled")
         );
@@ -196,7 +223,7 @@ mod tests {
             json!({"phase": "Pending", "containerStatuses": [{"name": "order", "image": "i", "imageID": "",
             "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
         );
-        assert_eq!(pods(&[starting]), None);
+        assert_eq!(pods(&[starting], Timestamp::now()), None);
     }
 
     #[test]

@@ -491,6 +491,7 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
 /// Why each component and database of the store is not ready, as far as its pods and
 /// claims in the watch caches say (nothing before the caches have synced).
 fn causes(cache: &ChildCache, owner: &Owner) -> BTreeMap<String, String> {
+    let now = k8s_openapi::jiff::Timestamp::now();
     let of = |resource: &ApiResource, role: &Role| -> Vec<DynamicObject> {
         let mut labels = store_labels(&owner.name);
         labels.insert(LABEL_COMPONENT.to_string(), role.component.clone());
@@ -503,12 +504,12 @@ fn causes(cache: &ChildCache, owner: &Owner) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for c in Component::ALL {
         let role = Role::service(c);
-        if let Some(cause) = diagnose::pods(&typed(of(&pods, &role))) {
+        if let Some(cause) = diagnose::pods(&typed(of(&pods, &role)), now) {
             out.insert(role.component, cause);
         }
         if c.has_database() {
             let role = Role::database(c);
-            let cause = diagnose::pods(&typed(of(&pods, &role)))
+            let cause = diagnose::pods(&typed(of(&pods, &role)), now)
                 .or_else(|| diagnose::claims(&typed(of(&claims, &role))));
             if let Some(cause) = cause {
                 out.insert(role.component, cause);

@@ -13,13 +13,12 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::FromRef;
 use mercato_contract::{Component, service_clients};
-use mercato_kit::config::{JwtConfig, ServerConfig};
+use mercato_kit::config::ServerConfig;
 use mercato_kit::jwt::{Role, Signer, Verifier};
 use mercato_kit::ratelimit::KeyedLimiter;
-use mercato_kit::server::{self, Ops, ServiceApp};
+use mercato_kit::server::{self, App, Ops, ServiceConfig};
 use sqlx::PgPool;
 
 pub use config::Config;
@@ -56,33 +55,16 @@ impl FromRef<AppState> for Arc<Verifier> {
 }
 
 /// Everything the service runs, built so tests can drive it on a random port.
-pub struct App {
-    pub router: Router,
-    pub state: AppState,
-}
-
-impl ServiceApp for App {
+impl ServiceConfig for Config {
     const COMPONENT: Component = Component::Auth;
-    type Config = Config;
 
-    fn server_config(config: &Config) -> &ServerConfig {
-        &config.server
-    }
-
-    fn jwt_config(config: &Config) -> &JwtConfig {
-        &config.jwt
-    }
-
-    fn router(&self) -> Router {
-        self.router.clone()
-    }
-
-    fn verifier(&self) -> &Arc<Verifier> {
-        &self.state.verifier
+    fn server(&self) -> &ServerConfig {
+        &self.server
     }
 
     /// Connects, migrates, loads keys, creates the first admin and syncs service clients.
-    async fn build(config: &Config) -> anyhow::Result<Self> {
+    async fn build(&self) -> anyhow::Result<App> {
+        let config = self;
         let verifier = Verifier::load(&config.jwt)?;
         let signer = Signer::from_pem_file(
             &config.jwt_private_key_path,
@@ -138,20 +120,19 @@ impl ServiceApp for App {
             },
         ));
         let router = server::build(routes::router(state.clone()), ops, &config.server);
-        Ok(Self { router, state })
-    }
-
-    /// Purges expired token rows every hour.
-    fn spawn_tasks(&self, _config: &Config) {
-        let pool = self.state.pool.clone();
-        server::spawn_every(
-            Duration::from_secs(3600),
-            "purged expired tokens",
-            move || {
-                let pool = pool.clone();
-                async move { tokens::purge_expired(&pool).await }
-            },
-        );
+        // Purges expired token rows every hour.
+        let pool = state.pool.clone();
+        let purge = move || {
+            server::spawn_every(
+                Duration::from_secs(3600),
+                "purged expired tokens",
+                move || {
+                    let pool = pool.clone();
+                    async move { tokens::purge_expired(&pool).await }
+                },
+            );
+        };
+        Ok(App::new(router, state.verifier.clone(), &config.jwt).with_task(purge))
     }
 }
 

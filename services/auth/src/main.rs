@@ -1,5 +1,5 @@
 //! The auth service binary.
 
 fn main() -> std::process::ExitCode {
-    mercato_kit::server::main::<mercato_auth::App>()
+    mercato_kit::server::main::<mercato_auth::Config>()
 }

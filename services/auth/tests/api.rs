@@ -8,10 +8,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mercato_auth::{App, Config};
+use mercato_auth::Config;
 use mercato_contract::credentials::{JwtKeyMaterial, generate_jwt_keys};
 use mercato_kit::jwt::{Claims, Role, Signer};
-use mercato_kit::server::ServiceApp;
+use mercato_kit::server::ServiceConfig;
 use mercato_kit::testing::{TestDb, TestServer, poll};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -55,9 +55,8 @@ async fn spawn_app_with(extra: &[&str]) -> TestApp {
     std::fs::write(dir.path().join("jwks.json"), &keys.jwks_json).unwrap();
     std::fs::write(dir.path().join("private.pem"), &keys.private_pem).unwrap();
     let config = config(&db, dir.path(), extra);
-    let app = App::build(&config).await.expect("auth app builds");
-    app.spawn_background(&config);
-    let server = TestServer::start(app.router).await;
+    let app = config.build().await.expect("auth app builds");
+    let server = TestServer::start(app.start()).await;
     TestApp {
         server,
         http: reqwest::Client::new(),
@@ -789,8 +788,8 @@ async fn admin_manages_users() {
 async fn first_admin_is_created_once() {
     let app = spawn_app().await;
     let config = config(&app.db, app.dir.path(), &[]);
-    App::build(&config).await.expect("second start");
-    App::build(&config).await.expect("third start");
+    config.build().await.expect("second start");
+    config.build().await.expect("third start");
     let admin = app.admin_token().await;
     let page: Value = app
         .get_as("/users?role=admin", &admin)

@@ -161,9 +161,10 @@ pub struct ReserveRequest {
     pub items: Vec<LineItem>,
 }
 
-/// One reserved line, priced by the catalog at reservation time.
+/// One line priced by the catalog when its stock was reserved: what a reservation holds,
+/// and what the order placed with it keeps.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct ReservedItem {
+pub struct PricedItem {
     pub product_id: Uuid,
     pub name: String,
     pub quantity: i32,
@@ -179,19 +180,8 @@ pub struct Reservation {
     pub status: ReservationStatus,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
-    pub items: Vec<ReservedItem>,
+    pub items: Vec<PricedItem>,
     pub total: i64,
-    pub currency: String,
-}
-
-/// One line of a stored order.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct OrderItem {
-    pub product_id: Uuid,
-    pub name: String,
-    pub quantity: i32,
-    /// Minor units, as priced by the product service when the order was placed.
-    pub unit_price: i64,
     pub currency: String,
 }
 
@@ -202,7 +192,7 @@ pub struct Order {
     pub id: Uuid,
     pub user_id: Uuid,
     pub status: OrderStatus,
-    pub items: Vec<OrderItem>,
+    pub items: Vec<PricedItem>,
     /// Minor units.
     pub total: i64,
     pub currency: String,

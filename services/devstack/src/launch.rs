@@ -12,10 +12,10 @@ pub async fn launch(
     listener: TcpListener,
 ) -> anyhow::Result<Spawned> {
     match component {
-        Component::Auth => spawn::<mercato_auth::App>(args, listener).await,
-        Component::Product => spawn::<mercato_product::App>(args, listener).await,
-        Component::Order => spawn::<mercato_order::App>(args, listener).await,
-        Component::Payment => spawn::<mercato_payment::App>(args, listener).await,
-        Component::Gateway => spawn::<mercato_gateway::App>(args, listener).await,
+        Component::Auth => spawn::<mercato_auth::Config>(args, listener).await,
+        Component::Product => spawn::<mercato_product::Config>(args, listener).await,
+        Component::Order => spawn::<mercato_order::Config>(args, listener).await,
+        Component::Payment => spawn::<mercato_payment::Config>(args, listener).await,
+        Component::Gateway => spawn::<mercato_gateway::Config>(args, listener).await,
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use mercato_contract::Component::{self, Auth, Order, Payment, Product};
 use mercato_devstack::dev::TestStore;
-use mercato_kit::testing::poll;
+use mercato_kit::testing::{fields, poll, problem};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -181,19 +181,6 @@ impl Shop {
             .unwrap();
         r["access_token"].as_str().unwrap().to_string()
     }
-}
-
-async fn problem(r: reqwest::Response) -> (StatusCode, Value) {
-    let status = r.status();
-    assert_eq!(r.headers()["content-type"], "application/problem+json");
-    (status, r.json().await.unwrap())
-}
-
-fn fields(p: &Value) -> Vec<&str> {
-    p["errors"]
-        .as_array()
-        .map(|a| a.iter().map(|e| e["field"].as_str().unwrap()).collect())
-        .unwrap_or_default()
 }
 
 #[tokio::test]

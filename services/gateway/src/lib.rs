@@ -20,7 +20,7 @@ use mercato_contract::{Component, env};
 use mercato_kit::config::{JwtConfig, ServerConfig};
 use mercato_kit::jwt::Verifier;
 use mercato_kit::ratelimit::KeyedLimiter;
-use mercato_kit::server::{self, Ops, ServiceApp};
+use mercato_kit::server::{self, App, Ops, ServiceConfig};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 #[derive(Debug, Clone, Parser)]
@@ -106,11 +106,6 @@ impl FromRef<Gateway> for Arc<Verifier> {
     }
 }
 
-pub struct App {
-    pub router: Router,
-    pub state: Gateway,
-}
-
 fn cors(origins: &str) -> anyhow::Result<Option<CorsLayer>> {
     let origins: Vec<&str> = origins
         .split(',')
@@ -156,27 +151,15 @@ fn cors(origins: &str) -> anyhow::Result<Option<CorsLayer>> {
     ))
 }
 
-impl ServiceApp for App {
+impl ServiceConfig for Config {
     const COMPONENT: Component = Component::Gateway;
-    type Config = Config;
 
-    fn server_config(config: &Config) -> &ServerConfig {
-        &config.server
+    fn server(&self) -> &ServerConfig {
+        &self.server
     }
 
-    fn jwt_config(config: &Config) -> &JwtConfig {
-        &config.jwt
-    }
-
-    fn router(&self) -> Router {
-        self.router.clone()
-    }
-
-    fn verifier(&self) -> &Arc<Verifier> {
-        &self.state.verifier
-    }
-
-    async fn build(config: &Config) -> anyhow::Result<Self> {
+    async fn build(&self) -> anyhow::Result<App> {
+        let config = self;
         let verifier = Verifier::load(&config.jwt)?;
         let state = Gateway {
             verifier,
@@ -206,6 +189,6 @@ impl ServiceApp for App {
         if let Some(layer) = cors(&config.cors_origins)? {
             router = router.layer(layer);
         }
-        Ok(Self { router, state })
+        Ok(App::new(router, state.verifier, &config.jwt))
     }
 }

@@ -1,5 +1,5 @@
 //! The gateway binary.
 
 fn main() -> std::process::ExitCode {
-    mercato_kit::server::main::<mercato_gateway::App>()
+    mercato_kit::server::main::<mercato_gateway::Config>()
 }

@@ -157,61 +157,80 @@ pub fn build(api: Router, ops: Ops, config: &ServerConfig) -> Router {
         .layer(middleware::from_fn(crate::telemetry::request_id))
 }
 
-/// One service's start-up skeleton, the same for all of them: a configuration parsed
-/// from flags and environment, an app built from it (router and state), and background
-/// work spawned once it runs (the JWKS reloader always, plus the service's own tasks).
-/// [`main`] runs a binary from it, [`spawn`] runs it inside this process (the devstack
-/// and the tests).
-pub trait ServiceApp: Sized + Send {
+/// The start-up skeleton every service shares. A service's configuration (parsed from
+/// flags and environment) builds the service: connect, migrate, assemble the router, and
+/// name the background work. [`main`] runs a binary from it, [`spawn`] runs it inside
+/// this process (the devstack and the tests).
+pub trait ServiceConfig: clap::Parser + Send + Sync + 'static {
     /// Which part of the store this is (names logs, metrics and errors).
     const COMPONENT: Component;
-    type Config: clap::Parser + Send + Sync;
 
-    fn server_config(config: &Self::Config) -> &ServerConfig;
-    fn jwt_config(config: &Self::Config) -> &JwtConfig;
+    fn server(&self) -> &ServerConfig;
 
-    /// Connects, migrates and assembles the router; serves nothing yet.
-    fn build(config: &Self::Config) -> impl Future<Output = anyhow::Result<Self>> + Send;
+    /// Connects, migrates and assembles the service; serves nothing and starts nothing yet.
+    fn build(&self) -> impl Future<Output = anyhow::Result<App>> + Send;
+}
 
-    /// The whole router, operational endpoints included.
-    fn router(&self) -> Router;
+/// A built service: its router, and what to start once it serves (the JWKS reloader
+/// always, plus the service's own periodic work).
+pub struct App {
+    pub router: Router,
+    verifier: Arc<Verifier>,
+    reload_every: Duration,
+    tasks: Vec<Box<dyn FnOnce() + Send>>,
+}
 
-    /// The verifier whose key set is re-read while the service runs.
-    fn verifier(&self) -> &Arc<Verifier>;
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}
 
-    /// The service's own periodic work (sweeps, the outbox); none by default.
-    fn spawn_tasks(&self, _config: &Self::Config) {}
+impl App {
+    /// A service whose tokens `verifier` checks, its key set re-read as `jwt` says.
+    pub fn new(router: Router, verifier: Arc<Verifier>, jwt: &JwtConfig) -> Self {
+        Self {
+            router,
+            verifier,
+            reload_every: Duration::from_secs(jwt.jwks_reload_interval_secs.max(1)),
+            tasks: Vec::new(),
+        }
+    }
 
-    /// Starts the background work: the JWKS reloader, then [`ServiceApp::spawn_tasks`].
-    fn spawn_background(&self, config: &Self::Config) {
-        let every = Self::jwt_config(config).jwks_reload_interval_secs.max(1);
-        self.verifier().spawn_reloader(Duration::from_secs(every));
-        self.spawn_tasks(config);
+    /// Background work to start with the service (a sweep, the outbox).
+    pub fn with_task(mut self, start: impl FnOnce() + Send + 'static) -> Self {
+        self.tasks.push(Box::new(start));
+        self
+    }
+
+    /// Starts the background work and returns the router to serve.
+    pub fn start(self) -> Router {
+        self.verifier.spawn_reloader(self.reload_every);
+        for task in self.tasks {
+            task();
+        }
+        self.router
     }
 }
 
 /// A service's whole life from its parsed configuration: [`run`] with the app built and
 /// its background work started.
-pub async fn run_service<S: ServiceApp>(config: S::Config) -> anyhow::Result<()> {
-    run(S::server_config(&config), async {
-        let app = S::build(&config).await?;
-        app.spawn_background(&config);
-        Ok(app.router())
-    })
-    .await
+pub async fn run_service<C: ServiceConfig>(config: C) -> anyhow::Result<()> {
+    run(config.server(), async { Ok(config.build().await?.start()) }).await
 }
 
 /// Builds a service from `args` (the binary name first), as its binary would from the
 /// same environment, starts its background work and serves it on `listener`.
-pub async fn spawn<S: ServiceApp>(
+pub async fn spawn<C: ServiceConfig>(
     args: Vec<String>,
     listener: TcpListener,
 ) -> anyhow::Result<Spawned> {
-    let config = <S::Config as clap::Parser>::try_parse_from(args)
-        .map_err(|e| anyhow::anyhow!("{} configuration: {e}", S::COMPONENT.name()))?;
-    let app = S::build(&config).await?;
-    app.spawn_background(&config);
-    Ok(Spawned::start_on(listener, app.router()))
+    let config = C::try_parse_from(args)
+        .map_err(|e| anyhow::anyhow!("{} configuration: {e}", C::COMPONENT.name()))?;
+    let router = config.build().await?.start();
+    Ok(Spawned::start_on(listener, router))
 }
 
 /// A service's whole life: set up logging, bind the port (failing fast and clearly when it
@@ -333,8 +352,8 @@ pub async fn shutdown_signal() {
 
 /// The whole `main` of a service binary: parse configuration (exiting with one line on a
 /// bad setting), build the runtime, run until shutdown, and exit non-zero on failure.
-pub fn main<S: ServiceApp>() -> std::process::ExitCode {
-    let config = crate::config::parse::<S::Config>();
+pub fn main<C: ServiceConfig>() -> std::process::ExitCode {
+    let config = crate::config::parse::<C>();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -345,10 +364,10 @@ pub fn main<S: ServiceApp>() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_service::<S>(config)) {
+    match runtime.block_on(run_service(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "{} service stopped", S::COMPONENT.name());
+            tracing::error!(error = %e, "{} service stopped", C::COMPONENT.name());
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }

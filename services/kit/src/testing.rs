@@ -149,3 +149,99 @@ where
 
 /// A service running on a random local port until dropped.
 pub use crate::server::Spawned as TestServer;
+
+/// The status and problem document of an error answer, checking it is problem+json.
+pub async fn problem(r: reqwest::Response) -> (reqwest::StatusCode, serde_json::Value) {
+    let status = r.status();
+    assert_eq!(
+        r.headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some(crate::error::PROBLEM_JSON)
+    );
+    (status, r.json().await.expect("a problem document"))
+}
+
+/// The fields a problem document names, in order.
+pub fn fields(problem: &serde_json::Value) -> Vec<&str> {
+    problem["errors"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// A service with a database on a random local port: a fresh database, test keys, and
+/// the service built from `extra` flags as its binary would be, background work started.
+#[derive(Debug)]
+pub struct TestService {
+    pub server: TestServer,
+    pub http: reqwest::Client,
+    pub keys: TestKeys,
+    /// The service's own database, migrated.
+    pub pool: sqlx::PgPool,
+    pub db: TestDb,
+}
+
+impl TestService {
+    pub async fn start<C: crate::server::ServiceConfig>(extra: &[&str]) -> Self {
+        let db = TestDb::new().await;
+        let keys = TestKeys::new();
+        let mut args = vec![
+            format!("mercato-{}", C::COMPONENT.name()),
+            format!("--database-url={}", db.url),
+            format!("--jwks-path={}", keys.jwks_path().display()),
+            "--log-level=warn".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let config = C::try_parse_from(args).expect("test configuration");
+        let app = config.build().await.expect("the service builds");
+        let server = TestServer::start(app.start()).await;
+        let pool = sqlx::PgPool::connect(&db.url)
+            .await
+            .expect("connect to the test database");
+        Self {
+            server,
+            http: reqwest::Client::new(),
+            keys,
+            pool,
+            db,
+        }
+    }
+
+    /// `GET path` with a bearer token.
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.server.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the service answers")
+    }
+
+    /// `POST path` with a bearer token and a JSON body.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.server.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("the service answers")
+    }
+
+    /// A customer's token for user `id`.
+    pub fn customer(&self, id: uuid::Uuid) -> String {
+        self.keys.user(&id.to_string(), crate::jwt::Role::Customer)
+    }
+
+    /// An admin's token.
+    pub fn admin(&self) -> String {
+        self.keys
+            .user(&uuid::Uuid::new_v4().to_string(), crate::jwt::Role::Admin)
+    }
+}

@@ -10,14 +10,13 @@ pub mod routes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::FromRef;
 use clap::Parser;
 use mercato_contract::{Component, env};
 use mercato_kit::client::{ServiceClientConfig, TokenSource, UpstreamConfig};
 use mercato_kit::config::{DatabaseConfig, JwtConfig, ServerConfig};
 use mercato_kit::jwt::Verifier;
-use mercato_kit::server::{self, Ops, ServiceApp};
+use mercato_kit::server::{self, App, Ops, ServiceConfig};
 use sqlx::PgPool;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -67,32 +66,15 @@ impl FromRef<AppState> for Arc<Verifier> {
     }
 }
 
-pub struct App {
-    pub router: Router,
-    pub state: AppState,
-}
-
-impl ServiceApp for App {
+impl ServiceConfig for Config {
     const COMPONENT: Component = Component::Order;
-    type Config = Config;
 
-    fn server_config(config: &Config) -> &ServerConfig {
-        &config.server
+    fn server(&self) -> &ServerConfig {
+        &self.server
     }
 
-    fn jwt_config(config: &Config) -> &JwtConfig {
-        &config.jwt
-    }
-
-    fn router(&self) -> Router {
-        self.router.clone()
-    }
-
-    fn verifier(&self) -> &Arc<Verifier> {
-        &self.state.verifier
-    }
-
-    async fn build(config: &Config) -> anyhow::Result<Self> {
+    async fn build(&self) -> anyhow::Result<App> {
+        let config = self;
         let verifier = Verifier::load(&config.jwt)?;
         let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
         let tokens = Arc::new(TokenSource::new(&config.client, &config.upstream));
@@ -108,16 +90,15 @@ impl ServiceApp for App {
         };
         let ops = Ops::new(Component::Order, Some(pool), openapi::document());
         let router = server::build(routes::router(state.clone()), ops, &config.server);
-        Ok(Self { router, state })
-    }
-
-    /// The sweeper that expires unpaid orders and returns their stock.
-    fn spawn_tasks(&self, config: &Config) {
-        let state = self.state.clone();
+        let verifier = state.verifier.clone();
+        // The sweeper that expires unpaid orders and returns their stock.
         let every = Duration::from_secs(config.order_sweep_secs);
-        server::spawn_every(every, "unpaid orders expired", move || {
-            let state = state.clone();
-            async move { checkout::sweep(&state.pool, state.product.as_ref()).await }
-        });
+        let sweeper = move || {
+            server::spawn_every(every, "unpaid orders expired", move || {
+                let state = state.clone();
+                async move { checkout::sweep(&state.pool, state.product.as_ref()).await }
+            });
+        };
+        Ok(App::new(router, verifier, &config.jwt).with_task(sweeper))
     }
 }

@@ -1,5 +1,5 @@
 //! The order service binary.
 
 fn main() -> std::process::ExitCode {
-    mercato_kit::server::main::<mercato_order::App>()
+    mercato_kit::server::main::<mercato_order::Config>()
 }

@@ -2,7 +2,7 @@
 //! SQL over one connection (the caller decides what is one transaction). It knows no HTTP
 //! and calls no other service; `checkout` does that.
 
-use mercato_contract::wire::{Order, OrderItem, OrderStatus, PaymentStatus, Reservation};
+use mercato_contract::wire::{Order, OrderStatus, PaymentStatus, PricedItem, Reservation};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -30,7 +30,7 @@ pub const SWEEP_BATCH: i64 = 200;
 async fn items_of(
     db: &mut PgConnection,
     ids: &[Uuid],
-) -> Result<Vec<(Uuid, OrderItem)>, sqlx::Error> {
+) -> Result<Vec<(Uuid, PricedItem)>, sqlx::Error> {
     let rows: Vec<(Uuid, Uuid, String, i32, i64, String)> = sqlx::query_as(
         "SELECT order_id, product_id, name, quantity, unit_price, currency::text
          FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, product_id",
@@ -44,7 +44,7 @@ async fn items_of(
             |(order_id, product_id, name, quantity, unit_price, currency)| {
                 (
                     order_id,
-                    OrderItem {
+                    PricedItem {
                         product_id,
                         name,
                         quantity,

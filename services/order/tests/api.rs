@@ -8,135 +8,47 @@ mod support;
 
 use std::time::Duration;
 
-use clap::Parser;
 use mercato_contract::scopes;
-use mercato_contract::wire::{LineItem, OrderStatus, ReservationStatus, ReserveRequest};
-use mercato_kit::jwt::Role;
-use mercato_kit::server::ServiceApp;
-use mercato_kit::testing::{TestDb, TestKeys, TestServer};
-use mercato_order::orders::{self, NewOrder};
-use mercato_order::{App, Config};
+use mercato_contract::wire::OrderStatus;
+use mercato_kit::testing::{TestService, fields, problem};
+use mercato_order::Config;
+use mercato_order::orders;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::PgPool;
 use uuid::Uuid;
 
-struct TestApp {
-    server: TestServer,
-    http: reqwest::Client,
-    keys: TestKeys,
-    pool: PgPool,
-    _db: TestDb,
-}
-
-/// A port nothing listens on: the product and auth services are down.
-const NOWHERE: &str = "http://127.0.0.1:9";
-
-async fn spawn_app() -> TestApp {
-    let (db, pool) = support::database().await;
-    let keys = TestKeys::new();
-    let config = Config::try_parse_from([
-        "mercato-order".to_string(),
-        format!("--database-url={}", db.url),
-        format!("--jwks-path={}", keys.jwks_path().display()),
-        format!("--auth-url={NOWHERE}"),
-        format!("--product-url={NOWHERE}"),
-        "--client-id=order".into(),
-        "--client-secret=secret".into(),
-        "--upstream-retries=0".into(),
-        "--log-level=warn".into(),
+/// The product and auth services are down: nothing listens on port 9.
+async fn spawn_app() -> TestService {
+    TestService::start::<Config>(&[
+        "--auth-url=http://127.0.0.1:9",
+        "--product-url=http://127.0.0.1:9",
+        "--client-id=order",
+        "--client-secret=secret",
+        "--upstream-retries=0",
     ])
-    .unwrap();
-    let app = App::build(&config).await.unwrap();
-    let server = TestServer::start(app.router()).await;
-    TestApp {
-        server,
-        http: reqwest::Client::new(),
-        keys,
-        pool,
-        _db: db,
-    }
+    .await
 }
 
-impl TestApp {
-    fn customer(&self, id: Uuid) -> String {
-        self.keys.user(&id.to_string(), Role::Customer)
-    }
-
-    fn admin(&self) -> String {
-        self.keys.user(&Uuid::new_v4().to_string(), Role::Admin)
-    }
-
-    /// An order stored as checkout would store it.
-    async fn stored_order(&self, user: Uuid, status: OrderStatus) -> Uuid {
-        let id = Uuid::new_v4();
-        let request = ReserveRequest {
-            order_id: id,
-            items: vec![LineItem {
-                product_id: Uuid::new_v4(),
-                quantity: 1,
-            }],
-        };
-        let reservation = support::reservation(&request, ReservationStatus::Reserved);
-        let mut conn = self.pool.acquire().await.unwrap();
-        let new = NewOrder {
-            id,
-            user_id: user,
-            idempotency_key: None,
-            request_hash: "hash",
-            reservation: &reservation,
-            ttl: Duration::from_secs(600),
-        };
-        assert!(orders::insert(&mut conn, &new).await.unwrap());
-        orders::set_status(&mut conn, id, status).await.unwrap();
-        id
-    }
-
-    async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        self.http
-            .get(self.server.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn post(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
-        self.http
-            .post(self.server.url(path))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn orders_stored(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM orders")
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
-    }
+/// An order stored as checkout would store it, then moved to `status`.
+async fn stored_order(app: &TestService, user: Uuid, status: OrderStatus) -> Uuid {
+    let id = support::store_order(&app.pool, user, &[1], Duration::from_secs(600)).await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    orders::set_status(&mut conn, id, status).await.unwrap();
+    id
 }
 
-async fn problem(r: reqwest::Response) -> (StatusCode, Value) {
-    let status = r.status();
-    assert_eq!(r.headers()["content-type"], "application/problem+json");
-    (status, r.json().await.unwrap())
-}
-
-fn fields(p: &Value) -> Vec<&str> {
-    p["errors"]
-        .as_array()
-        .map(|a| a.iter().map(|e| e["field"].as_str().unwrap()).collect())
-        .unwrap_or_default()
+async fn orders_stored(app: &TestService) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn someone_elses_order_is_answered_404_like_a_missing_one_and_admins_see_it() {
     let app = spawn_app().await;
     let owner = Uuid::new_v4();
-    let id = app.stored_order(owner, OrderStatus::Pending).await;
+    let id = stored_order(&app, owner, OrderStatus::Pending).await;
     let path = format!("/orders/{id}");
 
     let mine = app.get(&path, &app.customer(owner)).await;
@@ -163,8 +75,8 @@ async fn someone_elses_order_is_answered_404_like_a_missing_one_and_admins_see_i
 async fn customers_list_their_own_orders_and_admins_filter_everyones_by_status() {
     let app = spawn_app().await;
     let alice = Uuid::new_v4();
-    app.stored_order(alice, OrderStatus::Pending).await;
-    app.stored_order(Uuid::new_v4(), OrderStatus::Paid).await;
+    stored_order(&app, alice, OrderStatus::Pending).await;
+    stored_order(&app, Uuid::new_v4(), OrderStatus::Paid).await;
 
     let page: Value = app
         .get("/orders", &app.customer(alice))
@@ -218,7 +130,7 @@ async fn malformed_orders_are_refused_naming_the_fields_before_any_call() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(fields(&p), expected, "{body}");
     }
-    assert_eq!(app.orders_stored().await, 0);
+    assert_eq!(orders_stored(&app).await, 0);
 }
 
 #[tokio::test]
@@ -234,14 +146,14 @@ async fn with_the_product_service_unreachable_an_order_fails_fast_with_503_and_s
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(p["title"].as_str().unwrap().contains("service"), "{p}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(app.orders_stored().await, 0);
+    assert_eq!(orders_stored(&app).await, 0);
 }
 
 #[tokio::test]
 async fn only_a_pending_order_can_be_cancelled() {
     let app = spawn_app().await;
     let owner = Uuid::new_v4();
-    let id = app.stored_order(owner, OrderStatus::Paid).await;
+    let id = stored_order(&app, owner, OrderStatus::Paid).await;
     let r = app
         .post(
             &format!("/orders/{id}/cancel"),
@@ -259,7 +171,7 @@ async fn only_a_pending_order_can_be_cancelled() {
 async fn internal_endpoints_take_only_service_tokens_with_their_scope() {
     let app = spawn_app().await;
     let owner = Uuid::new_v4();
-    let id = app.stored_order(owner, OrderStatus::Pending).await;
+    let id = stored_order(&app, owner, OrderStatus::Pending).await;
     let path = format!("/internal/orders/{id}");
 
     let user = app.get(&path, &app.customer(owner)).await;
@@ -278,7 +190,7 @@ async fn internal_endpoints_take_only_service_tokens_with_their_scope() {
 #[tokio::test]
 async fn payment_events_are_applied_once_and_malformed_ones_are_refused() {
     let app = spawn_app().await;
-    let id = app.stored_order(Uuid::new_v4(), OrderStatus::Pending).await;
+    let id = stored_order(&app, Uuid::new_v4(), OrderStatus::Pending).await;
     let events = app.keys.service("payment", &[scopes::ORDER_PAYMENT_EVENTS]);
     let path = format!("/internal/orders/{id}/payment-events");
     let declined = json!({"event_id": Uuid::new_v4(), "payment_id": Uuid::new_v4(),

@@ -9,41 +9,13 @@ use mercato_contract::wire::{
     LineItem, OrderStatus, PaymentStatus, ReservationStatus, ReserveRequest,
 };
 use mercato_order::orders::{self, NewOrder};
-use sqlx::PgPool;
 use uuid::Uuid;
-
-async fn store(pool: &PgPool, user: Uuid, quantities: &[i64], ttl: Duration) -> Uuid {
-    let id = Uuid::new_v4();
-    let request = ReserveRequest {
-        order_id: id,
-        items: quantities
-            .iter()
-            .map(|q| LineItem {
-                product_id: Uuid::new_v4(),
-                quantity: *q,
-            })
-            .collect(),
-    };
-    let reservation = support::reservation(&request, ReservationStatus::Reserved);
-    let mut tx = pool.begin().await.unwrap();
-    let new = NewOrder {
-        id,
-        user_id: user,
-        idempotency_key: None,
-        request_hash: "hash",
-        reservation: &reservation,
-        ttl,
-    };
-    assert!(orders::insert(&mut tx, &new).await.unwrap());
-    tx.commit().await.unwrap();
-    id
-}
 
 #[tokio::test]
 async fn an_order_is_stored_pending_with_its_lines_and_reservation_total() {
     let (_db, pool) = support::database().await;
     let user = Uuid::new_v4();
-    let id = store(&pool, user, &[2, 1], Duration::from_secs(60)).await;
+    let id = support::store_order(&pool, user, &[2, 1], Duration::from_secs(60)).await;
     let mut conn = pool.acquire().await.unwrap();
     let order = orders::get(&mut conn, id).await.unwrap().unwrap();
     assert_eq!(order.status, OrderStatus::Pending);
@@ -65,7 +37,7 @@ async fn an_order_is_stored_pending_with_its_lines_and_reservation_total() {
 #[tokio::test]
 async fn storing_an_order_id_twice_writes_nothing_the_second_time() {
     let (_db, pool) = support::database().await;
-    let id = store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
+    let id = support::store_order(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
     let request = ReserveRequest {
         order_id: id,
         items: vec![
@@ -95,8 +67,9 @@ async fn storing_an_order_id_twice_writes_nothing_the_second_time() {
 #[tokio::test]
 async fn becoming_paid_stamps_paid_at_and_other_statuses_do_not() {
     let (_db, pool) = support::database().await;
-    let paid = store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
-    let cancelled = store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
+    let paid = support::store_order(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
+    let cancelled =
+        support::store_order(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
     let mut conn = pool.acquire().await.unwrap();
     orders::set_status(&mut conn, paid, OrderStatus::Paid)
         .await
@@ -116,9 +89,9 @@ async fn becoming_paid_stamps_paid_at_and_other_statuses_do_not() {
 async fn listing_filters_by_owner_and_status_newest_first() {
     let (_db, pool) = support::database().await;
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
-    let first = store(&pool, alice, &[1], Duration::from_secs(60)).await;
-    let second = store(&pool, alice, &[1], Duration::from_secs(60)).await;
-    store(&pool, bob, &[1], Duration::from_secs(60)).await;
+    let first = support::store_order(&pool, alice, &[1], Duration::from_secs(60)).await;
+    let second = support::store_order(&pool, alice, &[1], Duration::from_secs(60)).await;
+    support::store_order(&pool, bob, &[1], Duration::from_secs(60)).await;
     let mut conn = pool.acquire().await.unwrap();
     orders::set_status(&mut conn, first, OrderStatus::Paid)
         .await
@@ -154,7 +127,7 @@ async fn listing_filters_by_owner_and_status_newest_first() {
 #[tokio::test]
 async fn a_recorded_payment_event_is_seen_afterwards() {
     let (_db, pool) = support::database().await;
-    let id = store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
+    let id = support::store_order(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
     let event = Uuid::new_v4();
     let mut conn = pool.acquire().await.unwrap();
     assert!(!orders::payment_event_seen(&mut conn, event).await.unwrap());
@@ -181,9 +154,9 @@ async fn a_recorded_payment_event_is_seen_afterwards() {
 #[tokio::test]
 async fn only_pending_orders_past_their_time_expire() {
     let (_db, pool) = support::database().await;
-    let overdue = store(&pool, Uuid::new_v4(), &[1], Duration::ZERO).await;
-    let fresh = store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(600)).await;
-    let paid = store(&pool, Uuid::new_v4(), &[1], Duration::ZERO).await;
+    let overdue = support::store_order(&pool, Uuid::new_v4(), &[1], Duration::ZERO).await;
+    let fresh = support::store_order(&pool, Uuid::new_v4(), &[1], Duration::from_secs(600)).await;
+    let paid = support::store_order(&pool, Uuid::new_v4(), &[1], Duration::ZERO).await;
     let mut conn = pool.acquire().await.unwrap();
     orders::set_status(&mut conn, paid, OrderStatus::Paid)
         .await
@@ -212,9 +185,10 @@ async fn only_pending_orders_past_their_time_expire() {
 #[tokio::test]
 async fn cancelled_and_expired_orders_are_unreleased_until_marked() {
     let (_db, pool) = support::database().await;
-    let cancelled = store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
-    let expired = store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
-    store(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
+    let cancelled =
+        support::store_order(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
+    let expired = support::store_order(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
+    support::store_order(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
     let mut conn = pool.acquire().await.unwrap();
     orders::set_status(&mut conn, cancelled, OrderStatus::Cancelled)
         .await

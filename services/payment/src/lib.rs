@@ -11,14 +11,13 @@ pub mod routes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::FromRef;
 use clap::Parser;
 use mercato_contract::{Component, env};
 use mercato_kit::client::{ServiceClientConfig, TokenSource, UpstreamConfig};
 use mercato_kit::config::{DatabaseConfig, JwtConfig, ServerConfig};
 use mercato_kit::jwt::Verifier;
-use mercato_kit::server::{self, Ops, ServiceApp};
+use mercato_kit::server::{self, App, Ops, ServiceConfig};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
@@ -72,32 +71,15 @@ impl FromRef<AppState> for Arc<Verifier> {
     }
 }
 
-pub struct App {
-    pub router: Router,
-    pub state: AppState,
-}
-
-impl ServiceApp for App {
+impl ServiceConfig for Config {
     const COMPONENT: Component = Component::Payment;
-    type Config = Config;
 
-    fn server_config(config: &Config) -> &ServerConfig {
-        &config.server
+    fn server(&self) -> &ServerConfig {
+        &self.server
     }
 
-    fn jwt_config(config: &Config) -> &JwtConfig {
-        &config.jwt
-    }
-
-    fn router(&self) -> Router {
-        self.router.clone()
-    }
-
-    fn verifier(&self) -> &Arc<Verifier> {
-        &self.state.verifier
-    }
-
-    async fn build(config: &Config) -> anyhow::Result<Self> {
+    async fn build(&self) -> anyhow::Result<App> {
+        let config = self;
         let verifier = Verifier::load(&config.jwt)?;
         let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
         let tokens = Arc::new(TokenSource::new(&config.client, &config.upstream));
@@ -113,21 +95,26 @@ impl ServiceApp for App {
         };
         let ops = Ops::new(Component::Payment, Some(pool), openapi::document());
         let router = server::build(routes::router(state.clone()), ops, &config.server);
-        Ok(Self { router, state })
-    }
-
-    /// The outbox dispatcher, unless another process runs it.
-    fn spawn_tasks(&self, config: &Config) {
-        if !config.outbox_dispatch {
-            tracing::info!("outbox dispatcher disabled in this process");
-            return;
-        }
-        tokio::spawn(outbox::dispatch(
-            self.state.pool.clone(),
-            self.state.order.clone(),
-            self.state.outbox_wake.clone(),
+        let verifier = state.verifier.clone();
+        // The outbox dispatcher, unless another process runs it.
+        let (dispatch, poll, max_backoff) = (
+            config.outbox_dispatch,
             Duration::from_millis(config.outbox_poll_ms),
             Duration::from_secs(config.outbox_max_backoff_secs),
-        ));
+        );
+        let dispatcher = move || {
+            if !dispatch {
+                tracing::info!("outbox dispatcher disabled in this process");
+                return;
+            }
+            tokio::spawn(outbox::dispatch(
+                state.pool,
+                state.order,
+                state.outbox_wake,
+                poll,
+                max_backoff,
+            ));
+        };
+        Ok(App::new(router, verifier, &config.jwt).with_task(dispatcher))
     }
 }

@@ -1,5 +1,5 @@
 //! The payment service binary.
 
 fn main() -> std::process::ExitCode {
-    mercato_kit::server::main::<mercato_payment::App>()
+    mercato_kit::server::main::<mercato_payment::Config>()
 }

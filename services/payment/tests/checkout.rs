@@ -9,8 +9,10 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use mercato_contract::wire::{OrderStatus, PaymentStatus};
 use mercato_kit::ApiError;
+use mercato_kit::idempotency::Created;
 use mercato_payment::checkout::{self, Method, Pay, PaymentError};
 use mercato_payment::outbox;
+use mercato_payment::payments::Payment;
 use sqlx::PgPool;
 use support::FakeOrders;
 use tokio::sync::Notify;
@@ -19,14 +21,24 @@ use uuid::Uuid;
 const TOTAL: i64 = 2500;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-fn pay(user: Uuid, order: Uuid, key: Option<&str>, amount: i64, method: Method) -> Pay {
-    Pay {
+/// Pays as the handler would, waking no one.
+async fn try_pay(
+    pool: &PgPool,
+    orders: &FakeOrders,
+    user: Uuid,
+    order: Uuid,
+    key: Option<&str>,
+    amount: i64,
+    method: Method,
+) -> Result<Created<Payment>, PaymentError> {
+    let request = Pay {
         user,
         idempotency_key: key.map(str::to_owned),
         order_id: order,
         amount,
         method,
-    }
+    };
+    checkout::pay(pool, orders, &Notify::new(), request).await
 }
 
 async fn count(pool: &PgPool, table: &str) -> i64 {
@@ -42,13 +54,15 @@ async fn paying_a_pending_order_records_the_payment_and_its_event_then_delivers_
     let user = Uuid::new_v4();
     let order = support::order(user, OrderStatus::Pending, TOTAL);
     let orders = FakeOrders::with([order.clone()]);
-    let wake = Notify::new();
 
-    let paid = checkout::pay(
+    let paid = try_pay(
         &pool,
         &orders,
-        &wake,
-        pay(user, order.id, None, TOTAL, Method::FakeCard),
+        user,
+        order.id,
+        None,
+        TOTAL,
+        Method::FakeCard,
     )
     .await
     .unwrap();
@@ -58,7 +72,6 @@ async fn paying_a_pending_order_records_the_payment_and_its_event_then_delivers_
     assert_eq!((payment.amount, payment.currency.as_str()), (TOTAL, "EUR"));
     assert_eq!(payment.method, "fake-card");
     assert_eq!(count(&pool, "outbox").await, 1);
-
     let pass = outbox::deliver_due(&pool, &orders, MAX_BACKOFF)
         .await
         .unwrap();
@@ -92,11 +105,14 @@ async fn the_declined_card_records_a_declined_payment_and_event() {
     let user = Uuid::new_v4();
     let order = support::order(user, OrderStatus::Pending, TOTAL);
     let orders = FakeOrders::with([order.clone()]);
-    let payment = checkout::pay(
+    let payment = try_pay(
         &pool,
         &orders,
-        &Notify::new(),
-        pay(user, order.id, None, TOTAL, Method::FakeCardDeclined),
+        user,
+        order.id,
+        None,
+        TOTAL,
+        Method::FakeCardDeclined,
     )
     .await
     .unwrap()
@@ -116,40 +132,42 @@ async fn payments_that_do_not_fit_the_order_are_refused_and_record_nothing() {
     let paid = support::order(user, OrderStatus::Paid, TOTAL);
     let theirs = support::order(Uuid::new_v4(), OrderStatus::Pending, TOTAL);
     let orders = FakeOrders::with([pending.clone(), paid.clone(), theirs.clone()]);
-    let wake = Notify::new();
 
-    let unknown = checkout::pay(
+    let unknown = try_pay(
         &pool,
         &orders,
-        &wake,
-        pay(user, Uuid::new_v4(), None, TOTAL, Method::FakeCard),
+        user,
+        Uuid::new_v4(),
+        None,
+        TOTAL,
+        Method::FakeCard,
     )
     .await;
     assert!(matches!(unknown, Err(PaymentError::OrderNotFound)));
-    let someone_elses = checkout::pay(
+    let someone_elses = try_pay(
         &pool,
         &orders,
-        &wake,
-        pay(user, theirs.id, None, TOTAL, Method::FakeCard),
+        user,
+        theirs.id,
+        None,
+        TOTAL,
+        Method::FakeCard,
     )
     .await;
     assert!(matches!(someone_elses, Err(PaymentError::OrderNotFound)));
-    let not_pending = checkout::pay(
-        &pool,
-        &orders,
-        &wake,
-        pay(user, paid.id, None, TOTAL, Method::FakeCard),
-    )
-    .await;
+    let not_pending = try_pay(&pool, &orders, user, paid.id, None, TOTAL, Method::FakeCard).await;
     assert!(matches!(
         not_pending,
         Err(PaymentError::OrderUnavailable(OrderStatus::Paid))
     ));
-    let wrong_amount = checkout::pay(
+    let wrong_amount = try_pay(
         &pool,
         &orders,
-        &wake,
-        pay(user, pending.id, None, TOTAL - 1, Method::FakeCard),
+        user,
+        pending.id,
+        None,
+        TOTAL - 1,
+        Method::FakeCard,
     )
     .await;
     match wrong_amount {
@@ -168,30 +186,38 @@ async fn a_retry_with_the_same_key_gets_the_first_payment_and_another_body_is_re
     let user = Uuid::new_v4();
     let order = support::order(user, OrderStatus::Pending, TOTAL);
     let orders = FakeOrders::with([order.clone()]);
-    let wake = Notify::new();
-    let first = checkout::pay(
+    let first = try_pay(
         &pool,
         &orders,
-        &wake,
-        pay(user, order.id, Some("k"), TOTAL, Method::FakeCardDeclined),
+        user,
+        order.id,
+        Some("k"),
+        TOTAL,
+        Method::FakeCardDeclined,
     )
     .await
     .unwrap();
-    let again = checkout::pay(
+    let again = try_pay(
         &pool,
         &orders,
-        &wake,
-        pay(user, order.id, Some("k"), TOTAL, Method::FakeCardDeclined),
+        user,
+        order.id,
+        Some("k"),
+        TOTAL,
+        Method::FakeCardDeclined,
     )
     .await
     .unwrap();
     assert!(again.is_replayed());
     assert_eq!(first.get().id, again.get().id);
-    let other = checkout::pay(
+    let other = try_pay(
         &pool,
         &orders,
-        &wake,
-        pay(user, order.id, Some("k"), TOTAL, Method::FakeCard),
+        user,
+        order.id,
+        Some("k"),
+        TOTAL,
+        Method::FakeCard,
     )
     .await;
     assert!(matches!(other, Err(PaymentError::KeyReused)));
@@ -205,21 +231,26 @@ async fn an_order_is_paid_successfully_once_whatever_the_keys() {
     let user = Uuid::new_v4();
     let order = support::order(user, OrderStatus::Pending, TOTAL);
     let orders = FakeOrders::with([order.clone()]);
-    let wake = Notify::new();
-    checkout::pay(
+    try_pay(
         &pool,
         &orders,
-        &wake,
-        pay(user, order.id, Some("a"), TOTAL, Method::FakeCard),
+        user,
+        order.id,
+        Some("a"),
+        TOTAL,
+        Method::FakeCard,
     )
     .await
     .unwrap();
     // The order service has not heard of the payment yet: the order still reads PENDING.
-    let second = checkout::pay(
+    let second = try_pay(
         &pool,
         &orders,
-        &wake,
-        pay(user, order.id, Some("b"), TOTAL, Method::FakeCard),
+        user,
+        order.id,
+        Some("b"),
+        TOTAL,
+        Method::FakeCard,
     )
     .await;
     assert!(matches!(second, Err(PaymentError::AlreadyPaid)));
@@ -232,14 +263,16 @@ async fn with_the_order_service_down_a_payment_is_refused_and_an_event_waits_wit
     let user = Uuid::new_v4();
     let order = support::order(user, OrderStatus::Pending, TOTAL);
     let orders = FakeOrders::with([order.clone()]);
-    let wake = Notify::new();
 
     orders.set_down(Some(ApiError::unavailable("Order service")));
-    match checkout::pay(
+    match try_pay(
         &pool,
         &orders,
-        &wake,
-        pay(user, order.id, None, TOTAL, Method::FakeCard),
+        user,
+        order.id,
+        None,
+        TOTAL,
+        Method::FakeCard,
     )
     .await
     {
@@ -249,11 +282,14 @@ async fn with_the_order_service_down_a_payment_is_refused_and_an_event_waits_wit
     assert_eq!(count(&pool, "payments").await, 0);
 
     orders.set_down(None);
-    checkout::pay(
+    try_pay(
         &pool,
         &orders,
-        &wake,
-        pay(user, order.id, None, TOTAL, Method::FakeCard),
+        user,
+        order.id,
+        None,
+        TOTAL,
+        Method::FakeCard,
     )
     .await
     .unwrap();

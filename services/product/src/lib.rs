@@ -9,13 +9,12 @@ pub mod routes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::FromRef;
 use clap::Parser;
 use mercato_contract::Component;
 use mercato_kit::config::{DatabaseConfig, JwtConfig, ServerConfig};
 use mercato_kit::jwt::Verifier;
-use mercato_kit::server::{self, Ops, ServiceApp};
+use mercato_kit::server::{self, App, Ops, ServiceConfig};
 use sqlx::PgPool;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -56,32 +55,15 @@ impl FromRef<AppState> for Arc<Verifier> {
     }
 }
 
-pub struct App {
-    pub router: Router,
-    pub state: AppState,
-}
-
-impl ServiceApp for App {
+impl ServiceConfig for Config {
     const COMPONENT: Component = Component::Product;
-    type Config = Config;
 
-    fn server_config(config: &Config) -> &ServerConfig {
-        &config.server
+    fn server(&self) -> &ServerConfig {
+        &self.server
     }
 
-    fn jwt_config(config: &Config) -> &JwtConfig {
-        &config.jwt
-    }
-
-    fn router(&self) -> Router {
-        self.router.clone()
-    }
-
-    fn verifier(&self) -> &Arc<Verifier> {
-        &self.state.verifier
-    }
-
-    async fn build(config: &Config) -> anyhow::Result<Self> {
+    async fn build(&self) -> anyhow::Result<App> {
+        let config = self;
         let verifier = Verifier::load(&config.jwt)?;
         let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
         let state = AppState {
@@ -91,16 +73,15 @@ impl ServiceApp for App {
         };
         let ops = Ops::new(Component::Product, Some(pool), openapi::document());
         let router = server::build(routes::router(state.clone()), ops, &config.server);
-        Ok(Self { router, state })
-    }
-
-    /// The sweeper that returns the stock of expired reservations.
-    fn spawn_tasks(&self, config: &Config) {
-        let pool = self.state.pool.clone();
+        // The sweeper that returns the stock of expired reservations.
         let every = Duration::from_secs(config.reservation_sweep_secs);
-        server::spawn_every(every, "expired reservations released", move || {
-            let pool = pool.clone();
-            async move { reservations::release_expired(&pool).await }
-        });
+        let (verifier, pool) = (state.verifier.clone(), state.pool.clone());
+        let sweeper = move || {
+            server::spawn_every(every, "expired reservations released", move || {
+                let pool = pool.clone();
+                async move { reservations::release_expired(&pool).await }
+            });
+        };
+        Ok(App::new(router, verifier, &config.jwt).with_task(sweeper))
     }
 }

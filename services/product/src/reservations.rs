@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-pub use mercato_contract::wire::{Reservation, ReservationStatus, ReserveRequest, ReservedItem};
+pub use mercato_contract::wire::{PricedItem, Reservation, ReservationStatus, ReserveRequest};
 use mercato_kit::ApiError;
 use mercato_kit::items::{self, LineItem};
 use sqlx::{PgConnection, PgPool};
@@ -20,7 +20,7 @@ async fn load(db: &mut PgConnection, order_id: Uuid) -> Result<Option<Reservatio
     let Some((status, expires_at)) = head else {
         return Ok(None);
     };
-    let items: Vec<ReservedItem> = sqlx::query_as(
+    let items: Vec<PricedItem> = sqlx::query_as(
         "SELECT product_id, name, quantity, unit_price, currency::text AS currency
          FROM reservation_items WHERE order_id = $1 ORDER BY product_id",
     )
@@ -34,7 +34,7 @@ fn summarise(
     order_id: Uuid,
     status: ReservationStatus,
     expires_at: OffsetDateTime,
-    items: Vec<ReservedItem>,
+    items: Vec<PricedItem>,
 ) -> Reservation {
     let total = items
         .iter()
@@ -130,7 +130,7 @@ pub async fn reserve(
                     ),
             });
         };
-        reserved.push(ReservedItem {
+        reserved.push(PricedItem {
             product_id: item.product_id,
             name,
             quantity,

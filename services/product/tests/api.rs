@@ -4,9 +4,9 @@
 use clap::Parser;
 use mercato_contract::scopes;
 use mercato_kit::jwt::Role;
-use mercato_kit::server::ServiceApp;
-use mercato_kit::testing::{TestDb, TestKeys, TestServer, poll};
-use mercato_product::{App, Config};
+use mercato_kit::server::ServiceConfig;
+use mercato_kit::testing::{TestDb, TestKeys, TestServer, fields, poll};
+use mercato_product::Config;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -19,7 +19,7 @@ struct TestApp {
     service: String,
 }
 
-async fn spawn_app_with(extra: &[&str]) -> (TestApp, App) {
+async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let db = TestDb::new().await;
     let keys = TestKeys::new();
     let mut args = vec![
@@ -30,26 +30,22 @@ async fn spawn_app_with(extra: &[&str]) -> (TestApp, App) {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = Config::try_parse_from(args).unwrap();
-    let app = App::build(&config).await.unwrap();
-    app.spawn_background(&config);
-    let server = TestServer::start(app.router.clone()).await;
+    let app = config.build().await.unwrap();
+    let server = TestServer::start(app.start()).await;
     let admin = keys.user(&uuid::Uuid::new_v4().to_string(), Role::Admin);
     let service = keys.service("order", &[scopes::PRODUCT_RESERVE]);
-    (
-        TestApp {
-            server,
-            http: reqwest::Client::new(),
-            keys,
-            db,
-            admin,
-            service,
-        },
-        app,
-    )
+    TestApp {
+        server,
+        http: reqwest::Client::new(),
+        keys,
+        db,
+        admin,
+        service,
+    }
 }
 
 async fn spawn_app() -> TestApp {
-    spawn_app_with(&[]).await.0
+    spawn_app_with(&[]).await
 }
 
 impl TestApp {
@@ -102,13 +98,6 @@ impl TestApp {
         pool.close().await;
         n
     }
-}
-
-fn fields(p: &Value) -> Vec<&str> {
-    p["errors"]
-        .as_array()
-        .map(|a| a.iter().map(|e| e["field"].as_str().unwrap()).collect())
-        .unwrap_or_default()
 }
 
 fn new_id() -> String {
@@ -532,8 +521,7 @@ impl TestApp {
 
 #[tokio::test]
 async fn expired_reservations_return_their_stock() {
-    let (app, _) =
-        spawn_app_with(&["--reservation-ttl-secs=1", "--reservation-sweep-secs=1"]).await;
+    let app = spawn_app_with(&["--reservation-ttl-secs=1", "--reservation-sweep-secs=1"]).await;
     let a = app.create("A", "x", 100, 4).await;
     let a_id = a["id"].as_str().unwrap();
     let order = new_id();

@@ -4,10 +4,15 @@
 
 use std::sync::Mutex;
 
-use mercato_contract::wire::{Reservation, ReservationStatus, ReserveRequest, ReservedItem};
+use std::time::Duration;
+
+use mercato_contract::wire::{
+    LineItem, PricedItem, Reservation, ReservationStatus, ReserveRequest,
+};
 use mercato_kit::ApiError;
 use mercato_kit::testing::TestDb;
 use mercato_order::checkout::Stock;
+use mercato_order::orders::{self, NewOrder};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -22,12 +27,40 @@ pub async fn database() -> (TestDb, PgPool) {
     (db, pool)
 }
 
+/// Stores a PENDING order of one line per quantity, as checkout would, and returns its id.
+pub async fn store_order(pool: &PgPool, user: Uuid, quantities: &[i64], ttl: Duration) -> Uuid {
+    let id = Uuid::new_v4();
+    let request = ReserveRequest {
+        order_id: id,
+        items: quantities
+            .iter()
+            .map(|q| LineItem {
+                product_id: Uuid::new_v4(),
+                quantity: *q,
+            })
+            .collect(),
+    };
+    let reservation = reservation(&request, ReservationStatus::Reserved);
+    let mut tx = pool.begin().await.unwrap();
+    let new = NewOrder {
+        id,
+        user_id: user,
+        idempotency_key: None,
+        request_hash: "hash",
+        reservation: &reservation,
+        ttl,
+    };
+    assert!(orders::insert(&mut tx, &new).await.unwrap());
+    tx.commit().await.unwrap();
+    id
+}
+
 /// A reservation of `request` at [`PRICE`] each, in `status`.
 pub fn reservation(request: &ReserveRequest, status: ReservationStatus) -> Reservation {
-    let items: Vec<ReservedItem> = request
+    let items: Vec<PricedItem> = request
         .items
         .iter()
-        .map(|i| ReservedItem {
+        .map(|i| PricedItem {
             product_id: i.product_id,
             name: format!("product {}", i.product_id),
             quantity: i32::try_from(i.quantity).unwrap(),

@@ -266,11 +266,53 @@ pub enum DeletionPolicy {
 pub struct NetworkPoliciesSpec {
     /// Create default-deny NetworkPolicies and allow only the store's own edges.
     pub enabled: bool,
+    /// Where the pods may resolve names: the cluster DNS pods, and any node-local cache.
+    pub dns: DnsSpec,
 }
 
 impl Default for NetworkPoliciesSpec {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            dns: DnsSpec::default(),
+        }
+    }
+}
+
+/// The DNS servers the store's pods may reach (UDP and TCP 53). The defaults match CoreDNS
+/// and kube-dns as most distributions deploy them; other distributions label them otherwise,
+/// and NodeLocal DNSCache answers on a link-local address that no pod selector matches.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DnsSpec {
+    /// Namespace of the cluster DNS pods.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: String,
+    /// Labels that select the cluster DNS pods in that namespace (at least one).
+    #[schemars(extend("minProperties" = 1))]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Addresses of DNS servers outside any pod, e.g. `169.254.20.10/32` for NodeLocal
+    /// DNSCache.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 8),
+        inner(regex(
+            pattern = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}|[0-9a-fA-F:]+/[0-9]{1,3})$"
+        ))
+    )]
+    pub cidrs: Vec<String>,
+}
+
+impl Default for DnsSpec {
+    fn default() -> Self {
+        Self {
+            namespace: "kube-system".to_string(),
+            pod_labels: BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())]),
+            cidrs: Vec::new(),
+        }
     }
 }
 

@@ -92,7 +92,10 @@ pub fn desired(
     }
     if spec.network_policies.enabled {
         out.push(Child::new(&network::default_deny(owner)));
-        out.push(Child::new(&network::allow_dns(owner)));
+        out.push(Child::new(&network::allow_dns(
+            owner,
+            &spec.network_policies.dns,
+        )));
         for c in Component::ALL {
             out.push(Child::new(&network::component(owner, c)).of(c));
         }

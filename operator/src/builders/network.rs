@@ -5,18 +5,16 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mercato_contract::{Component, HTTP_PORT, POSTGRES_PORT, names};
 
+use crate::crd::DnsSpec;
 use crate::meta::{Owner, Role, selector, store_pods_selector};
 
-/// Where the cluster DNS runs: the well-known labels of CoreDNS/kube-dns.
-const DNS_NAMESPACE: &str = "kube-system";
-const DNS_POD_LABEL: (&str, &str) = ("k8s-app", "kube-dns");
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 const DNS_PORT: i32 = 53;
 
@@ -71,8 +69,30 @@ pub fn default_deny(owner: &Owner) -> NetworkPolicy {
     )
 }
 
-/// Every pod of the store may resolve names with the cluster DNS (UDP and TCP 53).
-pub fn allow_dns(owner: &Owner) -> NetworkPolicy {
+/// Every pod of the store may resolve names with the cluster DNS (UDP and TCP 53): the DNS
+/// pods `dns` selects, and the addresses it lists.
+pub fn allow_dns(owner: &Owner, dns: &DnsSpec) -> NetworkPolicy {
+    let mut peers = vec![NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                NAMESPACE_NAME_LABEL.to_string(),
+                dns.namespace.clone(),
+            )])),
+            match_expressions: None,
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(dns.pod_labels.clone()),
+            match_expressions: None,
+        }),
+        ip_block: None,
+    }];
+    peers.extend(dns.cidrs.iter().map(|cidr| NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: cidr.clone(),
+            except: None,
+        }),
+        ..NetworkPolicyPeer::default()
+    }));
     policy(
         owner,
         dns_name(&owner.name),
@@ -82,23 +102,7 @@ pub fn allow_dns(owner: &Owner) -> NetworkPolicy {
             policy_types: Some(vec!["Egress".to_string()]),
             ingress: None,
             egress: Some(vec![NetworkPolicyEgressRule {
-                to: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(LabelSelector {
-                        match_labels: Some(BTreeMap::from([(
-                            NAMESPACE_NAME_LABEL.to_string(),
-                            DNS_NAMESPACE.to_string(),
-                        )])),
-                        match_expressions: None,
-                    }),
-                    pod_selector: Some(LabelSelector {
-                        match_labels: Some(BTreeMap::from([(
-                            DNS_POD_LABEL.0.to_string(),
-                            DNS_POD_LABEL.1.to_string(),
-                        )])),
-                        match_expressions: None,
-                    }),
-                    ip_block: None,
-                }]),
+                to: Some(peers),
                 ports: Some(vec![port_of("UDP", DNS_PORT), port_of("TCP", DNS_PORT)]),
             }]),
         },

@@ -913,7 +913,9 @@ fn default_deny_and_dns_cover_every_pod_of_the_store() {
         "part-of, instance and managed-by: every pod this operator runs for the store, nothing else"
     );
 
-    let dns = network::allow_dns(&owner).spec.unwrap();
+    let dns = network::allow_dns(&owner, &Default::default())
+        .spec
+        .unwrap();
     assert_eq!(dns.policy_types, Some(vec!["Egress".into()]));
     assert_eq!(
         dns.pod_selector.as_ref().unwrap().match_labels.as_ref(),
@@ -1000,4 +1002,33 @@ fn network_policies_can_be_turned_off() {
     let store = Store::test().with(|s| s.network_policies.enabled = false);
     let (children, _) = store.children();
     assert!(children.iter().all(|c| c.kind() != "NetworkPolicy"));
+}
+
+#[test]
+fn dns_egress_follows_the_stores_dns_settings() {
+    let store = Store::test().with(|s| {
+        s.network_policies.dns.namespace = "dns-system".into();
+        s.network_policies.dns.pod_labels = BTreeMap::from([("app".into(), "coredns".into())]);
+        s.network_policies.dns.cidrs = vec!["169.254.20.10/32".into()];
+    });
+    let policy = network::allow_dns(&store.owner(), &store.spec.network_policies.dns);
+    let rule = &policy.spec.unwrap().egress.unwrap()[0];
+    let peers = rule.to.as_ref().unwrap();
+    assert_eq!(
+        peers[0].namespace_selector.as_ref().unwrap().match_labels,
+        Some(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            "dns-system".to_string()
+        )]))
+    );
+    assert_eq!(
+        peers[0].pod_selector.as_ref().unwrap().match_labels,
+        Some(BTreeMap::from([("app".to_string(), "coredns".to_string())]))
+    );
+    assert_eq!(
+        peers[1].ip_block.as_ref().map(|b| b.cidr.as_str()),
+        Some("169.254.20.10/32"),
+        "a node-local cache is reached by address"
+    );
+    assert_eq!(rule.ports.as_ref().unwrap().len(), 2, "UDP and TCP 53");
 }

@@ -75,6 +75,11 @@ fn pattern_violations(schema: &Value, value: &Value, path: &str, out: &mut Vec<S
             "{path}: Invalid value: \"{s}\": should match '{pattern}'"
         ));
     }
+    if let Some(items) = value.as_array() {
+        for (i, item) in items.iter().enumerate() {
+            pattern_violations(&schema["items"], item, &format!("{path}[{i}]"), out);
+        }
+    }
     let Some(map) = value.as_object() else {
         return;
     };
@@ -395,4 +400,26 @@ fn the_quantity_pattern_agrees_with_the_kubernetes_quantity_parser() {
     }
     assert!(!matches_pattern(crate::crd::QUANTITY_PATTERN, "-1"));
     assert!(cel_holds("isQuantity('-1')", &json!(0)));
+}
+
+#[test]
+fn dns_settings_are_checked() {
+    for (dns, expected) in [
+        (json!({"namespace": "Kube_System"}), "namespace"),
+        (json!({"cidrs": ["169.254.20.10"]}), "cidrs[0]"),
+        (json!({"cidrs": ["dns.example.com/32"]}), "cidrs[0]"),
+    ] {
+        let object = store("demo", json!({"networkPolicies": {"dns": dns}}));
+        let v = violations(&object, None);
+        assert!(
+            v.iter().any(|m| m.contains(expected)),
+            "{dns}: expected a violation naming {expected}, got {v:?}"
+        );
+    }
+    let fine = store(
+        "demo",
+        json!({"networkPolicies": {"dns": {"namespace": "dns-system", "podLabels": {"app": "coredns"},
+                                           "cidrs": ["169.254.20.10/32", "fd00::a/128"]}}}),
+    );
+    assert_eq!(violations(&fine, None), Vec::<String>::new());
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ContainerStatus, PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::truncate;
+
 /// Container waiting reasons that mean the image cannot be had.
 const PULL_FAILURES: [&str; 4] = [
     "ErrImagePull",
@@ -24,15 +26,7 @@ pub const SCHEDULING_GRACE: Duration = Duration::from_secs(30);
 const LIMIT: usize = 160;
 
 fn cut(text: &str) -> String {
-    let text = text.trim();
-    if text.len() <= LIMIT {
-        return text.to_string();
-    }
-    let mut end = LIMIT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    truncate(text.trim(), LIMIT)
 }
 
 /// What keeps one of these pods from running, the most telling cause first: scheduling

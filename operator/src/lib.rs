@@ -18,6 +18,19 @@ pub mod render;
 pub mod server;
 pub mod status;
 
+/// `text` cut to at most `limit` bytes on a character boundary, with `…` when cut (condition
+/// messages and event notes quote what the API server and kubelet said, briefly).
+pub(crate) fn truncate(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_string();
+    }
+    let mut cut = limit;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
+}
+
 /// The CRD of `Store` as YAML, as committed in `crds/store.yaml`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     Ok(format!(

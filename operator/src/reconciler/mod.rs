@@ -30,11 +30,11 @@ use crate::apply::{Child, Outcome, ensure};
 use crate::builders;
 use crate::cache::{Cached, ChildCache, observed_kinds};
 use crate::crd::{Store, StoreStatus};
-use crate::diagnose;
 use crate::images::ImageDefaults;
 use crate::meta::{FINALIZER, LABEL_COMPONENT, MANAGER, Owner, Role, store_labels, store_selector};
 use crate::metrics::Metrics;
 use crate::status::{self, Observed};
+use crate::{diagnose, truncate};
 
 /// How long a ready store waits before the next periodic reconcile (watches on every
 /// child trigger one sooner whenever something changes).
@@ -126,18 +126,6 @@ pub fn brief(error: &kube::Error) -> String {
         kube::Error::Api(s) => format!("{} ({})", s.reason, s.code),
         other => other.to_string(),
     }
-}
-
-/// `text` cut to at most `limit` bytes on a character boundary, with `…` when cut.
-fn truncate(text: &str, limit: usize) -> String {
-    if text.len() <= limit {
-        return text.to_string();
-    }
-    let mut cut = limit;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &text[..cut])
 }
 
 fn api_err(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {

@@ -455,16 +455,20 @@ impl FakeApi {
         self.notify(&key, Some(before), Some(after));
     }
 
-    /// Sets an object's status, as its controller would.
+    /// Sets an object's status, as its controller would (a new resourceVersion, as every
+    /// write gets).
     pub fn set_status(&self, plural: &str, namespace: &str, name: &str, status: Value) {
         let key: Key = (plural.into(), namespace.into(), name.into());
         let mut s = self.lock();
+        let rv = s.resource_version + 1;
         let Some(obj) = s.objects.get_mut(&key) else {
             return;
         };
         let before = obj.clone();
         obj["status"] = status;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         let after = obj.clone();
+        s.resource_version = rv;
         drop(s);
         self.notify(&key, Some(before), Some(after));
     }

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -125,11 +125,57 @@ impl Metrics {
     }
 }
 
+/// The methods the services answer. Any token is a valid HTTP method, so the raw method
+/// would let each client add series to `/metrics` forever: every other one is counted as
+/// `OTHER` and refused by `refuse_unknown_methods`.
+const KNOWN_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
+
+/// The metrics label of `method`: itself when known, else `OTHER`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Middleware: a request with a method the services do not know (`TRACE`, `CONNECT`, or any
+/// made-up token) is answered `501 Not Implemented` before it reaches a handler.
+pub async fn refuse_unknown_methods(req: Request, next: Next) -> Response {
+    if KNOWN_METHODS.contains(req.method()) {
+        return next.run(req).await;
+    }
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "method_not_implemented",
+        "Method not implemented",
+    )
+    .with_detail(format!(
+        "this service answers {}",
+        KNOWN_METHODS.map(|m| m.to_string()).join(", ")
+    ))
+    .into_response()
+}
+
 /// Middleware: counts and times every request under its route template (not its raw
-/// path, so ids do not explode the label space) and logs one line per request.
+/// path, so ids do not explode the label space) and its method (unknown ones as `OTHER`),
+/// and logs one line per request.
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_string();
     let route = req
         .extensions()
         .get::<MatchedPath>()

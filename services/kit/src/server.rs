@@ -153,6 +153,7 @@ pub fn build(api: Router, ops: Ops, config: &ServerConfig) -> Router {
             config.request_timeout(),
             deadline,
         ))
+        .layer(middleware::from_fn(metrics::refuse_unknown_methods))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .layer(middleware::from_fn(crate::telemetry::request_id))
 }

@@ -568,3 +568,61 @@ async fn internal_endpoints_need_a_service_token_with_the_reserve_scope() {
     }
     assert_eq!(app.product(a["id"].as_str().unwrap()).await["stock"], 4);
 }
+
+#[tokio::test]
+async fn made_up_methods_are_refused_and_add_no_metric_series() {
+    let app = spawn_app().await;
+    let metrics = || async {
+        app.http
+            .get(app.server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    let send = |method: String, path: &'static str| {
+        let request = app.http.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            app.server.url(path),
+        );
+        async move { request.send().await.unwrap() }
+    };
+    // Warm up: one made-up method on a route and off one, and `/metrics` itself, so that
+    // every series these requests can touch exists before counting.
+    send("WARMUP".into(), "/products").await;
+    send("WARMUP".into(), "/no/such/route").await;
+    metrics().await;
+    let before = series(&metrics().await);
+
+    for i in 0..50 {
+        let path = if i % 2 == 0 {
+            "/products"
+        } else {
+            "/no/such/route"
+        };
+        let response = send(format!("FOO{i}"), path).await;
+        assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "method_not_implemented");
+    }
+    let after = metrics().await;
+    assert!(!after.contains("FOO"), "no method becomes a label");
+    assert!(after.contains(r#"method="OTHER""#), "{after}");
+    assert_eq!(series(&after), before, "50 made-up methods added no series");
+
+    // Known methods still route as before: a wrong one on a real route is 405.
+    let response = app
+        .http
+        .request(reqwest::Method::PUT, app.server.url("/products"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+}

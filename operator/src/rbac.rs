@@ -10,13 +10,14 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rule {
-    #[serde(serialize_with = "one")]
-    pub api_groups: &'static str,
+    /// Written as RBAC's `apiGroups` list; one group per rule keeps the table readable.
+    #[serde(rename = "apiGroups", serialize_with = "as_list")]
+    pub api_group: &'static str,
     pub resources: &'static [&'static str],
     pub verbs: &'static [&'static str],
 }
 
-fn one<S: serde::Serializer>(group: &&'static str, s: S) -> Result<S::Ok, S::Error> {
+fn as_list<S: serde::Serializer>(group: &&'static str, s: S) -> Result<S::Ok, S::Error> {
     [*group].serialize(s)
 }
 
@@ -34,64 +35,64 @@ const CHILD_DELETED: &[&str] = &[
 pub const RULES: &[Rule] = &[
     // Watched; the cleanup finalizer is added and removed by JSON patch.
     Rule {
-        api_groups: "mercato.dev",
+        api_group: "mercato.dev",
         resources: &["stores"],
         verbs: &["list", "watch", "patch"],
     },
     // Status is written by server-side apply.
     Rule {
-        api_groups: "mercato.dev",
+        api_group: "mercato.dev",
         resources: &["stores/status"],
         verbs: &["patch"],
     },
     // Created once, metadata re-applied, never replaced or deleted by the operator.
     Rule {
-        api_groups: "",
+        api_group: "",
         resources: &["secrets"],
         verbs: &["get", "list", "watch", "create", "patch"],
     },
     Rule {
-        api_groups: "",
+        api_group: "",
         resources: &["services", "serviceaccounts"],
         verbs: CHILD,
     },
     // Claims are watched to say when a database's volume is not bound; the `Delete`
     // deletion policy removes them.
     Rule {
-        api_groups: "",
+        api_group: "",
         resources: &["persistentvolumeclaims"],
         verbs: &["list", "watch", "delete"],
     },
     // Pods are watched (never changed) to say why a component is not ready: unschedulable,
     // an image that cannot be pulled, a crash loop.
     Rule {
-        api_groups: "",
+        api_group: "",
         resources: &["pods"],
         verbs: &["list", "watch"],
     },
     Rule {
-        api_groups: "apps",
+        api_group: "apps",
         resources: &["deployments"],
         verbs: CHILD,
     },
     Rule {
-        api_groups: "apps",
+        api_group: "apps",
         resources: &["statefulsets"],
         verbs: CHILD_DELETED,
     },
     Rule {
-        api_groups: "policy",
+        api_group: "policy",
         resources: &["poddisruptionbudgets"],
         verbs: CHILD_DELETED,
     },
     Rule {
-        api_groups: "networking.k8s.io",
+        api_group: "networking.k8s.io",
         resources: &["networkpolicies"],
         verbs: CHILD_DELETED,
     },
     // Events are created, and patched when they repeat.
     Rule {
-        api_groups: "events.k8s.io",
+        api_group: "events.k8s.io",
         resources: &["events"],
         verbs: &["create", "patch"],
     },
@@ -101,16 +102,17 @@ pub const RULES: &[Rule] = &[
 /// Lease (the object does not exist yet), `get` and `update` for the one named by
 /// `LEASE_NAME` (the chart sets `resourceNames`).
 pub const LEADER_ELECTION: &[Rule] = &[Rule {
-    api_groups: "coordination.k8s.io",
+    api_group: "coordination.k8s.io",
     resources: &["leases"],
     verbs: &["create", "get", "update"],
 }];
 
 /// Whether `verb` on `resource` (`plural` or `plural/subresource`) of `group` is granted.
 pub fn permits(group: &str, resource: &str, verb: &str) -> bool {
-    RULES.iter().chain(LEADER_ELECTION).any(|r| {
-        r.api_groups == group && r.resources.contains(&resource) && r.verbs.contains(&verb)
-    })
+    RULES
+        .iter()
+        .chain(LEADER_ELECTION)
+        .any(|r| r.api_group == group && r.resources.contains(&resource) && r.verbs.contains(&verb))
 }
 
 /// The ClusterRole's `rules`, as YAML (what `make crds` writes into the chart).

@@ -164,7 +164,7 @@ def check_heredocs(block):
 
 def document_variables(blocks):
     """Sample values for a document's variables: its literal assignments (REGISTRY=...),
-    and a placeholder for each it requires with ${NAME:?...}."""
+    and a sample value (sample-<name>) for each it requires with ${NAME:?...}."""
     values = {}
     for b in blocks:
         for m in re.finditer(r"^\s*([A-Z][A-Z0-9_]*)=([^\s$`\"']+|\"[^\"$`]*\"|'[^']*')(?=\s|$)", b.text, re.M):

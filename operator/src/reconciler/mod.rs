@@ -508,11 +508,10 @@ fn causes(cache: &ChildCache, owner: &Owner) -> BTreeMap<String, String> {
 }
 
 /// Cached objects as the typed objects they are (those that do not parse are skipped).
-fn typed<T: serde::de::DeserializeOwned>(objects: Vec<DynamicObject>) -> Vec<T> {
+fn typed<T: Resource + serde::de::DeserializeOwned>(objects: Vec<DynamicObject>) -> Vec<T> {
     objects
         .into_iter()
-        .filter_map(|o| serde_json::to_value(o).ok())
-        .filter_map(|v| serde_json::from_value(v).ok())
+        .filter_map(|o| o.try_parse().ok())
         .collect()
 }
 

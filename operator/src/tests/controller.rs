@@ -1,26 +1,15 @@
 //! The controller (watches, triggers, debounce) against the in-memory API server.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::eventually;
 use super::fake_api::FakeApi;
 use super::fixtures::NAMESPACE;
 use crate::controller;
 use crate::crd::Store;
 use crate::metrics::Metrics;
 use crate::reconciler::Context;
-
-/// Polls `done` until it holds, for at most 10 s.
-async fn eventually(what: &str, done: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_builds_a_new_store_and_puts_back_a_deleted_child() {

@@ -6,6 +6,20 @@
 use crate::meta::MANAGER;
 use crate::rbac::permits;
 
+use std::time::{Duration, Instant};
+
+/// Polls `done` every 10 ms until it holds, for at most 10 s.
+pub async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 mod builders;
 mod controller;
 mod crd;

@@ -11,6 +11,7 @@ use http::Method;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
+use super::eventually;
 use super::fake_api::FakeApi;
 use super::fixtures::NAMESPACE;
 use crate::cache::{Cached, ChildCache};
@@ -49,7 +50,7 @@ impl Harness {
         // The fake's watches do not replay from a resourceVersion: wait until every kind's
         // watch is open, so that no change falls between its list and its watch.
         let watching = fake.clone();
-        poll_until("every child kind is watched", move || {
+        eventually("every child kind is watched", move || {
             plurals.iter().all(|p| {
                 watching
                     .requests()
@@ -74,7 +75,7 @@ impl Harness {
     async fn settle(&self, cache: &ChildCache) {
         let fake = self.fake.clone();
         let cache = cache.clone();
-        poll_until("the watch caches caught up", move || {
+        eventually("the watch caches caught up", move || {
             cache.is_synced()
                 && cache.kinds().iter().all(|kind| {
                     let live = fake.names(&kind.plural);
@@ -168,18 +169,6 @@ impl Drop for Harness {
                 "requests that operator/src/rbac.rs does not allow"
             );
         }
-    }
-}
-
-/// Polls `done` every 10 ms until it holds, for at most 10 s.
-async fn poll_until(what: &str, done: impl Fn() -> bool) {
-    let started = std::time::Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -21,6 +21,17 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A fresh database with `migrator`'s migrations applied, and a pool on it (for tests
+    /// of a service's repository and domain functions without its HTTP server).
+    pub async fn migrated(migrator: &sqlx::migrate::Migrator) -> (Self, sqlx::PgPool) {
+        let db = Self::new().await;
+        let pool = sqlx::PgPool::connect(&db.url)
+            .await
+            .expect("connect to the test database");
+        migrator.run(&pool).await.expect("apply the migrations");
+        (db, pool)
+    }
+
     pub async fn new() -> Self {
         let server = server_url();
         let name = format!("mercato_test_{}", uuid::Uuid::new_v4().simple());

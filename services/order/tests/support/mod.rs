@@ -20,11 +20,9 @@ use uuid::Uuid;
 /// Every product costs this much (minor units, EUR) in the fake catalog.
 pub const PRICE: i64 = 1250;
 
+/// A fresh database with the order service's migrations.
 pub async fn database() -> (TestDb, PgPool) {
-    let db = TestDb::new().await;
-    let pool = PgPool::connect(&db.url).await.unwrap();
-    mercato_order::MIGRATOR.run(&pool).await.unwrap();
-    (db, pool)
+    TestDb::migrated(&mercato_order::MIGRATOR).await
 }
 
 /// Stores a PENDING order of one line per quantity, as checkout would, and returns its id.

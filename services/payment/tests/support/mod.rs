@@ -13,11 +13,9 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// A fresh database with the payment service's migrations.
 pub async fn database() -> (TestDb, PgPool) {
-    let db = TestDb::new().await;
-    let pool = PgPool::connect(&db.url).await.unwrap();
-    mercato_payment::MIGRATOR.run(&pool).await.unwrap();
-    (db, pool)
+    TestDb::migrated(&mercato_payment::MIGRATOR).await
 }
 
 pub fn order(user: Uuid, status: OrderStatus, total: i64) -> Order {

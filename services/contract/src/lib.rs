@@ -12,8 +12,17 @@ use std::fmt;
 
 /// HTTP port every service listens on inside a cluster.
 pub const HTTP_PORT: u16 = 8080;
+/// Port of every service's operational endpoints (`/healthz`, `/readyz`, `/metrics`).
+/// The Service for the public API does not expose it; kubelet probes and Prometheus
+/// reach the pods on it directly.
+pub const OPS_PORT: u16 = 9090;
 /// PostgreSQL port of each service's database.
 pub const POSTGRES_PORT: u16 = 5432;
+
+/// The header in which the gateway passes on the client address it settled on. The
+/// gateway always overwrites it, and signs it with the edge key (see [`env::EDGE_KEY`])
+/// so a service trusts it only from the gateway.
+pub const CLIENT_ADDRESS_HEADER: &str = "x-mercato-client-address";
 
 /// Default token lifetimes (seconds), shared by the auth service and the Store defaults.
 pub const DEFAULT_ACCESS_TOKEN_TTL_SECS: u64 = 15 * 60;
@@ -94,8 +103,10 @@ impl Component {
             ],
             Component::Order => &[Component::Product, Component::Auth],
             Component::Payment => &[Component::Order, Component::Auth],
-            // The product service verifies tokens against the mounted JWKS and calls no one.
-            Component::Product | Component::Auth => &[],
+            // The product service verifies tokens against the mounted JWKS; it calls auth
+            // only for the revocation feed.
+            Component::Product => &[Component::Auth],
+            Component::Auth => &[],
         }
     }
 
@@ -114,9 +125,14 @@ impl Component {
     /// the scopes that client is granted.
     pub const fn service_client_scopes(self) -> Option<&'static [&'static str]> {
         match self {
-            Component::Order => Some(&[scopes::PRODUCT_RESERVE]),
-            Component::Payment => Some(&[scopes::ORDER_READ, scopes::ORDER_PAYMENT_EVENTS]),
-            Component::Auth | Component::Product | Component::Gateway => None,
+            Component::Order => Some(&[scopes::PRODUCT_RESERVE, scopes::AUTH_REVOCATIONS]),
+            Component::Payment => Some(&[
+                scopes::ORDER_READ,
+                scopes::ORDER_PAYMENT_EVENTS,
+                scopes::AUTH_REVOCATIONS,
+            ]),
+            Component::Product | Component::Gateway => Some(&[scopes::AUTH_REVOCATIONS]),
+            Component::Auth => None,
         }
     }
 
@@ -136,11 +152,15 @@ pub mod scopes {
     pub const PRODUCT_RESERVE: &str = "product:reserve";
     pub const ORDER_READ: &str = "order:read";
     pub const ORDER_PAYMENT_EVENTS: &str = "order:payment-events";
+    /// Read auth's revocation feed (ended sessions, disabled or demoted users).
+    pub const AUTH_REVOCATIONS: &str = "auth:revocations";
 }
 
 /// Environment variables read by the services (each is also a CLI flag).
 pub mod env {
     pub const HTTP_ADDR: &str = "HTTP_ADDR";
+    /// Address of the operational endpoints (`/healthz`, `/readyz`, `/metrics`).
+    pub const OPS_ADDR: &str = "OPS_ADDR";
     pub const LOG_FORMAT: &str = "LOG_FORMAT";
     pub const LOG_LEVEL: &str = "LOG_LEVEL";
     pub const DATABASE_URL: &str = "DATABASE_URL";
@@ -180,8 +200,14 @@ pub mod env {
     pub const ORDER_URL: &str = "ORDER_URL";
     pub const PAYMENT_URL: &str = "PAYMENT_URL";
     pub const GATEWAY_URL: &str = "GATEWAY_URL";
-    /// Auth and gateway: take the client address from `X-Forwarded-For` (set behind the
-    /// gateway or an ingress, so per-client limits see real clients).
+    /// Gateway only: CIDRs of the proxies in front of it (comma separated; empty trusts
+    /// none). The client address is taken from `X-Forwarded-For` only through them.
+    pub const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES";
+    /// Gateway and auth: the key that signs the client address the gateway passes on
+    /// ([`super::CLIENT_ADDRESS_HEADER`]).
+    pub const EDGE_KEY: &str = "EDGE_KEY";
+    /// Being replaced by TRUSTED_PROXIES and EDGE_KEY (issue 11): removed once the gateway
+    /// and auth no longer read it.
     pub const TRUST_FORWARDED_FOR: &str = "TRUST_FORWARDED_FOR";
 }
 
@@ -202,6 +228,8 @@ pub mod secret_keys {
     pub const ADMIN_USERNAME: &str = "username";
     pub const ADMIN_EMAIL: &str = "email";
     pub const ADMIN_PASSWORD: &str = "password";
+    /// `<store>-edge`: the key signing the client address header (gateway and auth).
+    pub const EDGE_KEY: &str = "edge-key";
 }
 
 /// Where Secrets are mounted in service containers.
@@ -236,6 +264,9 @@ pub mod names {
     }
     pub fn admin_secret(store: &str) -> String {
         format!("{store}-admin")
+    }
+    pub fn edge_secret(store: &str) -> String {
+        format!("{store}-edge")
     }
     /// The PostgreSQL database and role name a component uses.
     pub fn db_name(component: Component) -> String {

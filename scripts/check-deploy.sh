@@ -109,7 +109,8 @@ values_schema_rejects() {
   local bads=(replicaCount=-1 image.pullPolicy=Sometimes store.name=Not_A_Name logging.format=xml
     networkPolicy.apiServer.ports[0]=0 unknownValue=1 "replicaCount=2,leaderElection.enabled=false"
     images.registry= images.registry=https://registry.example.com images.registry=registry.example.com/
-    images.tag=a:b image.repository=/operator image.tag=-x)
+    images.tag=a:b image.repository=/operator image.tag=-x "watchNamespaces[0]=Not_A_Namespace"
+    "watchAllNamespaces=true,watchNamespaces[0]=shop" "store.create=true,store.namespace=elsewhere")
   for bad in "${bads[@]}"; do
     if $HELM template "$RELEASE" "$CHART" --set "$bad" >/dev/null 2>&1; then
       say "FAIL the chart accepts --set $bad"
@@ -136,8 +137,16 @@ step "checkov: the chart (defaults, every option on)" \
 step "checkov: what the operator applies for examples/store.yaml and store-full.yaml" \
   "$PY" "$CHECKS/checkov_gate.py" operator kubernetes "$OUT/operator-store.yaml" "$OUT/operator-store-full.yaml"
 
-step "RBAC: the chart grants exactly operator/src/rbac.rs, bound to its ServiceAccount" \
-  "$PY" "$CHECKS/rbac.py" "$CHART/files/operator-rules.yaml" "$OUT/chart-default.yaml" "$RELEASE_NS"
+rbac_scope() {
+  local ok=0
+  "$PY" "$CHECKS/rbac.py" "$CHART/files/operator-rules.yaml" "$OUT/chart-default.yaml" "$RELEASE_NS" --scoped || ok=1
+  "$PY" "$CHECKS/rbac.py" "$CHART/files/operator-rules.yaml" "$OUT/chart-all-options.yaml" "$RELEASE_NS" --scoped || ok=1
+  $HELM template "$RELEASE" "$CHART" -n "$RELEASE_NS" --kube-version "$NEWEST_KUBE" \
+    --set watchAllNamespaces=true >"$OUT/chart-all-namespaces.yaml" || ok=1
+  "$PY" "$CHECKS/rbac.py" "$CHART/files/operator-rules.yaml" "$OUT/chart-all-namespaces.yaml" "$RELEASE_NS" --cluster-wide || ok=1
+  return $ok
+}
+step "RBAC: exactly operator/src/rbac.rs, bound only where the operator watches (by default its own namespace)" rbac_scope
 
 # --- Local cluster ---------------------------------------------------------------------
 step "kind-config.yaml and Tiltfile: parse, evaluate and wire together" \

@@ -55,6 +55,19 @@ fn store_of(object: DynamicObject) -> Option<ObjectRef<Store>> {
     Some(ObjectRef::new(name).within(&object.namespace()?))
 }
 
+/// Runs one controller per namespace in `namespaces` (each with its own watches, so the
+/// operator needs permissions in those namespaces only), or one over every namespace when
+/// the list is empty, until `stop` turns true.
+pub async fn run_in(ctx: Context, namespaces: &[String], stop: watch::Receiver<bool>) {
+    if namespaces.is_empty() {
+        return run(ctx, None, stop).await;
+    }
+    let controllers = namespaces
+        .iter()
+        .map(|ns| run(ctx.fork(), Some(ns.as_str()), stop.clone()));
+    futures::future::join_all(controllers).await;
+}
+
 /// Runs the controller until `stop` turns true; in-flight reconciles get `SHUTDOWN_GRACE`
 /// to finish (kube-runtime would otherwise wait forever for caches that never synced, e.g.
 /// when the API server is unreachable). `namespace` limits it to one namespace; `None`

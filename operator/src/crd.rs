@@ -121,6 +121,9 @@ impl Default for ServiceSpec {
     }
 }
 
+/// An IPv4 or IPv6 CIDR (the API server of Kubernetes 1.28 has no `isCIDR()` in CEL).
+const CIDR_PATTERN: &str = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}|[0-9a-fA-F:]+/[0-9]{1,3})$";
+
 /// The gateway: its Deployment and how its Service is exposed.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
@@ -137,6 +140,18 @@ pub struct GatewaySpec {
     pub resources: ResourceRequirements,
     /// How the gateway's Service is exposed.
     pub service: GatewayServiceSpec,
+    /// CIDRs of the proxies in front of the gateway (an ingress controller, a load
+    /// balancer that appends `X-Forwarded-For`). The gateway takes the client address from
+    /// `X-Forwarded-For` only through these hops; empty (the default) trusts none, so a
+    /// client cannot choose its own address for rate limits and login lock-outs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(regex(
+            pattern = CIDR_PATTERN
+        ))
+    )]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for GatewaySpec {
@@ -146,6 +161,7 @@ impl Default for GatewaySpec {
             replicas: 1,
             resources: resources(("50m", "64Mi"), ("500m", "256Mi")),
             service: GatewayServiceSpec::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -156,6 +172,9 @@ impl Default for GatewaySpec {
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "!has(self.nodePort) || self.type != 'ClusterIP'",
     "message": "gateway.service.nodePort can only be set when gateway.service.type is NodePort or LoadBalancer"
+}, {
+    "rule": "!has(self.externalTrafficPolicy) || self.type != 'ClusterIP'",
+    "message": "gateway.service.externalTrafficPolicy can only be set when gateway.service.type is NodePort or LoadBalancer"
 }]))]
 pub struct GatewayServiceSpec {
     /// Service type.
@@ -165,6 +184,27 @@ pub struct GatewayServiceSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 30000, max = 32767))]
     pub node_port: Option<i32>,
+    /// `Local` keeps the client's source address (the gateway then sees each client, with
+    /// no proxy to trust) and sends traffic only to nodes running a gateway pod; `Cluster`
+    /// (Kubernetes' default) spreads it over every node but rewrites the source address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<ExternalTrafficPolicy>,
+}
+
+/// `spec.externalTrafficPolicy` of the gateway's Service.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExternalTrafficPolicy {
+    Cluster,
+    Local,
+}
+
+impl ExternalTrafficPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExternalTrafficPolicy::Cluster => "Cluster",
+            ExternalTrafficPolicy::Local => "Local",
+        }
+    }
 }
 
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -300,7 +340,7 @@ pub struct DnsSpec {
     #[schemars(
         length(max = 8),
         inner(regex(
-            pattern = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}|[0-9a-fA-F:]+/[0-9]{1,3})$"
+            pattern = CIDR_PATTERN
         ))
     )]
     pub cidrs: Vec<String>,

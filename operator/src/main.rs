@@ -61,9 +61,10 @@ enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 struct RunArgs {
-    /// Watch Stores in this namespace only (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
+    /// Reconcile Stores in these namespaces only, comma separated (default: every
+    /// namespace). The operator then needs permissions in these namespaces only.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
@@ -194,7 +195,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 metrics,
                 images,
                 &identity,
-                args.watch_namespace.as_deref(),
+                &args.watch_namespaces,
                 stop_rx.clone(),
             )
             .await
@@ -202,12 +203,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => {
             ready.store(true, Ordering::Relaxed);
             let ctx = Context::new(client, metrics, Some(identity.clone())).with_images(images);
-            mercato_operator::controller::run(
-                ctx,
-                args.watch_namespace.as_deref(),
-                stop_rx.clone(),
-            )
-            .await;
+            mercato_operator::controller::run_in(ctx, &args.watch_namespaces, stop_rx.clone())
+                .await;
             Ok(())
         }
     };
@@ -225,7 +222,7 @@ async fn lead(
     metrics: Arc<Metrics>,
     images: ImageDefaults,
     identity: &str,
-    namespace: Option<&str>,
+    namespaces: &[String],
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     info!(identity = lock.identity(), "waiting for leadership");
@@ -256,7 +253,7 @@ async fn lead(
             let _ = halt_tx.send(true);
         }
     };
-    let controller = mercato_operator::controller::run(ctx, namespace, halt_rx);
+    let controller = mercato_operator::controller::run_in(ctx, namespaces, halt_rx);
     let renew = async {
         let mut last_renewed = tokio::time::Instant::now();
         loop {

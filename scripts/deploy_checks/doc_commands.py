@@ -4,7 +4,7 @@ cluster, Docker or cargo (scripts/check-docs.sh, run by `make test`).
 Blocks: the README's fenced blocks (sh, bash, shell, console; every fenced block must say
 its language, so none escapes), and the indented command lines of NOTES.txt as
 `helm install` prints it for the default values, with store.create=true, with
-watchNamespace set, and with both. Each block, as a user would paste it:
+watchNamespaces or watchAllNamespaces set, and with both a Store and watchNamespaces. Each block, as a user would paste it:
 
 - its heredocs end: the end marker alone on a line at column 0 (an indented one leaves
   the pasted shell waiting for more input);
@@ -45,7 +45,7 @@ CHART = "charts/mercato-operator"
 CRD = "crds/store.yaml"
 KIND_CONFIG = "kind-config.yaml"
 RELEASE, RELEASE_NS = "mercato-operator", "mercato-system"
-NOTES_VALUES = [[], ["store.create=true"], ["watchNamespace=shop"], ["store.create=true", "watchNamespace=shop"]]
+NOTES_VALUES = [[], ["store.create=true"], ["watchNamespaces={shop}"], ["store.create=true", "watchNamespaces={shop}"], ["watchAllNamespaces=true"]]
 LANGUAGES = {"sh", "bash", "shell", "console"}
 # Variables of the shell itself, never a document's input.
 SHELL_VARIABLES = {"RANDOM", "HOME", "PWD", "PATH", "USER", "SHELL", "UID", "LINENO", "SECONDS", "OLDPWD", "IFS"}

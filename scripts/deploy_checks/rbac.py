@@ -8,9 +8,14 @@ chart shows:
 - the ClusterRole grants exactly the generated rules (the template includes them whole);
 - no other ClusterRole or Role grants anything but the leader-election Lease, which a Role
   in the operator's namespace grants, limited by name to the Lease the Deployment uses;
-- every binding reaches the Deployment's ServiceAccount.
+- every binding reaches the Deployment's ServiceAccount;
+- scope: the ClusterRole is bound by a RoleBinding in each namespace the operator watches
+  (its WATCH_NAMESPACES) and nowhere else, or, only when it watches every namespace, by one
+  ClusterRoleBinding. `--scoped` also requires the first (the chart's default: watching
+  every namespace, and so reading every Secret, is an explicit opt-in); `--cluster-wide`
+  requires the second.
 
-Usage: rbac.py RULES_FILE RENDERED_CHART RELEASE_NAMESPACE
+Usage: rbac.py RULES_FILE RENDERED_CHART RELEASE_NAMESPACE [--scoped | --cluster-wide]
 """
 
 import sys
@@ -31,6 +36,7 @@ def triples(rules):
 
 def main():
     rules_path, rendered_path, namespace = sys.argv[1:4]
+    expect = sys.argv[4] if len(sys.argv) > 4 else None
     with open(rules_path) as f:
         table = triples(yaml.safe_load(f))
     with open(rendered_path) as f:
@@ -83,6 +89,30 @@ def main():
                 fail(f"{doc['kind']}/{doc['metadata']['name']} does not bind ServiceAccount {namespace}/{sa}")
             else:
                 print(f"ok   {doc['kind']}/{doc['metadata']['name']} binds ServiceAccount {namespace}/{sa}")
+
+    cluster_role = cluster_roles[0]["metadata"]["name"] if cluster_roles else None
+    bindings = [d for d in rendered if d.get("kind") in ("ClusterRoleBinding", "RoleBinding")
+                and d.get("roleRef", {}).get("kind") == "ClusterRole"
+                and d["roleRef"].get("name") == cluster_role]
+    watched = [n for n in (env.get("WATCH_NAMESPACES") or "").split(",") if n]
+    cluster_bindings = [b for b in bindings if b["kind"] == "ClusterRoleBinding"]
+    bound_in = sorted(b["metadata"].get("namespace") for b in bindings if b["kind"] == "RoleBinding")
+    if watched:
+        if cluster_bindings:
+            fail(f"the operator watches {watched} but a ClusterRoleBinding grants its rules in every namespace")
+        if bound_in != sorted(watched):
+            fail(f"the operator watches {sorted(watched)} but its rules are bound in {bound_in}")
+        if not cluster_bindings and bound_in == sorted(watched):
+            print(f"ok   scope: the rules are bound in the watched namespaces {watched} only")
+    else:
+        if len(cluster_bindings) != 1 or bound_in:
+            fail(f"the operator watches every namespace: expected one ClusterRoleBinding, found {len(cluster_bindings)} and RoleBindings in {bound_in}")
+        else:
+            print("ok   scope: every namespace (one ClusterRoleBinding), as watchAllNamespaces asks")
+    if expect == "--scoped" and not watched:
+        fail("by default the operator must watch (and be bound in) named namespaces only")
+    if expect == "--cluster-wide" and watched:
+        fail(f"watchAllNamespaces is set but the operator watches only {watched}")
 
     print(f"{'FAIL' if failed else 'ok  '} RBAC of the rendered chart")
     return 1 if failed else 0

@@ -58,12 +58,25 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* Namespace of the Store the chart may create: its own setting, else the watched
+{{/* The namespaces the operator reconciles Stores in, comma separated; empty when it
+watches every namespace (watchAllNamespaces). */}}
+{{- define "mercato-operator.watchNamespaces" -}}
+{{- if .Values.watchAllNamespaces }}
+{{- if .Values.watchNamespaces }}
+{{- fail "watchNamespaces must be empty when watchAllNamespaces is true" }}
+{{- end }}
+{{- else }}
+{{- .Values.watchNamespaces | default (list .Release.Namespace) | join "," }}
+{{- end }}
+{{- end }}
+
+{{/* Namespace of the Store the chart may create: its own setting, else the first watched
 namespace (a Store elsewhere would never be reconciled), else the release's. */}}
 {{- define "mercato-operator.storeNamespace" -}}
-{{- $ns := .Values.store.namespace | default .Values.watchNamespace | default .Release.Namespace }}
-{{- if and .Values.watchNamespace (ne $ns .Values.watchNamespace) }}
-{{- fail (printf "store.namespace %q is not watched: the operator watches only %q (watchNamespace)" $ns .Values.watchNamespace) }}
+{{- $watched := include "mercato-operator.watchNamespaces" . }}
+{{- $ns := .Values.store.namespace | default (first (splitList "," $watched)) | default .Release.Namespace }}
+{{- if and $watched (not (has $ns (splitList "," $watched))) }}
+{{- fail (printf "store.namespace %q is not watched: the operator watches only %q (watchNamespaces)" $ns $watched) }}
 {{- end }}
 {{- $ns }}
 {{- end }}

@@ -55,6 +55,12 @@ pub fn specs(store: &str) -> Vec<SecretSpec> {
             ],
             retained: true,
         },
+        SecretSpec {
+            name: names::edge_secret(store),
+            role: Role::store(),
+            keys: vec![secret_keys::EDGE_KEY],
+            retained: false,
+        },
     ];
     for c in Component::WITH_DATABASE {
         out.push(SecretSpec {
@@ -111,6 +117,13 @@ pub fn generate(store: &str) -> SecretData {
                 b(&random_secret(SECRET_LEN)),
             ),
         ]),
+    );
+    out.insert(
+        names::edge_secret(store),
+        BTreeMap::from([(
+            secret_keys::EDGE_KEY.to_string(),
+            b(&random_secret(SECRET_LEN)),
+        )]),
     );
     for c in Component::WITH_DATABASE {
         out.insert(
@@ -192,12 +205,15 @@ mod tests {
                 "demo-jwt-signing",
                 "demo-jwks",
                 "demo-admin",
+                "demo-edge",
                 "demo-auth-db-credentials",
                 "demo-product-db-credentials",
                 "demo-order-db-credentials",
                 "demo-payment-db-credentials",
+                "demo-product-client",
                 "demo-order-client",
                 "demo-payment-client",
+                "demo-gateway-client",
             ]
         );
     }
@@ -257,15 +273,16 @@ mod tests {
     #[test]
     fn client_secret_ids_are_the_component_names() {
         let data = generate("demo");
-        assert_eq!(
-            data["demo-order-client"][secret_keys::CLIENT_ID].0,
-            b"order"
+        for c in ["product", "order", "payment", "gateway"] {
+            assert_eq!(
+                data[&format!("demo-{c}-client")][secret_keys::CLIENT_ID].0,
+                c.as_bytes()
+            );
+        }
+        assert!(
+            !data.contains_key("demo-auth-client"),
+            "auth calls no one: it holds no client"
         );
-        assert_eq!(
-            data["demo-payment-client"][secret_keys::CLIENT_ID].0,
-            b"payment"
-        );
-        assert!(!data.contains_key("demo-product-client"));
     }
 
     #[test]

@@ -12,8 +12,8 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mercato_contract::{
-    Component, DEFAULT_JWT_AUDIENCE, DEFAULT_JWT_ISSUER, HTTP_PORT, POSTGRES_PORT, env, names,
-    paths, secret_keys, service_clients,
+    Component, DEFAULT_JWT_AUDIENCE, DEFAULT_JWT_ISSUER, HTTP_PORT, OPS_PORT, POSTGRES_PORT, env,
+    names, paths, secret_keys, service_clients,
 };
 
 use super::pod::{empty_dir, env_from_secret, env_value, mount};
@@ -25,6 +25,9 @@ use crate::meta::{CONFIG_HASH_ANNOTATION, Owner, Role, selector, selector_labels
 
 /// Name of the container port every service listens on.
 pub const HTTP_PORT_NAME: &str = "http";
+/// Name of the container port of the operational endpoints (probes, metrics); no Service
+/// exposes it.
+pub const OPS_PORT_NAME: &str = "ops";
 /// Value of `LOG_FORMAT` in a cluster.
 const LOG_FORMAT_JSON: &str = "json";
 /// Non-root uid/gid the service containers run as (the distroless `nonroot` user).
@@ -54,6 +57,7 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
     let store = &owner.name;
     let mut out = vec![
         env_value(env::HTTP_ADDR, format!("0.0.0.0:{HTTP_PORT}")),
+        env_value(env::OPS_ADDR, format!("0.0.0.0:{OPS_PORT}")),
         env_value(env::LOG_FORMAT, LOG_FORMAT_JSON),
         env_value(env::JWT_ISSUER, DEFAULT_JWT_ISSUER),
         env_value(env::JWT_AUDIENCE, DEFAULT_JWT_AUDIENCE),
@@ -121,11 +125,19 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
     for callee in super::callees(c) {
         out.push(env_value(callee.url_env(), owner.service_url(callee)));
     }
-    if c == Component::Auth {
-        // Auth sits behind the gateway, which sets X-Forwarded-For (replacing any a client
-        // sent, unless the gateway itself trusts an ingress): without this, every login
-        // would count against the gateway pod's address in auth's per-client limit.
-        out.push(env_value(env::TRUST_FORWARDED_FOR, "true"));
+    if matches!(c, Component::Auth | Component::Gateway) {
+        // The gateway signs the client address it settled on; auth counts logins by it.
+        out.push(env_from_secret(
+            env::EDGE_KEY,
+            &names::edge_secret(store),
+            secret_keys::EDGE_KEY,
+        ));
+    }
+    if c == Component::Gateway && !spec.gateway.trusted_proxies.is_empty() {
+        out.push(env_value(
+            env::TRUSTED_PROXIES,
+            spec.gateway.trusted_proxies.join(","),
+        ));
     }
     out
 }
@@ -144,6 +156,9 @@ pub fn referenced_secrets(store: &str, c: Component) -> Vec<String> {
     if c.service_client_scopes().is_some() {
         out.push(names::client_secret(store, c));
     }
+    if matches!(c, Component::Auth | Component::Gateway) {
+        out.push(names::edge_secret(store));
+    }
     out.sort();
     out.dedup();
     out
@@ -161,11 +176,11 @@ fn secret_volume(name: &str, secret: String) -> Volume {
     }
 }
 
-fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+fn ops_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
-            port: IntOrString::String(HTTP_PORT_NAME.to_string()),
+            port: IntOrString::String(OPS_PORT_NAME.to_string()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -215,16 +230,24 @@ pub fn deployment(
         name: c.name().to_string(),
         image: Some(image),
         image_pull_policy: Some(spec.image_pull_policy.as_str().to_string()),
-        ports: Some(vec![ContainerPort {
-            name: Some(HTTP_PORT_NAME.to_string()),
-            container_port: i32::from(HTTP_PORT),
-            protocol: Some("TCP".to_string()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some(HTTP_PORT_NAME.to_string()),
+                container_port: i32::from(HTTP_PORT),
+                protocol: Some("TCP".to_string()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some(OPS_PORT_NAME.to_string()),
+                container_port: i32::from(OPS_PORT),
+                protocol: Some("TCP".to_string()),
+                ..ContainerPort::default()
+            },
+        ]),
         env: Some(env),
         resources: Some(workload.resources.clone()),
-        liveness_probe: Some(http_probe("/healthz", 10, 3)),
-        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        liveness_probe: Some(ops_probe("/healthz", 10, 3)),
+        readiness_probe: Some(ops_probe("/readyz", 5, 3)),
         security_context: Some(container_security_context()),
         volume_mounts: Some(mounts),
         ..Container::default()
@@ -262,10 +285,11 @@ pub fn deployment(
 /// The Service in front of a component; the gateway's type comes from the Store.
 pub fn service(owner: &Owner, spec: &StoreSpec, c: Component) -> Service {
     let role = Role::service(c);
-    let (type_, node_port) = if c == Component::Gateway {
-        (spec.gateway.service.type_, spec.gateway.service.node_port)
+    let (type_, node_port, traffic_policy) = if c == Component::Gateway {
+        let s = &spec.gateway.service;
+        (s.type_, s.node_port, s.external_traffic_policy)
     } else {
-        (GatewayServiceType::ClusterIP, None)
+        (GatewayServiceType::ClusterIP, None, None)
     };
     Service {
         metadata: owner.child_meta(names::component(&owner.name, c), &role),
@@ -280,6 +304,7 @@ pub fn service(owner: &Owner, spec: &StoreSpec, c: Component) -> Service {
                 node_port,
                 ..ServicePort::default()
             }]),
+            external_traffic_policy: traffic_policy.map(|p| p.as_str().to_string()),
             ..ServiceSpec::default()
         }),
         status: None,

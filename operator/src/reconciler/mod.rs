@@ -170,6 +170,19 @@ impl Context {
         }
     }
 
+    /// A context for another controller of the same operator (one per watched namespace):
+    /// the same client, recorder, metrics and images; its own cache and backoff.
+    pub fn fork(&self) -> Context {
+        Context {
+            client: self.client.clone(),
+            recorder: self.recorder.clone(),
+            metrics: self.metrics.clone(),
+            images: self.images.clone(),
+            cache: None,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// With the default images of the components set by the operator's configuration.
     pub fn with_images(mut self, images: ImageDefaults) -> Context {
         self.images = images;

@@ -123,7 +123,7 @@ fn a_minimal_store_gets_every_child_with_defaults() {
     assert_eq!(
         kinds,
         BTreeMap::from([
-            ("Secret".into(), 9),
+            ("Secret".into(), 12),
             ("ServiceAccount".into(), 5),
             ("Service".into(), 9),
             ("StatefulSet".into(), 4),
@@ -347,6 +347,7 @@ fn callers_get_their_callees_urls_and_their_own_client() {
 fn each_component_gets_exactly_the_variables_its_service_reads() {
     let common = [
         env::HTTP_ADDR,
+        env::OPS_ADDR,
         env::LOG_FORMAT,
         env::JWT_ISSUER,
         env::JWT_AUDIENCE,
@@ -370,21 +371,24 @@ fn each_component_gets_exactly_the_variables_its_service_reads() {
                         env::ADMIN_EMAIL,
                         env::ADMIN_PASSWORD,
                         env::SERVICE_CLIENTS,
-                        env::TRUST_FORWARDED_FOR,
+                        env::EDGE_KEY,
                     ],
                 ]
                 .concat(),
                 database_parts
                     .iter()
                     .map(|v| v.to_string())
-                    .chain(["CLIENT_SECRET_ORDER".into(), "CLIENT_SECRET_PAYMENT".into()])
+                    .chain(
+                        ["PRODUCT", "ORDER", "PAYMENT", "GATEWAY"]
+                            .map(|c| format!("CLIENT_SECRET_{c}")),
+                    )
                     .collect(),
             ),
         ),
         (
             Component::Product,
             (
-                [&common[..], &database].concat(),
+                [&common[..], &database, &client].concat(),
                 database_parts.map(String::from).to_vec(),
             ),
         ),
@@ -407,11 +411,12 @@ fn each_component_gets_exactly_the_variables_its_service_reads() {
             (
                 [
                     &common[..],
+                    &client,
                     &[
-                        env::AUTH_URL,
                         env::PRODUCT_URL,
                         env::ORDER_URL,
                         env::PAYMENT_URL,
+                        env::EDGE_KEY,
                     ],
                 ]
                 .concat(),
@@ -428,24 +433,60 @@ fn each_component_gets_exactly_the_variables_its_service_reads() {
         let want: BTreeSet<String> = read.iter().map(|v| v.to_string()).chain(parts).collect();
         assert_eq!(got, want, "{c}");
     }
-    let auth = env_of(&deployment(&store, Component::Auth));
-    assert_eq!(
-        value(&auth, env::TRUST_FORWARDED_FOR),
-        "true",
-        "auth sees clients through the gateway's X-Forwarded-For"
-    );
-    let gateway = env_of(&deployment(&store, Component::Gateway));
-    assert!(
-        var(&gateway, env::TRUST_FORWARDED_FOR).is_none(),
-        "the gateway is the edge: a client's own X-Forwarded-For is not trusted"
-    );
 }
 
 #[test]
-fn the_product_service_neither_knows_nor_reaches_auth() {
+fn the_gateway_trusts_only_the_proxies_the_store_names_and_signs_what_it_settled_on() {
+    let store = Store::test();
+    let gateway = env_of(&deployment(&store, Component::Gateway));
+    assert!(
+        var(&gateway, env::TRUSTED_PROXIES).is_none(),
+        "by default no proxy is trusted: a client's own X-Forwarded-For counts for nothing"
+    );
+    let mut behind_ingress = Store::test();
+    behind_ingress.spec.gateway.trusted_proxies = vec!["10.0.0.0/8".into(), "fd00::/8".into()];
+    let gateway = env_of(&deployment(&behind_ingress, Component::Gateway));
+    assert_eq!(value(&gateway, env::TRUSTED_PROXIES), "10.0.0.0/8,fd00::/8");
+    for c in Component::ALL {
+        let env = env_of(&deployment(&store, c));
+        let edge = env.iter().find(|e| e.name == env::EDGE_KEY);
+        let expected = matches!(c, Component::Auth | Component::Gateway);
+        assert_eq!(edge.is_some(), expected, "{c}");
+        if let Some(edge) = edge {
+            let from = edge
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap();
+            assert_eq!(from.name, "demo-edge", "{c}");
+            assert_eq!(from.key, mercato_contract::secret_keys::EDGE_KEY, "{c}");
+        }
+    }
+}
+
+#[test]
+fn the_gateway_service_keeps_client_addresses_only_when_asked() {
+    let mut store = Store::test();
+    let service = workloads::service(&store.owner(), &store.spec, Component::Gateway);
+    assert_eq!(service.spec.unwrap().external_traffic_policy, None);
+    store.spec.gateway.service.type_ = crate::crd::GatewayServiceType::LoadBalancer;
+    store.spec.gateway.service.external_traffic_policy =
+        Some(crate::crd::ExternalTrafficPolicy::Local);
+    let service = workloads::service(&store.owner(), &store.spec, Component::Gateway);
+    assert_eq!(
+        service.spec.unwrap().external_traffic_policy.as_deref(),
+        Some("Local")
+    );
+}
+
+/// The product service calls no one but auth, and auth only for the revocation feed.
+#[test]
+fn the_product_service_reaches_only_auth_and_its_database() {
     let owner = Store::test().owner();
     let product = env_of(&deployment(&Store::test(), Component::Product));
-    assert!(var(&product, env::AUTH_URL).is_none());
+    assert!(var(&product, env::AUTH_URL).is_some());
     let policy = network::component(&owner, Component::Product).spec.unwrap();
     let egress: Vec<String> = policy
         .egress
@@ -454,7 +495,7 @@ fn the_product_service_neither_knows_nor_reaches_auth() {
         .flat_map(|r| r.to.iter().flatten())
         .map(|peer| component_of(peer.pod_selector.as_ref().unwrap()))
         .collect();
-    assert_eq!(egress, vec!["product-db"]);
+    assert_eq!(egress, vec!["auth", "product-db"]);
     let auth = network::component(&owner, Component::Auth).spec.unwrap();
     let callers: Vec<String> = auth.ingress.unwrap()[0]
         .from
@@ -462,7 +503,7 @@ fn the_product_service_neither_knows_nor_reaches_auth() {
         .flatten()
         .map(|peer| component_of(peer.pod_selector.as_ref().unwrap()))
         .collect();
-    assert_eq!(callers, vec!["order", "payment", "gateway"]);
+    assert_eq!(callers, vec!["product", "order", "payment", "gateway"]);
 }
 
 #[test]
@@ -634,14 +675,33 @@ fn postgres_runs_as_999_with_pgdata_in_a_subdirectory_and_writable_run_and_tmp()
     );
 }
 
+/// Probes reach `/healthz` and `/readyz` on the ops port, which no Service exposes: the
+/// public API port serves neither (nor `/metrics`).
 #[test]
-fn services_are_probed_on_healthz_and_readyz_at_the_http_port() {
+fn services_are_probed_on_healthz_and_readyz_at_the_ops_port_no_service_exposes() {
+    let store = Store::test();
     for c in Component::ALL {
-        let d = deployment(&Store::test(), c);
+        let d = deployment(&store, c);
         let ct = container(&d);
-        let port = &ct.ports.as_ref().unwrap()[0];
-        assert_eq!(port.container_port, i32::from(HTTP_PORT));
+        let ports = ct.ports.as_ref().unwrap();
+        assert_eq!(ports[0].container_port, i32::from(HTTP_PORT));
+        let port = &ports[1];
+        assert_eq!(port.container_port, i32::from(mercato_contract::OPS_PORT));
         let name = IntOrString::String(port.name.clone().unwrap());
+        let service = workloads::service(&store.owner(), &store.spec, c);
+        let exposed: Vec<IntOrString> = service
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .into_iter()
+            .filter_map(|p| p.target_port)
+            .collect();
+        assert_eq!(
+            exposed,
+            vec![IntOrString::String("http".into())],
+            "{c}: the Service exposes the API port only"
+        );
         let live = ct
             .liveness_probe
             .as_ref()

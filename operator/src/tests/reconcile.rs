@@ -223,8 +223,8 @@ async fn first_reconcile_creates_every_child_and_sets_status() {
         .iter()
         .filter(|w| w.starts_with("PATCH ") && !w.contains("stores/"))
         .count();
-    assert_eq!(secrets, 9);
-    assert_eq!(applies, children.len() - 9);
+    assert_eq!(secrets, 12);
+    assert_eq!(applies, children.len() - 12);
     for r in h
         .fake
         .requests()

@@ -10,7 +10,7 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use mercato_contract::{Component, HTTP_PORT, POSTGRES_PORT, names};
+use mercato_contract::{Component, HTTP_PORT, OPS_PORT, POSTGRES_PORT, names};
 
 use crate::crd::DnsSpec;
 use crate::meta::{Owner, Role, selector, store_pods_selector};
@@ -117,26 +117,42 @@ pub fn callers(c: Component) -> Vec<Component> {
         .collect()
 }
 
+/// The ports a caller may reach on `callee`: the API, and for the gateway, which reports
+/// every service's readiness on its `/health`, the ops port (`/readyz`).
+fn ports_to(caller: Component, _callee: Component) -> Vec<NetworkPolicyPort> {
+    if caller == Component::Gateway {
+        vec![tcp(i32::from(HTTP_PORT)), tcp(i32::from(OPS_PORT))]
+    } else {
+        vec![tcp(i32::from(HTTP_PORT))]
+    }
+}
+
 /// A component's pods: ingress from its callers (the gateway: from anywhere) on the HTTP
-/// port; egress to its callees' HTTP port and its own PostgreSQL.
+/// port, and from the gateway on the ops port; egress to its callees (the same ports) and
+/// its own PostgreSQL. Probes come from the kubelet on the node, which NetworkPolicies do
+/// not restrict.
 pub fn component(owner: &Owner, c: Component) -> NetworkPolicy {
     let store = &owner.name;
     let role = Role::service(c);
-    let ingress_from = if c == Component::Gateway {
-        None
+    let ingress = if c == Component::Gateway {
+        vec![NetworkPolicyIngressRule {
+            from: None,
+            ports: Some(vec![tcp(i32::from(HTTP_PORT))]),
+        }]
     } else {
-        Some(
-            callers(c)
-                .into_iter()
-                .map(|caller| pods(store, &Role::service(caller)))
-                .collect(),
-        )
+        callers(c)
+            .into_iter()
+            .map(|caller| NetworkPolicyIngressRule {
+                from: Some(vec![pods(store, &Role::service(caller))]),
+                ports: Some(ports_to(caller, c)),
+            })
+            .collect()
     };
     let mut egress: Vec<NetworkPolicyEgressRule> = super::callees(c)
         .into_iter()
         .map(|callee| NetworkPolicyEgressRule {
             to: Some(vec![pods(store, &Role::service(callee))]),
-            ports: Some(vec![tcp(i32::from(HTTP_PORT))]),
+            ports: Some(ports_to(c, callee)),
         })
         .collect();
     if c.has_database() {
@@ -152,10 +168,7 @@ pub fn component(owner: &Owner, c: Component) -> NetworkPolicy {
         NetworkPolicySpec {
             pod_selector: Some(selector(store, &role)),
             policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: ingress_from,
-                ports: Some(vec![tcp(i32::from(HTTP_PORT))]),
-            }]),
+            ingress: Some(ingress),
             egress: (!egress.is_empty()).then_some(egress),
         },
     )

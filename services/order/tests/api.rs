@@ -19,14 +19,8 @@ use uuid::Uuid;
 
 /// The product and auth services are down: nothing listens on port 9.
 async fn spawn_app() -> TestService {
-    TestService::start::<Config>(&[
-        "--auth-url=http://127.0.0.1:9",
-        "--product-url=http://127.0.0.1:9",
-        "--client-id=order",
-        "--client-secret=secret",
-        "--upstream-retries=0",
-    ])
-    .await
+    TestService::start::<Config>(&["--product-url=http://127.0.0.1:9", "--upstream-retries=0"])
+        .await
 }
 
 /// An order stored as checkout would store it, then moved to `status`.

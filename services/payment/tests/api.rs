@@ -15,10 +15,7 @@ use uuid::Uuid;
 /// The order and auth services are down: nothing listens on port 9.
 async fn spawn_app() -> TestService {
     TestService::start::<Config>(&[
-        "--auth-url=http://127.0.0.1:9",
         "--order-url=http://127.0.0.1:9",
-        "--client-id=payment",
-        "--client-secret=secret",
         "--upstream-retries=0",
         "--outbox-dispatch=false",
     ])

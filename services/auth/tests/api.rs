@@ -817,7 +817,14 @@ async fn services_get_scoped_tokens_with_client_credentials() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let token: Value = r.json().await.unwrap();
-    assert_eq!(token["scope"], mercato_contract::scopes::PRODUCT_RESERVE);
+    assert_eq!(
+        token["scope"],
+        format!(
+            "{} {}",
+            mercato_contract::scopes::PRODUCT_RESERVE,
+            mercato_contract::scopes::AUTH_REVOCATIONS
+        )
+    );
     let introspection: Value = app
         .post("/auth/verify", json!({"token": token["access_token"]}))
         .await

@@ -1,6 +1,7 @@
 //! The command line: global flags and one subcommand per thing a store lets you do.
 
 use clap::{Parser, Subcommand};
+use mercato_kit::secret::Secret;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,13 +35,13 @@ pub enum Command {
         username: String,
         email: String,
         #[arg(long, env = "MERCATO_PASSWORD", hide_env_values = true)]
-        password: String,
+        password: Secret<String>,
     },
     /// Log in and keep the session for the next commands.
     Login {
         username: String,
         #[arg(long, env = "MERCATO_PASSWORD", hide_env_values = true)]
-        password: String,
+        password: Secret<String>,
     },
     /// End the session.
     Logout,

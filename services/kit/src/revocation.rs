@@ -316,6 +316,7 @@ impl Ops {
     /// size and fetch failures in `/metrics`.
     pub fn with_revocations(self, verifier: &Arc<Verifier>) -> Self {
         let list = verifier.revocations();
+        list.attach_feed();
         let m = list.metrics.clone();
         self.metrics.register(
             "revocation_list_age_seconds",
@@ -442,5 +443,80 @@ mod tests {
         *list.feed_state() = Some(Some(long_ago));
         assert_eq!(list.check(&admin), Err(TokenError::RevocationsStale));
         assert_eq!(list.check(&customer), Ok(()));
+    }
+
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn a_service_picks_up_the_feed_and_reports_it_in_metrics_and_readiness() {
+        use crate::testing::{StubAuth, TestKeys, poll};
+        let keys = TestKeys::new();
+        let auth = StubAuth::start(&keys).await;
+        let config = crate::config::JwtConfig {
+            jwt_issuer: mercato_contract::DEFAULT_JWT_ISSUER.into(),
+            jwt_audience: mercato_contract::DEFAULT_JWT_AUDIENCE.into(),
+            jwks_path: keys.jwks_path(),
+            jwks_reload_interval_secs: 1,
+        };
+        let verifier = Verifier::load(&config).unwrap();
+        let ops = Ops::new(
+            Component::Product,
+            None,
+            utoipa::openapi::OpenApi::default(),
+        )
+        .with_revocations(&verifier);
+        assert!(
+            (ops.checks[0])().is_err(),
+            "not ready before the list is loaded"
+        );
+        let client = ServiceClientConfig {
+            auth_url: auth.server.url(""),
+            client_id: "test-client".into(),
+            client_secret: crate::secret::Secret::new("test-secret".into()),
+        };
+        let app = App::new(axum::Router::new(), verifier.clone(), &config)
+            .with_revocation_feed(&client)
+            .await;
+        assert!((ops.checks[0])().is_ok(), "ready once loaded");
+
+        let mut claims =
+            keys.signer
+                .claims("u1", Some(Role::Admin), None, Duration::from_secs(600));
+        claims.sid = Some("session-1".into());
+        let token = keys.signer.sign(&claims).unwrap();
+        assert!(verifier.verify(&token).is_ok());
+
+        let _router = app.start();
+        auth.revoke(Revocation::Session {
+            sid: "session-1".into(),
+            forget_after: now_secs() + 600,
+        });
+        let refused = poll(100, || async { verifier.verify(&token) }, Result::is_err).await;
+        assert_eq!(refused, Err(TokenError::Revoked));
+
+        auth.server.stop().await;
+        let failures = poll(
+            100,
+            || async { ops.metrics.render().unwrap() },
+            |text| !text.contains("mercato_revocation_feed_failures_total 0"),
+        )
+        .await;
+        assert!(
+            failures.contains("mercato_revocation_feed_failures_total")
+                && !failures.contains("mercato_revocation_feed_failures_total 0"),
+            "a failed fetch is counted: {failures}"
+        );
+        assert!(
+            failures.contains("mercato_revocation_list_age_seconds"),
+            "{failures}"
+        );
+        assert!(
+            failures.contains("mercato_revocation_list_entries 1"),
+            "{failures}"
+        );
+        assert_eq!(
+            verifier.verify(&token),
+            Err(TokenError::Revoked),
+            "the last known list still holds"
+        );
     }
 }

@@ -12,7 +12,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-/// The order and auth services are down: nothing listens on port 9.
+/// The order service is down (nothing listens on port 9); auth is `TestService`'s stub,
+/// which serves the revocation feed.
 async fn spawn_app() -> TestService {
     TestService::start::<Config>(&[
         "--order-url=http://127.0.0.1:9",

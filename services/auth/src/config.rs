@@ -9,6 +9,7 @@ use mercato_contract::{
     DEFAULT_REFRESH_TOKEN_TTL_SECS, env,
 };
 use mercato_kit::config::{DatabaseConfig, JwtConfig, ServerConfig};
+use mercato_kit::secret::Secret;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -42,11 +43,11 @@ pub struct Config {
     pub admin_email: String,
     /// Password of the first admin; without it no admin is created.
     #[arg(long, env = env::ADMIN_PASSWORD, hide_env_values = true)]
-    pub admin_password: Option<String>,
+    pub admin_password: Option<Secret<String>>,
     /// Service clients as `id=secret` pairs, comma separated; their scopes come from the
     /// contract. Clients not listed are removed.
     #[arg(long, env = env::SERVICE_CLIENTS, hide_env_values = true, default_value = "")]
-    pub service_clients: String,
+    pub service_clients: Secret<String>,
     /// Argon2id memory cost in KiB (OWASP: 19456 with 2 iterations).
     #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = 19_456)]
     pub argon2_memory_kib: u32,
@@ -60,9 +61,22 @@ pub struct Config {
     /// per CPU core.
     #[arg(long, env = "ARGON2_MAX_CONCURRENT", default_value_t = 0)]
     pub argon2_max_concurrent: usize,
-    /// Login attempts allowed per username within the login window.
+    /// Login attempts allowed per username from one client address within the login
+    /// window (the tight limit; strangers elsewhere do not use it up).
     #[arg(long, env = "LOGIN_ATTEMPTS_PER_USERNAME", default_value_t = 5)]
     pub login_attempts_per_username: u32,
+    /// Login attempts allowed per username, summed over the addresses it has never logged
+    /// in from successfully, within the login window: slows a guess spread over many
+    /// addresses without locking the owner out of an address they used before.
+    #[arg(
+        long,
+        env = "LOGIN_ATTEMPTS_PER_USERNAME_FROM_NEW_ADDRESSES",
+        default_value_t = 100
+    )]
+    pub login_attempts_per_username_from_new_addresses: u32,
+    /// Registrations allowed per client address within the login window (each runs Argon2).
+    #[arg(long, env = "REGISTRATIONS_PER_CLIENT", default_value_t = 10)]
+    pub registrations_per_client: u32,
     /// Login attempts allowed per client address within the login window.
     #[arg(long, env = "LOGIN_ATTEMPTS_PER_CLIENT", default_value_t = 30)]
     pub login_attempts_per_client: u32,

@@ -5,6 +5,7 @@ pub mod config;
 pub mod domain;
 pub mod openapi;
 pub mod passwords;
+pub mod revocations;
 pub mod routes;
 pub mod tokens;
 pub mod users;
@@ -18,6 +19,7 @@ use mercato_contract::{Component, service_clients};
 use mercato_kit::config::ServerConfig;
 use mercato_kit::jwt::{Role, Signer, Verifier};
 use mercato_kit::ratelimit::KeyedLimiter;
+use mercato_kit::secret::Secret;
 use mercato_kit::server::{self, App, Ops, ServiceConfig};
 use sqlx::PgPool;
 
@@ -36,8 +38,12 @@ pub struct Inner {
     pub hasher: passwords::Hasher,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// Login attempts per (username, client address): the tight limit.
+    pub login_by_username_and_client: KeyedLimiter,
+    /// Login attempts per username from addresses it never logged in from: the loose cap.
     pub login_by_username: KeyedLimiter,
     pub login_by_client: KeyedLimiter,
+    pub register_by_client: KeyedLimiter,
     pub trust_forwarded_for: bool,
 }
 
@@ -80,7 +86,7 @@ impl ServiceConfig for Config {
                 n => n,
             },
         )?;
-        let clients = parse_service_clients(&config.service_clients)?;
+        let clients = parse_service_clients(config.service_clients.expose())?;
         let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
 
         tokens::sync_service_clients(&pool, &clients).await?;
@@ -93,8 +99,16 @@ impl ServiceConfig for Config {
             hasher,
             access_ttl: config.access_ttl(),
             refresh_ttl: config.refresh_ttl(),
-            login_by_username: KeyedLimiter::new(
+            login_by_username_and_client: KeyedLimiter::new(
                 config.login_attempts_per_username,
+                config.login_window(),
+            ),
+            login_by_username: KeyedLimiter::new(
+                config.login_attempts_per_username_from_new_addresses,
+                config.login_window(),
+            ),
+            register_by_client: KeyedLimiter::new(
+                config.registrations_per_client,
                 config.login_window(),
             ),
             login_by_client: KeyedLimiter::new(
@@ -159,7 +173,7 @@ async fn bootstrap_admin(
     hasher: &passwords::Hasher,
     config: &Config,
 ) -> anyhow::Result<()> {
-    let Some(password) = &config.admin_password else {
+    let Some(password) = config.admin_password.as_ref().map(Secret::expose) else {
         tracing::warn!("ADMIN_PASSWORD not set: no first admin created");
         return Ok(());
     };

@@ -11,7 +11,7 @@ use crate::routes::{auth, users};
     paths(
         auth::register, auth::login, auth::refresh, auth::logout, auth::verify, auth::token, auth::jwks,
         users::get_me, users::update_me, users::list, users::create, users::get_one, users::update_one,
-        users::delete_one,
+        users::delete_one, auth::revocation_feed,
     ),
     components(schemas(mercato_kit::Problem, mercato_kit::FieldError)),
     modifiers(&BearerAuth),

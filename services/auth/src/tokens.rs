@@ -1,4 +1,5 @@
-//! Refresh-token families, revoked access tokens and service clients, with their SQL.
+//! Refresh-token families (one per login: the session an access token's `sid` names) and
+//! service clients, with their SQL. Ending a session also logs it in the revocation feed.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::passwords::token_hash;
+use crate::revocations;
 
 /// A new opaque refresh token (256 random bits).
 fn new_opaque_token() -> String {
@@ -41,12 +43,12 @@ async fn issue_in_family(
     Ok(token)
 }
 
-/// Starts a new family (a login) and returns its first token.
+/// Starts a new family (a login) and returns its id (the session id) and first token.
 pub async fn start_family(
     db: &PgPool,
     user_id: Uuid,
     ttl: Duration,
-) -> Result<String, sqlx::Error> {
+) -> Result<(Uuid, String), sqlx::Error> {
     let mut tx = db.begin().await?;
     let family = Uuid::new_v4();
     sqlx::query("INSERT INTO refresh_families (id, user_id) VALUES ($1, $2)")
@@ -56,14 +58,18 @@ pub async fn start_family(
         .await?;
     let token = issue_in_family(&mut tx, family, ttl).await?;
     tx.commit().await?;
-    Ok(token)
+    Ok((family, token))
 }
 
 /// The result of presenting a refresh token.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rotation {
-    /// The token was current: here is its successor, for this user.
-    Rotated { user_id: Uuid, token: String },
+    /// The token was current: here is its successor, for this user and session.
+    Rotated {
+        user_id: Uuid,
+        family: Uuid,
+        token: String,
+    },
     /// Unknown, expired, or its family was revoked.
     Invalid,
     /// A token that had already been rotated was presented again: the family is now revoked.
@@ -82,8 +88,14 @@ struct PresentedToken {
 }
 
 /// Rotates a refresh token. The row lock makes two concurrent uses of one token resolve
-/// as one rotation and one reuse, never two successors.
-pub async fn rotate(db: &PgPool, presented: &str, ttl: Duration) -> Result<Rotation, sqlx::Error> {
+/// as one rotation and one reuse, never two successors. A reuse ends the session, and its
+/// access tokens (at most `access_ttl` old) everywhere.
+pub async fn rotate(
+    db: &PgPool,
+    presented: &str,
+    ttl: Duration,
+    access_ttl: Duration,
+) -> Result<Rotation, sqlx::Error> {
     let mut tx = db.begin().await?;
     let row: Option<PresentedToken> = sqlx::query_as(
         "SELECT t.family_id, f.user_id, t.expires_at, t.rotated_at, f.revoked_at, u.disabled
@@ -112,6 +124,7 @@ pub async fn rotate(db: &PgPool, presented: &str, ttl: Duration) -> Result<Rotat
     }
     if rotated_at.is_some() {
         revoke_family_in(&mut tx, family, "reuse").await?;
+        revocations::end_session(&mut tx, family, access_ttl).await?;
         tx.commit().await?;
         tracing::warn!(%family, %user_id, "refresh token reuse detected; family revoked");
         return Ok(Rotation::Reused);
@@ -122,7 +135,11 @@ pub async fn rotate(db: &PgPool, presented: &str, ttl: Duration) -> Result<Rotat
         .await?;
     let token = issue_in_family(&mut tx, family, ttl).await?;
     tx.commit().await?;
-    Ok(Rotation::Rotated { user_id, token })
+    Ok(Rotation::Rotated {
+        user_id,
+        family,
+        token,
+    })
 }
 
 async fn revoke_family_in(
@@ -141,23 +158,55 @@ async fn revoke_family_in(
     Ok(())
 }
 
-/// Revokes the family of `presented` if it belongs to `user` (any user when `None`).
-pub async fn revoke_by_token(
+/// Logout: ends the session of `presented` (if it belongs to `user`; any user when
+/// `None`) and the session `sid` of `user`'s access token, logging both in the feed.
+pub async fn logout(
     db: &PgPool,
     presented: &str,
     user: Option<Uuid>,
-) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
+    sid: Option<Uuid>,
+    access_ttl: Duration,
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let mut ended: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE refresh_families f SET revoked_at = now(), revoked_reason = 'logout'
          FROM refresh_tokens t
          WHERE t.family_id = f.id AND t.token_hash = $1 AND f.revoked_at IS NULL
-           AND ($2::uuid IS NULL OR f.user_id = $2)",
+           AND ($2::uuid IS NULL OR f.user_id = $2)
+         RETURNING f.id",
     )
     .bind(token_hash(presented))
     .bind(user)
-    .execute(db)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(r.rows_affected() > 0)
+    if let (Some(sid), Some(user)) = (sid, user) {
+        ended.extend(
+            sqlx::query_scalar::<_, Uuid>(
+                "UPDATE refresh_families SET revoked_at = now(), revoked_reason = 'logout'
+                 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id",
+            )
+            .bind(sid)
+            .bind(user)
+            .fetch_all(&mut *tx)
+            .await?,
+        );
+    }
+    for family in ended {
+        revocations::end_session(&mut tx, family, access_ttl).await?;
+    }
+    tx.commit().await
+}
+
+/// Whether session `sid` of `user` is still open (not logged out, reused or revoked).
+pub async fn session_open(db: &PgPool, sid: Uuid, user: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM refresh_families
+                        WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL)",
+    )
+    .bind(sid)
+    .bind(user)
+    .fetch_one(db)
+    .await
 }
 
 /// Revokes every family of a user (password change, disable).
@@ -177,36 +226,21 @@ pub async fn revoke_all_for_user(
     Ok(())
 }
 
-pub async fn revoke_access_token(db: &PgPool, jti: &str, exp: u64) -> Result<(), sqlx::Error> {
-    let expires_at = OffsetDateTime::from_unix_timestamp(i64::try_from(exp).unwrap_or(i64::MAX))
-        .unwrap_or_else(|_| OffsetDateTime::now_utc());
-    sqlx::query("INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(jti)
-        .bind(expires_at)
-        .execute(db)
-        .await?;
-    Ok(())
-}
-
-pub async fn is_access_token_revoked(db: &PgPool, jti: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM revoked_access_tokens WHERE jti = $1)")
-        .bind(jti)
-        .fetch_one(db)
-        .await
-}
-
-/// Deletes what can no longer matter: expired refresh tokens and revocations of expired
-/// access tokens.
+/// Deletes what can no longer matter: expired refresh tokens, revocations no token can
+/// still need, and login addresses unused for 90 days.
 pub async fn purge_expired(db: &PgPool) -> Result<u64, sqlx::Error> {
     let a = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'")
         .execute(db)
         .await?
         .rows_affected();
-    let b = sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at < now()")
-        .execute(db)
-        .await?
-        .rows_affected();
-    Ok(a + b)
+    let b = revocations::purge(db).await?;
+    let c = sqlx::query(
+        "DELETE FROM login_addresses WHERE last_success_at < now() - interval '90 days'",
+    )
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(a + b + c)
 }
 
 /// Makes the service_clients table match configuration exactly.

@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// A user as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A user as stored. `Debug` leaves the password hash out.
+#[derive(Clone, sqlx::FromRow)]
 pub struct UserRow {
     pub id: Uuid,
     pub username: String,
@@ -16,8 +16,21 @@ pub struct UserRow {
     pub password_hash: String,
     pub role: Role,
     pub disabled: bool,
+    /// Unix seconds: this user's tokens issued earlier are void.
+    pub tokens_valid_from: i64,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A user as shown to clients: never the password hash.
@@ -48,7 +61,8 @@ impl From<UserRow> for UserView {
     }
 }
 
-const COLUMNS: &str = "id, username, email, password_hash, role, disabled, created_at, updated_at";
+const COLUMNS: &str =
+    "id, username, email, password_hash, role, disabled, tokens_valid_from, created_at, updated_at";
 
 /// A user to insert.
 #[derive(Debug)]
@@ -158,7 +172,36 @@ pub async fn update(
     .await
 }
 
-pub async fn delete(db: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+/// Whether `username` has logged in successfully from `address` before.
+pub async fn is_known_address(
+    db: &PgPool,
+    username: &str,
+    address: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM login_addresses a JOIN users u ON u.id = a.user_id
+                        WHERE u.username = $1 AND a.address = $2)",
+    )
+    .bind(username)
+    .bind(address)
+    .fetch_one(db)
+    .await
+}
+
+/// Remembers a successful login of `user` from `address`.
+pub async fn remember_address(db: &PgPool, user: Uuid, address: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO login_addresses (user_id, address) VALUES ($1, $2)
+         ON CONFLICT (user_id, address) DO UPDATE SET last_success_at = now()",
+    )
+    .bind(user)
+    .bind(address)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
     let r = sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
         .execute(db)

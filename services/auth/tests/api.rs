@@ -817,7 +817,14 @@ async fn services_get_scoped_tokens_with_client_credentials() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let token: Value = r.json().await.unwrap();
-    assert_eq!(token["scope"], mercato_contract::scopes::PRODUCT_RESERVE);
+    assert_eq!(
+        token["scope"],
+        format!(
+            "{} {}",
+            mercato_contract::scopes::PRODUCT_RESERVE,
+            mercato_contract::scopes::AUTH_REVOCATIONS
+        )
+    );
     let introspection: Value = app
         .post("/auth/verify", json!({"token": token["access_token"]}))
         .await
@@ -1065,5 +1072,399 @@ async fn request_ids_are_echoed_or_generated() {
         p["request_id"],
         generated.as_str(),
         "problems carry the request id"
+    );
+}
+
+impl TestApp {
+    /// A login as if from client address `from` (the service trusts X-Forwarded-For in
+    /// these tests, as it does behind the gateway).
+    async fn login_from(&self, from: &str, username: &str, password: &str) -> StatusCode {
+        self.http
+            .post(self.url("/auth/login"))
+            .header("x-forwarded-for", from)
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// A service token for client `order` with exactly `scope`.
+    async fn order_token(&self, scope: &str) -> String {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", "order"),
+            ("client_secret", "order-secret"),
+            ("scope", scope),
+        ];
+        let r = self
+            .http
+            .post(self.url("/auth/token"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn feed(&self, token: &str, query: &str) -> reqwest::Response {
+        self.get_as(&format!("/internal/revocations{query}"), token)
+            .await
+    }
+}
+
+fn sid_of(access_token: &str) -> String {
+    let payload = access_token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["sid"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn registration_is_rate_limited_per_client_address_and_the_refused_create_nothing() {
+    let app = spawn_app_with(&["--registrations-per-client=2"]).await;
+    app.register("reg-one").await;
+    app.register("reg-two").await;
+    let before = app.user_count().await;
+    let r = app
+        .post(
+            "/auth/register",
+            json!({"username": "reg-three", "email": "reg-three@example.com", "password": "correct-horse"}),
+        )
+        .await;
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let (status, p) = problem(r).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
+    );
+    assert_eq!(app.user_count().await, before);
+}
+
+#[tokio::test]
+async fn strangers_failing_as_admin_cannot_lock_the_admin_out() {
+    let app = spawn_app_with(&[
+        "--trust-forwarded-for=true",
+        "--login-attempts-per-username-from-new-addresses=10",
+    ])
+    .await;
+    // The admin has logged in from their usual address before.
+    assert_eq!(
+        app.login_from("10.0.0.1", "admin", ADMIN_PASSWORD).await,
+        StatusCode::OK
+    );
+    // 35 bad guesses from one address: refused, then limited.
+    let mut statuses = Vec::new();
+    for _ in 0..35 {
+        statuses.push(
+            app.login_from("203.0.113.9", "admin", "wrong-password")
+                .await,
+        );
+    }
+    assert_eq!(statuses[0], StatusCode::UNAUTHORIZED);
+    assert_eq!(statuses[34], StatusCode::TOO_MANY_REQUESTS);
+    // The admin logs in from another address, even one never used before.
+    assert_eq!(
+        app.login_from("10.0.0.2", "admin", ADMIN_PASSWORD).await,
+        StatusCode::OK
+    );
+    // Guesses spread over many addresses use up the loose per-username cap...
+    for i in 0..12 {
+        app.login_from(&format!("198.51.100.{i}"), "admin", "wrong-password")
+            .await;
+    }
+    assert_eq!(
+        app.login_from("198.51.100.200", "admin", "wrong-password")
+            .await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // ...which slows new addresses, but not one the admin has logged in from before.
+    assert_eq!(
+        app.login_from("10.0.0.1", "admin", ADMIN_PASSWORD).await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_logout_ends_its_session_at_once_and_is_published_on_the_feed() {
+    let app = spawn_app().await;
+    app.register("sam").await;
+    let first = app.login_ok("sam", "correct-horse").await;
+    let second = app.login_ok("sam", "correct-horse").await;
+    let ended = first["access_token"].as_str().unwrap();
+    let other = second["access_token"].as_str().unwrap();
+    assert_ne!(
+        sid_of(ended),
+        sid_of(other),
+        "each login is its own session"
+    );
+
+    let feed_token = app
+        .order_token(mercato_contract::scopes::AUTH_REVOCATIONS)
+        .await;
+    let page: Value = app.feed(&feed_token, "").await.json().await.unwrap();
+    let cursor = page["cursor"].as_i64().unwrap();
+
+    let r = app
+        .http
+        .post(app.url("/auth/logout"))
+        .bearer_auth(ended)
+        .json(&json!({"refresh_token": first["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    let (status, p) = problem(app.get_as("/users/me", ended).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(p["detail"], "session has ended");
+    assert_eq!(
+        app.get_as("/users/me", other).await.status(),
+        StatusCode::OK
+    );
+
+    let r = app.feed(&feed_token, &format!("?after={cursor}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(
+        page["entries"],
+        json!([{"kind": "session", "sid": sid_of(ended), "forget_after": page["entries"][0]["forget_after"]}])
+    );
+    assert!(page["cursor"].as_i64().unwrap() > cursor);
+    let later: Value = app
+        .feed(&feed_token, &format!("?after={}", page["cursor"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(later["entries"], json!([]));
+}
+
+#[tokio::test]
+async fn the_feed_needs_its_scope_and_a_valid_cursor() {
+    let app = spawn_app().await;
+    let (status, _) = problem(
+        app.http
+            .get(app.url("/internal/revocations"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let other_scope = app
+        .order_token(mercato_contract::scopes::PRODUCT_RESERVE)
+        .await;
+    let (status, _) = problem(app.feed(&other_scope, "").await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = problem(app.feed(&app.admin_token().await, "").await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let token = app
+        .order_token(mercato_contract::scopes::AUTH_REVOCATIONS)
+        .await;
+    for bad in ["?after=-1", "?after=x"] {
+        let (status, p) = problem(app.feed(&token, bad).await).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_eq!(fields(&p), ["after"], "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn a_demoted_admin_cannot_create_users_and_the_demotion_is_on_the_feed() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let r = app
+        .http
+        .post(app.url("/users"))
+        .bearer_auth(&admin)
+        .json(&json!({"username": "boss", "email": "boss@example.com", "password": "correct-horse", "role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let boss_id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let boss = app.login_ok("boss", "correct-horse").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let r = app
+        .http
+        .put(app.url(&format!("/users/{boss_id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"role": "customer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let before = app.user_count().await;
+    let r = app
+        .http
+        .post(app.url("/users"))
+        .bearer_auth(&boss)
+        .json(&json!({"username": "minion", "email": "minion@example.com", "password": "correct-horse", "role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, p) = problem(r).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(p["detail"], "session has ended");
+    assert_eq!(app.user_count().await, before, "no user was created");
+
+    let token = app
+        .order_token(mercato_contract::scopes::AUTH_REVOCATIONS)
+        .await;
+    let page: Value = app.feed(&token, "").await.json().await.unwrap();
+    let voided: Vec<&Value> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "user" && e["sub"] == boss_id.as_str())
+        .collect();
+    assert_eq!(voided.len(), 1, "{page}");
+
+    // A new login right away is a customer session that works.
+    let fresh = app.login_ok("boss", "correct-horse").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let me: Value = app.get_as("/users/me", &fresh).await.json().await.unwrap();
+    assert_eq!(me["role"], "customer");
+}
+
+#[test]
+fn request_and_response_bodies_never_show_secrets_in_debug() {
+    use mercato_auth::routes::auth::{
+        LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest, ServiceToken, TokenPair,
+        TokenRequest, VerifyRequest,
+    };
+    use mercato_auth::routes::users::{CreateUser, UpdateMe, UpdateUser};
+    let secret = "sup3r-s3cret-value";
+    let shown = [
+        format!(
+            "{:?}",
+            RegisterRequest {
+                username: "u".into(),
+                email: "e@x.io".into(),
+                password: secret.into()
+            }
+        ),
+        format!(
+            "{:?}",
+            LoginRequest {
+                username: "u".into(),
+                password: secret.into()
+            }
+        ),
+        format!(
+            "{:?}",
+            RefreshRequest {
+                refresh_token: secret.into()
+            }
+        ),
+        format!(
+            "{:?}",
+            LogoutRequest {
+                refresh_token: secret.into()
+            }
+        ),
+        format!(
+            "{:?}",
+            VerifyRequest {
+                token: secret.into()
+            }
+        ),
+        format!(
+            "{:?}",
+            UpdateMe {
+                email: None,
+                password: Some(secret.into()),
+                current_password: Some(secret.into())
+            }
+        ),
+        format!(
+            "{:?}",
+            CreateUser {
+                username: "u".into(),
+                email: "e@x.io".into(),
+                password: secret.into(),
+                role: Role::Admin
+            }
+        ),
+        format!(
+            "{:?}",
+            UpdateUser {
+                email: None,
+                password: Some(secret.into()),
+                role: None,
+                disabled: None
+            }
+        ),
+        format!(
+            "{:?}",
+            TokenPair {
+                access_token: secret.into(),
+                token_type: "Bearer".into(),
+                expires_in: 1,
+                refresh_token: secret.into(),
+                refresh_expires_in: 1
+            }
+        ),
+        format!(
+            "{:?}",
+            ServiceToken {
+                access_token: secret.into(),
+                token_type: "Bearer".into(),
+                expires_in: 1,
+                scope: "s".into()
+            }
+        ),
+        format!(
+            "{:?}",
+            TokenRequest {
+                grant_type: None,
+                client_id: Some("order".into()),
+                client_secret: Some(secret.into()),
+                scope: None
+            }
+        ),
+    ];
+    for s in &shown {
+        assert!(!s.contains(secret), "{s}");
+        assert!(s.contains("***"), "{s}");
+    }
+}
+
+#[test]
+fn the_configuration_never_shows_secrets_in_debug() {
+    let db = "postgres://auth:db-pa55word@db:5432/auth";
+    let config = Config::try_parse_from([
+        "mercato-auth",
+        &format!("--database-url={db}"),
+        "--jwks-path=/keys/jwks.json",
+        "--jwt-private-key-path=/keys/private.pem",
+        "--admin-password=admin-pa55word",
+        "--service-clients=order=client-pa55word",
+    ])
+    .unwrap();
+    let shown = format!("{config:?}");
+    for secret in ["db-pa55word", "admin-pa55word", "client-pa55word"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    assert!(
+        shown.contains("/keys/private.pem"),
+        "paths are not secret: {shown}"
     );
 }

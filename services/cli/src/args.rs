@@ -2,6 +2,29 @@
 
 use clap::{Parser, Subcommand};
 
+/// A password given on the command line; `Debug` never shows it.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+impl std::str::FromStr for Password {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mercato",
@@ -34,13 +57,13 @@ pub enum Command {
         username: String,
         email: String,
         #[arg(long, env = "MERCATO_PASSWORD", hide_env_values = true)]
-        password: String,
+        password: Password,
     },
     /// Log in and keep the session for the next commands.
     Login {
         username: String,
         #[arg(long, env = "MERCATO_PASSWORD", hide_env_values = true)]
-        password: String,
+        password: Password,
     },
     /// End the session.
     Logout,

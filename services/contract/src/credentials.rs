@@ -30,6 +30,42 @@ impl std::fmt::Debug for JwtKeyMaterial {
     }
 }
 
+/// Writes `contents` to `path` readable by its owner only: a new file beside it is created
+/// with mode 0600 (never chmod-ed afterwards), written, synced and renamed over `path`. So
+/// a secret never sits in a file with wider permissions, not even when `path` already
+/// existed with a wider mode, and a crash leaves the old file or the new one, not half.
+pub fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name")
+    })?;
+    let temp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        random_secret(12)
+    ));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let written = options.open(&temp).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
 /// Generates a fresh Ed25519 key pair.
 pub fn generate_jwt_keys() -> JwtKeyMaterial {
     let signing = SigningKey::generate(&mut OsRng);
@@ -99,6 +135,35 @@ mod tests {
             ed25519_thumbprint("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
             "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
         );
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &std::path::Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_are_created_0600_and_a_wider_existing_one_is_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.json");
+        write_private(&path, b"first").unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+
+        let wide = dir.path().join("wide.pem");
+        std::fs::write(&wide, b"old").unwrap();
+        std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&wide, b"new").unwrap();
+        assert_eq!(mode(&wide), 0o600);
+        assert_eq!(std::fs::read(&wide).unwrap(), b"new");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "no temporary file is left behind: {left:?}");
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 
 use mercato_contract::{Component, env, service_clients};
 
-/// Where everything is, and the credentials generated for this stack.
-#[derive(Debug, Clone)]
+/// Where everything is, and the credentials generated for this stack. `Debug` leaves the
+/// credentials out.
+#[derive(Clone)]
 pub struct Topology {
     pub listen: BTreeMap<Component, SocketAddr>,
     pub database_urls: BTreeMap<Component, String>,
@@ -22,6 +23,17 @@ pub struct Topology {
     pub admin_password: String,
     pub log_format: String,
     pub log_level: String,
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topology")
+            .field("listen", &self.listen)
+            .field("jwks_path", &self.jwks_path)
+            .field("private_key_path", &self.private_key_path)
+            .field("admin_username", &self.admin_username)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Topology {
@@ -78,4 +90,33 @@ pub fn to_args<'a>(vars: impl IntoIterator<Item = &'a (&'static str, String)>) -
     vars.into_iter()
         .map(|(name, value)| format!("--{}={value}", name.to_ascii_lowercase().replace('_', "-")))
         .collect()
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn topology_debug_never_shows_credentials() {
+        let topology = Topology {
+            listen: BTreeMap::new(),
+            database_urls: [(
+                Component::Order,
+                "postgres://order:db-secret-1@h/order".into(),
+            )]
+            .into(),
+            jwks_path: "/k/jwks.json".into(),
+            private_key_path: "/k/private.pem".into(),
+            client_secrets: [(Component::Order, "client-secret-1".into())].into(),
+            admin_username: "admin".into(),
+            admin_email: "admin@example.com".into(),
+            admin_password: "admin-secret-1".into(),
+            log_format: "pretty".into(),
+            log_level: "info".into(),
+        };
+        let shown = format!("{topology:?}");
+        for secret in ["db-secret-1", "client-secret-1", "admin-secret-1"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 }

@@ -17,6 +17,7 @@ use axum::http::{HeaderName, HeaderValue, Method};
 use axum::routing::{any, get};
 use clap::Parser;
 use mercato_contract::{Component, env};
+use mercato_kit::client::ServiceClientConfig;
 use mercato_kit::config::{JwtConfig, ServerConfig};
 use mercato_kit::jwt::Verifier;
 use mercato_kit::ratelimit::KeyedLimiter;
@@ -34,9 +35,9 @@ pub struct Config {
     pub server: ServerConfig,
     #[command(flatten)]
     pub jwt: JwtConfig,
-    /// Base URL of the auth service.
-    #[arg(long, env = env::AUTH_URL)]
-    pub auth_url: String,
+    /// The auth service (`AUTH_URL`), and this gateway's client for its revocation feed.
+    #[command(flatten)]
+    pub client: ServiceClientConfig,
     /// Base URL of the product service.
     #[arg(long, env = env::PRODUCT_URL)]
     pub product_url: String,
@@ -164,7 +165,7 @@ impl ServiceConfig for Config {
         let state = Gateway {
             verifier,
             upstreams: Arc::new(Upstreams {
-                auth: config.auth_url.trim_end_matches('/').to_string(),
+                auth: config.client.auth_url.trim_end_matches('/').to_string(),
                 product: config.product_url.trim_end_matches('/').to_string(),
                 order: config.order_url.trim_end_matches('/').to_string(),
                 payment: config.payment_url.trim_end_matches('/').to_string(),
@@ -184,11 +185,14 @@ impl ServiceConfig for Config {
                 .route(&format!("{prefix}/{{*rest}}"), any(proxy::forward));
         }
         let api = api.with_state(state.clone());
-        let ops = Ops::new(Component::Gateway, None, openapi::document());
+        let ops = Ops::new(Component::Gateway, None, openapi::document())
+            .with_revocations(&state.verifier);
         let mut router = server::build(api, ops, &config.server);
         if let Some(layer) = cors(&config.cors_origins)? {
             router = router.layer(layer);
         }
-        Ok(App::new(router, state.verifier, &config.jwt))
+        Ok(App::new(router, state.verifier, &config.jwt)
+            .with_revocation_feed(&config.client)
+            .await)
     }
 }

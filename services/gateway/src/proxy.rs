@@ -71,9 +71,7 @@ async fn forward_inner(
     if requires_token(req.method(), &path) {
         let token = mercato_kit::auth::bearer_token(req.headers())
             .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        g.verifier
-            .verify(token)
-            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+        g.verifier.verify(token).map_err(ApiError::from)?;
     }
 
     let base = g

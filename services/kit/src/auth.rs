@@ -19,9 +19,7 @@ use crate::jwt::{Claims, Role, Verifier};
 fn verified_claims(parts: &Parts, verifier: &Verifier) -> Result<Claims, ApiError> {
     let token = bearer_token(&parts.headers)
         .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-    verifier
-        .verify(token)
-        .map_err(|e| ApiError::unauthorized(e.to_string()))
+    verifier.verify(token).map_err(ApiError::from)
 }
 
 /// The raw bearer token of a request, if it has one.
@@ -117,6 +115,10 @@ scope!(
     /// Deliver payment outcomes to the order service.
     OrderPaymentEvents = scopes::ORDER_PAYMENT_EVENTS
 );
+scope!(
+    /// Read auth's revocation feed.
+    AuthRevocations = scopes::AUTH_REVOCATIONS
+);
 
 /// A service token with scope `S`; the `client` is the calling service's client id.
 #[derive(Debug, Clone)]
@@ -148,5 +150,28 @@ where
             claims,
             _scope: PhantomData,
         })
+    }
+}
+
+impl From<crate::jwt::TokenError> for ApiError {
+    /// A refused token is 401 (a revoked one says its session has ended); a stale
+    /// revocation list refuses admin tokens with 503, since a retry later will do.
+    fn from(e: crate::jwt::TokenError) -> Self {
+        use crate::jwt::TokenError;
+        match e {
+            TokenError::Revoked => ApiError {
+                code: "session_ended".into(),
+                title: "Session has ended".into(),
+                ..ApiError::unauthorized(e.to_string())
+            },
+            TokenError::RevocationsStale => ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "revocations_stale",
+                "Admin access temporarily unavailable",
+            )
+            .with_detail(e.to_string())
+            .with_retry_after(5),
+            other => ApiError::unauthorized(other.to_string()),
+        }
     }
 }

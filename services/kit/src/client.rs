@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, Problem};
+use crate::secret::Secret;
 use crate::telemetry;
 
 /// Settings for calls to other services.
@@ -43,7 +44,7 @@ pub struct ServiceClientConfig {
     pub client_id: String,
     /// This service's client secret.
     #[arg(long, env = env::CLIENT_SECRET, hide_env_values = true)]
-    pub client_secret: String,
+    pub client_secret: Secret<String>,
 }
 
 /// How a call to another service failed.
@@ -269,8 +270,8 @@ struct TokenAnswer {
 pub struct TokenSource {
     auth: Upstream,
     client_id: String,
-    client_secret: String,
-    cached: tokio::sync::Mutex<Option<(String, Instant)>>,
+    client_secret: Secret<String>,
+    cached: tokio::sync::Mutex<Option<(Secret<String>, Instant)>>,
 }
 
 impl TokenSource {
@@ -289,13 +290,13 @@ impl TokenSource {
         if let Some((token, refresh_at)) = cached.as_ref()
             && Instant::now() < *refresh_at
         {
-            return Ok(token.clone());
+            return Ok(token.expose().clone());
         }
         let url = self.auth.url("/auth/token");
         let form = [
             ("grant_type", "client_credentials"),
             ("client_id", self.client_id.as_str()),
-            ("client_secret", self.client_secret.as_str()),
+            ("client_secret", self.client_secret.expose().as_str()),
         ];
         let answer: TokenAnswer = self
             .auth
@@ -311,7 +312,7 @@ impl TokenSource {
         // Refresh a minute early (or at half-life for short tokens).
         let margin = Duration::from_secs((answer.expires_in / 2).min(60));
         let refresh_at = Instant::now() + Duration::from_secs(answer.expires_in) - margin;
-        *cached = Some((answer.access_token.clone(), refresh_at));
+        *cached = Some((Secret::new(answer.access_token.clone()), refresh_at));
         Ok(answer.access_token)
     }
 
@@ -396,6 +397,28 @@ impl Dependency {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn service_client_settings_and_token_cache_never_show_secrets() {
+        let config = ServiceClientConfig {
+            auth_url: "http://auth:8080".into(),
+            client_id: "order".into(),
+            client_secret: Secret::new("client-secret-value".into()),
+        };
+        let upstream = UpstreamConfig {
+            upstream_timeout_ms: 10,
+            upstream_retries: 0,
+            breaker_failures: 1,
+            breaker_open_secs: 1,
+        };
+        let tokens = TokenSource::new(&config, &upstream);
+        *tokens.cached.lock().await =
+            Some((Secret::new("cached-token-value".into()), Instant::now()));
+        let shown = format!("{config:?} {tokens:?}");
+        assert!(shown.contains("order"), "{shown}");
+        assert!(!shown.contains("client-secret-value"), "{shown}");
+        assert!(!shown.contains("cached-token-value"), "{shown}");
+    }
 
     #[test]
     fn breaker_opens_after_threshold_and_half_opens_after_the_wait() {

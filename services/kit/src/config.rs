@@ -77,8 +77,8 @@ impl ServerConfig {
     }
 }
 
-/// PostgreSQL connection settings.
-#[derive(Debug, Clone, Args)]
+/// PostgreSQL connection settings. `Debug` hides the password in the URL.
+#[derive(Clone, Args)]
 pub struct DatabaseConfig {
     /// PostgreSQL URL, e.g. postgres://user:pass@host:5432/db.
     #[arg(long, env = env::DATABASE_URL, hide_env_values = true)]
@@ -89,6 +89,22 @@ pub struct DatabaseConfig {
     /// How long start-up waits for the database to accept connections.
     #[arg(long, env = "DATABASE_CONNECT_TIMEOUT_SECS", default_value_t = 60)]
     pub database_connect_timeout_secs: u64,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field(
+                "database_url",
+                &crate::secret::redact_url(&self.database_url),
+            )
+            .field("database_max_connections", &self.database_max_connections)
+            .field(
+                "database_connect_timeout_secs",
+                &self.database_connect_timeout_secs,
+            )
+            .finish()
+    }
 }
 
 /// Token verification settings shared by every service.
@@ -119,6 +135,21 @@ mod tests {
         /// A required setting.
         #[arg(long, env = "MERCATO_KIT_TEST_NEVER_SET")]
         some_setting: String,
+    }
+
+    #[test]
+    fn database_settings_never_show_the_password() {
+        let c = DatabaseConfig {
+            database_url: "postgres://order:pa55word-xyz@db:5432/order".into(),
+            database_max_connections: 5,
+            database_connect_timeout_secs: 1,
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("pa55word-xyz"), "{shown}");
+        assert!(
+            shown.contains("postgres://order:***@db:5432/order"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::config::JwtConfig;
+use crate::revocation::RevocationList;
 
 /// Role of a user token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
@@ -45,6 +46,10 @@ pub struct Claims {
     pub exp: u64,
     pub iat: u64,
     pub jti: String,
+    /// The session (refresh-token family of one login) a user token belongs to; the
+    /// revocation feed ends sessions by this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
     /// Space-separated scopes (RFC 8693 style), service tokens only.
@@ -90,6 +95,10 @@ pub enum TokenError {
     IssuerOrAudience,
     #[error("token signature is invalid")]
     Signature,
+    #[error("session has ended")]
+    Revoked,
+    #[error("the revocation list is out of date; admin tokens are refused until it is refreshed")]
+    RevocationsStale,
 }
 
 struct KeySet {
@@ -103,6 +112,7 @@ pub struct Verifier {
     path: PathBuf,
     validation: Validation,
     keys: RwLock<Arc<KeySet>>,
+    revocations: RevocationList,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -128,6 +138,7 @@ impl Verifier {
             path: config.jwks_path.clone(),
             validation,
             keys: RwLock::new(Arc::new(set)),
+            revocations: RevocationList::default(),
         }))
     }
 
@@ -136,6 +147,11 @@ impl Verifier {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// The sessions and users whose tokens this verifier refuses.
+    pub fn revocations(&self) -> &RevocationList {
+        &self.revocations
     }
 
     /// The public key set currently in force, as served on `/auth/jwks`.
@@ -202,7 +218,7 @@ impl Verifier {
             set = self.current();
         }
         let key = set.keys.get(&kid).ok_or(TokenError::UnknownKey)?;
-        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -215,7 +231,9 @@ impl Verifier {
                     ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
                     _ => TokenError::Malformed,
                 }
-            })
+            })?;
+        self.revocations.check(&claims)?;
+        Ok(claims)
     }
 }
 
@@ -321,6 +339,7 @@ impl Signer {
             iat: now,
             exp: now + ttl.as_secs(),
             jti: uuid::Uuid::new_v4().to_string(),
+            sid: None,
             role,
             scope,
         }

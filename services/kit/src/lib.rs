@@ -14,6 +14,8 @@ pub mod items;
 pub mod jwt;
 pub mod metrics;
 pub mod ratelimit;
+pub mod revocation;
+pub mod secret;
 pub mod server;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -200,6 +200,11 @@ impl App {
         }
     }
 
+    /// The verifier whose key set (and revocation list) the started service keeps fresh.
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
     /// Background work to start with the service (a sweep, the outbox).
     pub fn with_task(mut self, start: impl FnOnce() + Send + 'static) -> Self {
         self.tasks.push(Box::new(start));

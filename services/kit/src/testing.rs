@@ -181,13 +181,84 @@ pub fn fields(problem: &serde_json::Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-/// A service with a database on a random local port: a fresh database, test keys, and
-/// the service built from `extra` flags as its binary would be, background work started.
+/// A stand-in for the auth service as other services use it: the client-credentials grant
+/// (any client gets a service token signed with the test keys) and the revocation feed,
+/// serving whatever the test [`StubAuth::revoke`]s.
+#[derive(Debug)]
+pub struct StubAuth {
+    pub server: TestServer,
+    entries: std::sync::Arc<std::sync::Mutex<Vec<crate::revocation::Revocation>>>,
+}
+
+impl StubAuth {
+    pub async fn start(keys: &TestKeys) -> Self {
+        use crate::revocation::{FEED_PATH, RevocationPage};
+        use axum::routing::{get, post};
+        let entries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let token = keys.service("test-client", &[mercato_contract::scopes::AUTH_REVOCATIONS]);
+        let feed = entries.clone();
+        let router = axum::Router::new()
+            .route(
+                "/auth/token",
+                post(move || {
+                    let token = token.clone();
+                    async move {
+                        axum::Json(serde_json::json!({
+                            "access_token": token, "token_type": "Bearer", "expires_in": 600,
+                            "scope": mercato_contract::scopes::AUTH_REVOCATIONS,
+                        }))
+                    }
+                }),
+            )
+            .route(
+                FEED_PATH,
+                get(
+                    move |crate::Query(q): crate::Query<crate::revocation::FeedQuery>| {
+                        let feed = feed.clone();
+                        async move {
+                            let all = feed.lock().map(|v| v.clone()).unwrap_or_default();
+                            let after = usize::try_from(q.after.unwrap_or(0)).unwrap_or(0);
+                            axum::Json(RevocationPage {
+                                entries: all.iter().skip(after).cloned().collect(),
+                                cursor: i64::try_from(all.len()).unwrap_or(i64::MAX),
+                                more: false,
+                            })
+                        }
+                    },
+                ),
+            );
+        Self {
+            server: TestServer::start(router).await,
+            entries,
+        }
+    }
+
+    /// Publishes an entry on the feed.
+    pub fn revoke(&self, entry: crate::revocation::Revocation) {
+        if let Ok(mut v) = self.entries.lock() {
+            v.push(entry);
+        }
+    }
+
+    /// The flags that point a service's client (and revocation feed) at this stub.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            format!("--auth-url={}", self.server.url("")),
+            "--client-id=test-client".into(),
+            "--client-secret=test-secret".into(),
+        ]
+    }
+}
+
+/// A service with a database on a random local port: a fresh database, test keys, a stub
+/// auth service for its client and revocation feed, and the service built from `extra`
+/// flags as its binary would be, background work started.
 #[derive(Debug)]
 pub struct TestService {
     pub server: TestServer,
     pub http: reqwest::Client,
     pub keys: TestKeys,
+    pub auth: StubAuth,
     /// The service's own database, migrated.
     pub pool: sqlx::PgPool,
     pub db: TestDb,
@@ -197,12 +268,14 @@ impl TestService {
     pub async fn start<C: crate::server::ServiceConfig>(extra: &[&str]) -> Self {
         let db = TestDb::new().await;
         let keys = TestKeys::new();
+        let auth = StubAuth::start(&keys).await;
         let mut args = vec![
             format!("mercato-{}", C::COMPONENT.name()),
             format!("--database-url={}", db.url),
             format!("--jwks-path={}", keys.jwks_path().display()),
             "--log-level=warn".into(),
         ];
+        args.extend(auth.flags());
         args.extend(extra.iter().map(|s| s.to_string()));
         let config = C::try_parse_from(args).expect("test configuration");
         let app = config.build().await.expect("the service builds");
@@ -214,6 +287,7 @@ impl TestService {
             server,
             http: reqwest::Client::new(),
             keys,
+            auth,
             pool,
             db,
         }

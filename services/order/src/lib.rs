@@ -88,7 +88,8 @@ impl ServiceConfig for Config {
             )),
             order_ttl: Duration::from_secs(config.order_ttl_secs),
         };
-        let ops = Ops::new(Component::Order, Some(pool), openapi::document());
+        let ops = Ops::new(Component::Order, Some(pool), openapi::document())
+            .with_revocations(&state.verifier);
         let router = server::build(routes::router(state.clone()), ops, &config.server);
         let verifier = state.verifier.clone();
         // The sweeper that expires unpaid orders and returns their stock.
@@ -99,6 +100,9 @@ impl ServiceConfig for Config {
                 async move { checkout::sweep(&state.pool, state.product.as_ref()).await }
             });
         };
-        Ok(App::new(router, verifier, &config.jwt).with_task(sweeper))
+        Ok(App::new(router, verifier, &config.jwt)
+            .with_task(sweeper)
+            .with_revocation_feed(&config.client)
+            .await)
     }
 }

@@ -1,7 +1,7 @@
 //! The order service's handlers over real HTTP against a fresh database: who may see
 //! what, input errors naming their fields, and checkout's refusals as status codes. The
-//! product and auth services are unreachable here; the devstack's suites cover the flow
-//! across services.
+//! product service is unreachable here and auth is a stub; the devstack's suites cover the
+//! flow across services.
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 mod support;
@@ -17,16 +17,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-/// The product and auth services are down: nothing listens on port 9.
+/// The product service is down (nothing listens on port 9); auth is `TestService`'s stub,
+/// which serves the revocation feed.
 async fn spawn_app() -> TestService {
-    TestService::start::<Config>(&[
-        "--auth-url=http://127.0.0.1:9",
-        "--product-url=http://127.0.0.1:9",
-        "--client-id=order",
-        "--client-secret=secret",
-        "--upstream-retries=0",
-    ])
-    .await
+    TestService::start::<Config>(&["--product-url=http://127.0.0.1:9", "--upstream-retries=0"])
+        .await
 }
 
 /// An order stored as checkout would store it, then moved to `status`.

@@ -93,7 +93,8 @@ impl ServiceConfig for Config {
             )),
             outbox_wake: Arc::new(Notify::new()),
         };
-        let ops = Ops::new(Component::Payment, Some(pool), openapi::document());
+        let ops = Ops::new(Component::Payment, Some(pool), openapi::document())
+            .with_revocations(&state.verifier);
         let router = server::build(routes::router(state.clone()), ops, &config.server);
         let verifier = state.verifier.clone();
         // The outbox dispatcher, unless another process runs it.
@@ -115,6 +116,9 @@ impl ServiceConfig for Config {
                 max_backoff,
             ));
         };
-        Ok(App::new(router, verifier, &config.jwt).with_task(dispatcher))
+        Ok(App::new(router, verifier, &config.jwt)
+            .with_task(dispatcher)
+            .with_revocation_feed(&config.client)
+            .await)
     }
 }

@@ -12,13 +12,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-/// The order and auth services are down: nothing listens on port 9.
+/// The order service is down (nothing listens on port 9); auth is `TestService`'s stub,
+/// which serves the revocation feed.
 async fn spawn_app() -> TestService {
     TestService::start::<Config>(&[
-        "--auth-url=http://127.0.0.1:9",
         "--order-url=http://127.0.0.1:9",
-        "--client-id=payment",
-        "--client-secret=secret",
         "--upstream-retries=0",
         "--outbox-dispatch=false",
     ])

@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use clap::Parser;
 use mercato_contract::Component;
+use mercato_kit::client::ServiceClientConfig;
 use mercato_kit::config::{DatabaseConfig, JwtConfig, ServerConfig};
 use mercato_kit::jwt::Verifier;
 use mercato_kit::server::{self, App, Ops, ServiceConfig};
@@ -32,6 +33,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[command(flatten)]
     pub jwt: JwtConfig,
+    /// Reads auth's revocation feed.
+    #[command(flatten)]
+    pub client: ServiceClientConfig,
     /// How long an unconfirmed reservation holds stock before it returns.
     #[arg(long, env = "RESERVATION_TTL_SECS", default_value_t = 30 * 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -71,7 +75,8 @@ impl ServiceConfig for Config {
             verifier,
             reservation_ttl: Duration::from_secs(config.reservation_ttl_secs),
         };
-        let ops = Ops::new(Component::Product, Some(pool), openapi::document());
+        let ops = Ops::new(Component::Product, Some(pool), openapi::document())
+            .with_revocations(&state.verifier);
         let router = server::build(routes::router(state.clone()), ops, &config.server);
         // The sweeper that returns the stock of expired reservations.
         let every = Duration::from_secs(config.reservation_sweep_secs);
@@ -82,6 +87,9 @@ impl ServiceConfig for Config {
                 async move { reservations::release_expired(&pool).await }
             });
         };
-        Ok(App::new(router, verifier, &config.jwt).with_task(sweeper))
+        Ok(App::new(router, verifier, &config.jwt)
+            .with_task(sweeper)
+            .with_revocation_feed(&config.client)
+            .await)
     }
 }

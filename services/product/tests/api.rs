@@ -5,7 +5,7 @@ use clap::Parser;
 use mercato_contract::scopes;
 use mercato_kit::jwt::Role;
 use mercato_kit::server::ServiceConfig;
-use mercato_kit::testing::{TestDb, TestKeys, TestServer, fields, poll};
+use mercato_kit::testing::{StubAuth, TestDb, TestKeys, TestServer, fields, poll};
 use mercato_product::Config;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -14,6 +14,8 @@ struct TestApp {
     server: TestServer,
     http: reqwest::Client,
     keys: TestKeys,
+    /// The revocation feed this service reads.
+    _auth: StubAuth,
     db: TestDb,
     admin: String,
     service: String,
@@ -22,12 +24,14 @@ struct TestApp {
 async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let db = TestDb::new().await;
     let keys = TestKeys::new();
+    let auth = StubAuth::start(&keys).await;
     let mut args = vec![
         "mercato-product".to_string(),
         format!("--database-url={}", db.url),
         format!("--jwks-path={}", keys.jwks_path().display()),
         "--log-level=warn".into(),
     ];
+    args.extend(auth.flags());
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = Config::try_parse_from(args).unwrap();
     let app = config.build().await.unwrap();
@@ -38,6 +42,7 @@ async fn spawn_app_with(extra: &[&str]) -> TestApp {
         server,
         http: reqwest::Client::new(),
         keys,
+        _auth: auth,
         db,
         admin,
         service,

@@ -8,45 +8,67 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use mercato_kit::jwt::{Claims, Role};
-use mercato_kit::{ApiError, ApiResult, Json};
+use mercato_kit::auth::{AuthRevocations, Service};
+use mercato_kit::jwt::{Claims, Role, TokenError};
+use mercato_kit::revocation::{FeedQuery, RevocationPage};
+use mercato_kit::{ApiError, ApiResult, Json, Query};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::domain::{Email, Fields, Password, Username};
+use crate::revocations;
 use crate::tokens::{self, Rotation};
 use crate::users::{self, UserRow, UserView};
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// `Debug` for a type with secret fields: the named fields are shown, the rest is `***`.
+macro_rules! redacted_debug {
+    ($ty:ident { $($shown:ident),* } hides $($hidden:ident),+) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($shown), &self.$shown))*
+                    $(.field(stringify!($hidden), &"***"))+
+                    .finish()
+            }
+        }
+    };
+}
+pub(crate) use redacted_debug;
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     pub username: String,
     pub email: String,
     pub password: String,
 }
+redacted_debug!(RegisterRequest { username, email } hides password);
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
 }
+redacted_debug!(LoginRequest { username } hides password);
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     pub refresh_token: String,
 }
+redacted_debug!(RefreshRequest {} hides refresh_token);
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     pub token: String,
 }
+redacted_debug!(VerifyRequest {} hides token);
 
 /// An access token with its refresh token.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TokenPair {
     pub access_token: String,
     pub token_type: String,
@@ -56,6 +78,7 @@ pub struct TokenPair {
     /// Seconds until the refresh token expires.
     pub refresh_expires_in: u64,
 }
+redacted_debug!(TokenPair { token_type, expires_in, refresh_expires_in } hides access_token, refresh_token);
 
 /// The result of introspecting a token (RFC 7662 shape).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -66,13 +89,14 @@ pub struct Introspection {
 }
 
 /// A service token from the client-credentials grant.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ServiceToken {
     pub access_token: String,
     pub token_type: String,
     pub expires_in: u64,
     pub scope: String,
 }
+redacted_debug!(ServiceToken { token_type, expires_in, scope } hides access_token);
 
 fn parse_credentials(username: &str, password: &str) -> ApiResult<(Username, Password)> {
     let mut fields = Fields::default();
@@ -85,13 +109,24 @@ fn parse_credentials(username: &str, password: &str) -> ApiResult<(Username, Pas
     }
 }
 
-/// Creates a customer account. The role cannot be chosen here.
+/// Creates a customer account. The role cannot be chosen here. Limited per client
+/// address (each registration runs Argon2): 429 with `Retry-After` beyond the limit.
 #[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest,
-    responses((status = 201, body = UserView), (status = 409, body = mercato_kit::Problem), (status = 422, body = mercato_kit::Problem)))]
+    responses((status = 201, body = UserView), (status = 409, body = mercato_kit::Problem), (status = 422, body = mercato_kit::Problem),
+        (status = 429, description = "Too many registrations from this client address; see Retry-After",
+            body = mercato_kit::Problem, content_type = "application/problem+json")))]
 pub async fn register(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<impl IntoResponse> {
+    let client = mercato_kit::ratelimit::client_address(&headers, peer, state.trust_forwarded_for);
+    limited(
+        &state.register_by_client,
+        &client,
+        "too many registrations; try again later",
+    )?;
     create_user(
         &state,
         &req.username,
@@ -152,8 +187,26 @@ fn invalid_login() -> ApiError {
     )
 }
 
+/// 429 with `Retry-After` when `key` has used up `limiter`.
+fn limited(
+    limiter: &mercato_kit::ratelimit::KeyedLimiter,
+    key: &str,
+    detail: &'static str,
+) -> ApiResult<()> {
+    limiter.check(key).map_err(|wait| {
+        ApiError::too_many_requests(wait.as_secs().saturating_add(1)).with_detail(detail)
+    })
+}
+
 /// Issues a token pair. Unknown users and wrong passwords get the same answer, in the
-/// same time; attempts are limited per username and per client address.
+/// same time.
+///
+/// Attempts are limited three ways, so that strangers cannot lock a well-known account
+/// (`admin`) out: per client address (any username); per username *from one address*
+/// (the tight limit: guessing one account's password from one place); and per username
+/// from every address the user has never logged in from successfully (a much looser cap
+/// that slows a distributed guess). An address the user has logged in from before is not
+/// held to that loose cap, so a flood of failures elsewhere cannot lock the owner out.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenPair), (status = 401, body = mercato_kit::Problem), (status = 429, body = mercato_kit::Problem)))]
 pub async fn login(
@@ -164,19 +217,15 @@ pub async fn login(
 ) -> ApiResult<Json<TokenPair>> {
     let (username, password) = parse_credentials(&req.username, &req.password)?;
     let client = mercato_kit::ratelimit::client_address(&headers, peer, state.trust_forwarded_for);
-    for (limiter, key) in [
-        (&state.login_by_client, format!("client:{client}")),
-        (
-            &state.login_by_username,
-            format!("user:{}", username.as_str()),
-        ),
-    ] {
-        if let Err(wait) = limiter.check(&key) {
-            return Err(
-                ApiError::too_many_requests(wait.as_secs().saturating_add(1))
-                    .with_detail("too many login attempts; try again later"),
-            );
-        }
+    let detail = "too many login attempts; try again later";
+    limited(&state.login_by_client, &client, detail)?;
+    limited(
+        &state.login_by_username_and_client,
+        &format!("{}\n{client}", username.as_str()),
+        detail,
+    )?;
+    if !users::is_known_address(&state.pool, username.as_str(), &client).await? {
+        limited(&state.login_by_username, username.as_str(), detail)?;
     }
     let user = users::by_username(&state.pool, username.as_str()).await?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
@@ -185,23 +234,37 @@ pub async fn login(
         .verify(password.expose().to_string(), hash)
         .await;
     match user {
-        Some(user) if verified && !user.disabled => Ok(Json(issue_pair(&state, &user).await?)),
+        Some(user) if verified && !user.disabled => {
+            users::remember_address(&state.pool, user.id, &client).await?;
+            Ok(Json(issue_pair(&state, &user).await?))
+        }
         _ => Err(invalid_login()),
     }
 }
 
 async fn issue_pair(state: &AppState, user: &UserRow) -> ApiResult<TokenPair> {
-    let refresh_token = tokens::start_family(&state.pool, user.id, state.refresh_ttl).await?;
-    pair_with(state, user, refresh_token)
+    let (family, refresh_token) =
+        tokens::start_family(&state.pool, user.id, state.refresh_ttl).await?;
+    pair_with(state, user, family, refresh_token)
 }
 
-fn pair_with(state: &AppState, user: &UserRow, refresh_token: String) -> ApiResult<TokenPair> {
-    let claims = state.signer.claims(
+/// An access token for `user` in session `family`, issued no earlier than the user's
+/// tokens are valid from (so a login right after a password change is not voided).
+fn pair_with(
+    state: &AppState,
+    user: &UserRow,
+    family: uuid::Uuid,
+    refresh_token: String,
+) -> ApiResult<TokenPair> {
+    let mut claims = state.signer.claims(
         &user.id.to_string(),
         Some(user.role),
         None,
         state.access_ttl,
     );
+    claims.iat = revocations::issued_at(user.tokens_valid_from);
+    claims.exp = claims.iat + state.access_ttl.as_secs();
+    claims.sid = Some(family.to_string());
     let access_token = state.signer.sign(&claims).map_err(ApiError::internal)?;
     Ok(TokenPair {
         access_token,
@@ -225,8 +288,19 @@ pub async fn refresh(
             "must be 1 to 256 characters",
         ));
     }
-    match tokens::rotate(&state.pool, &req.refresh_token, state.refresh_ttl).await? {
-        Rotation::Rotated { user_id, token } => {
+    match tokens::rotate(
+        &state.pool,
+        &req.refresh_token,
+        state.refresh_ttl,
+        state.access_ttl,
+    )
+    .await?
+    {
+        Rotation::Rotated {
+            user_id,
+            family,
+            token,
+        } => {
             let user = users::by_id(&state.pool, user_id).await?.ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -234,7 +308,7 @@ pub async fn refresh(
                     "Invalid refresh token",
                 )
             })?;
-            Ok(Json(pair_with(&state, &user, token)?))
+            Ok(Json(pair_with(&state, &user, family, token)?))
         }
         Rotation::Invalid => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -250,13 +324,15 @@ pub async fn refresh(
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogoutRequest {
     pub refresh_token: String,
 }
+redacted_debug!(LogoutRequest {} hides refresh_token);
 
-/// Revokes the session of a refresh token, and the presented access token if any.
+/// Ends the session of a refresh token, and that of the presented access token if any;
+/// their access tokens stop working on every service within seconds.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = LogoutRequest,
     responses((status = 204, description = "Logged out")))]
 pub async fn logout(
@@ -267,10 +343,18 @@ pub async fn logout(
     let bearer =
         mercato_kit::auth::bearer_token(&headers).and_then(|t| state.verifier.verify(t).ok());
     let owner = bearer.as_ref().and_then(|c| c.sub.parse().ok());
-    tokens::revoke_by_token(&state.pool, &req.refresh_token, owner).await?;
-    if let Some(claims) = bearer {
-        tokens::revoke_access_token(&state.pool, &claims.jti, claims.exp).await?;
-    }
+    let sid = bearer
+        .as_ref()
+        .and_then(|c| c.sid.as_deref())
+        .and_then(|s| s.parse().ok());
+    tokens::logout(
+        &state.pool,
+        &req.refresh_token,
+        owner,
+        sid,
+        state.access_ttl,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -297,23 +381,59 @@ pub async fn verify(
     }))
 }
 
-/// Whether verified claims are still good: not revoked by logout, user still enabled.
+/// Whether verified claims are still good, checked against auth's own tables (what the
+/// revocation feed tells other services): the user exists and is enabled, the token was
+/// issued after the user's tokens were last voided, and its session is still open.
 pub async fn active_claims(state: &AppState, claims: &Claims) -> ApiResult<bool> {
-    if tokens::is_access_token_revoked(&state.pool, &claims.jti).await? {
+    if claims.role.is_none() {
+        return Ok(true);
+    }
+    let Ok(id) = claims.sub.parse() else {
+        return Ok(false);
+    };
+    let Some(user) = users::by_id(&state.pool, id).await? else {
+        return Ok(false);
+    };
+    if user.disabled || i64::try_from(claims.iat).unwrap_or(i64::MAX) < user.tokens_valid_from {
         return Ok(false);
     }
-    if claims.role.is_some() {
-        let Ok(id) = claims.sub.parse() else {
-            return Ok(false);
-        };
-        return Ok(users::by_id(&state.pool, id)
-            .await?
-            .is_some_and(|u| !u.disabled));
+    match claims.sid.as_deref().map(str::parse) {
+        Some(Ok(sid)) => Ok(tokens::session_open(&state.pool, sid, id).await?),
+        Some(Err(_)) => Ok(false),
+        None => Ok(true),
     }
-    Ok(true)
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+/// The revocation feed every service polls: sessions that ended and users whose earlier
+/// tokens are void, after the cursor `after`, for a service token with `auth:revocations`.
+#[utoipa::path(get, path = "/internal/revocations", tag = "internal", params(FeedQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = RevocationPage),
+        (status = 401, description = "No valid service token", body = mercato_kit::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks scope auth:revocations", body = mercato_kit::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`after` is not a non-negative integer", body = mercato_kit::Problem, content_type = "application/problem+json")))]
+pub async fn revocation_feed(
+    State(state): State<AppState>,
+    _caller: Service<AuthRevocations>,
+    Query(q): Query<FeedQuery>,
+) -> ApiResult<Json<RevocationPage>> {
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::field("after", "must not be negative"));
+    }
+    Ok(Json(revocations::page(&state.pool, after).await?))
+}
+
+/// `Err` (401, "session has ended") unless the claims are still active here.
+pub async fn require_active(state: &AppState, claims: &Claims) -> ApiResult<()> {
+    if active_claims(state, claims).await? {
+        Ok(())
+    } else {
+        Err(TokenError::Revoked.into())
+    }
+}
+
+#[derive(Default, Deserialize, ToSchema)]
 pub struct TokenRequest {
     pub grant_type: Option<String>,
     pub client_id: Option<String>,
@@ -321,6 +441,7 @@ pub struct TokenRequest {
     /// Space-separated subset of the client's scopes; all of them when absent.
     pub scope: Option<String>,
 }
+redacted_debug!(TokenRequest { grant_type, client_id, scope } hides client_secret);
 
 /// OAuth2 client-credentials grant for services: form or JSON body, or HTTP Basic.
 #[utoipa::path(post, path = "/auth/token", tag = "auth", request_body(content = TokenRequest,

@@ -17,6 +17,10 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/verify", post(auth::verify))
         .route("/auth/token", post(auth::token))
         .route("/auth/jwks", get(auth::jwks))
+        .route(
+            mercato_kit::revocation::FEED_PATH,
+            get(auth::revocation_feed),
+        )
         .route("/users/me", get(users::get_me).put(users::update_me))
         .route("/users/profile", get(users::get_me).put(users::update_me))
         .route("/users", get(users::list).post(users::create))

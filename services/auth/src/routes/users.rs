@@ -4,7 +4,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use mercato_kit::auth::{Admin, User};
+use mercato_kit::auth::User;
 use mercato_kit::jwt::Role;
 use mercato_kit::{ApiError, ApiResult, Json, Path, Query};
 use serde::{Deserialize, Serialize};
@@ -13,12 +13,14 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::domain::{Email, Fields, Password};
-use crate::routes::auth::{active_claims, create_user};
-use crate::tokens;
+use crate::routes::auth::{create_user, redacted_debug, require_active};
 use crate::users::{self, Changes, UserView};
+use crate::{revocations, tokens};
 
 /// A signed-in user whose token is still active here, where the user table is at hand:
-/// logged-out tokens and disabled or deleted users are refused.
+/// tokens of ended sessions, of disabled or deleted users and tokens issued before a
+/// password or role change are refused ("session has ended") at once, without waiting for
+/// the revocation feed.
 pub struct Me(pub User);
 
 impl FromRequestParts<AppState> for Me {
@@ -29,10 +31,27 @@ impl FromRequestParts<AppState> for Me {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let user = User::from_request_parts(parts, state).await?;
-        if !active_claims(state, &user.claims).await? {
-            return Err(ApiError::unauthorized("token has been revoked"));
-        }
+        require_active(state, &user.claims).await?;
         Ok(Me(user))
+    }
+}
+
+/// [`Me`] with the admin role: auth's own admin routes check its tables directly, so a
+/// demoted or logged-out admin is refused at once.
+pub struct Admin(pub User);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Me(user) = Me::from_request_parts(parts, state).await?;
+        if !user.is_admin() {
+            return Err(ApiError::forbidden("admin role required"));
+        }
+        Ok(Admin(user))
     }
 }
 
@@ -52,13 +71,14 @@ pub async fn get_me(State(state): State<AppState>, Me(user): Me) -> ApiResult<Js
 }
 
 /// Own profile changes: email and password (with the current one). Not role or username.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMe {
     pub email: Option<String>,
     pub password: Option<String>,
     pub current_password: Option<String>,
 }
+redacted_debug!(UpdateMe { email } hides password, current_password);
 
 #[utoipa::path(put, path = "/users/me", tag = "users", security(("bearer" = [])), request_body = UpdateMe,
     responses((status = 200, body = UserView), (status = 422, body = mercato_kit::Problem)))]
@@ -110,9 +130,14 @@ pub async fn update_me(
     Ok(Json(updated.into()))
 }
 
-/// Applies changes in one transaction; a new password or a disable ends every session.
+/// Applies changes in one transaction. A new password or a disable ends every session;
+/// those and a role change void the user's tokens issued so far, on every service.
 async fn apply_changes(state: &AppState, id: Uuid, changes: &Changes) -> ApiResult<users::UserRow> {
     let mut tx = state.pool.begin().await?;
+    let current_role = users::by_id(&mut *tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("User not found"))?
+        .role;
     let updated = users::update(&mut *tx, id, changes).await.map_err(|e| {
         if mercato_kit::error::is_unique_violation(&e, "users_email_key") {
             ApiError::conflict("email_taken", "Email already registered")
@@ -123,6 +148,12 @@ async fn apply_changes(state: &AppState, id: Uuid, changes: &Changes) -> ApiResu
     let updated = updated.ok_or_else(|| ApiError::not_found("User not found"))?;
     if changes.password_hash.is_some() || changes.disabled == Some(true) {
         tokens::revoke_all_for_user(&mut *tx, id, "credentials changed").await?;
+    }
+    if changes.password_hash.is_some()
+        || changes.disabled == Some(true)
+        || changes.role.is_some_and(|role| role != current_role)
+    {
+        revocations::void_user_tokens(&mut tx, id, state.access_ttl).await?;
     }
     tx.commit().await?;
     Ok(updated)
@@ -176,7 +207,7 @@ pub async fn list(
     }))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub username: String,
@@ -185,6 +216,7 @@ pub struct CreateUser {
     #[serde(default = "customer")]
     pub role: Role,
 }
+redacted_debug!(CreateUser { username, email, role } hides password);
 
 fn customer() -> Role {
     Role::Customer
@@ -214,7 +246,7 @@ pub async fn get_one(
 }
 
 /// Admin changes to a user; omitted fields stay as they are.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     pub email: Option<String>,
@@ -222,6 +254,7 @@ pub struct UpdateUser {
     pub role: Option<Role>,
     pub disabled: Option<bool>,
 }
+redacted_debug!(UpdateUser { email, role, disabled } hides password);
 
 #[utoipa::path(put, path = "/users/{id}", tag = "users", security(("bearer" = [])), request_body = UpdateUser,
     responses((status = 200, body = UserView), (status = 404, body = mercato_kit::Problem), (status = 409, body = mercato_kit::Problem)))]
@@ -279,9 +312,11 @@ pub async fn delete_one(
             "You cannot delete yourself",
         ));
     }
-    if users::delete(&state.pool, id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("User not found"))
+    let mut tx = state.pool.begin().await?;
+    if !users::delete(&mut *tx, id).await? {
+        return Err(ApiError::not_found("User not found"));
     }
+    revocations::void_user_tokens(&mut tx, id, state.access_ttl).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }

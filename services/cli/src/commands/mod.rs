@@ -26,9 +26,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             username,
             email,
             password,
-        } => account::register(&client, &username, &email, &password).await,
+        } => account::register(&client, &username, &email, password.expose()).await,
         Command::Login { username, password } => {
-            account::login(&client, &username, &password).await
+            account::login(&client, &username, password.expose()).await
         }
         Command::Logout => account::logout(&client).await,
         Command::Products(command) => products::run(&client, command).await,

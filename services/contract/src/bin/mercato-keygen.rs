@@ -1,12 +1,13 @@
 //! Writes a fresh Ed25519 JWT key pair (`private.pem`, `jwks.json`) into a folder, with
 //! the same generator the operator uses for a Store's Secrets.
 //!
-//! Usage: mercato-keygen <dir>   (existing keys are left alone)
+//! Usage: mercato-keygen <dir>   (existing keys are left alone; the private key is
+//! written 0600 from creation)
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use mercato_contract::credentials::generate_jwt_keys;
+use mercato_contract::credentials::{generate_jwt_keys, write_private};
 use mercato_contract::secret_keys;
 
 fn main() -> ExitCode {
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
     }
     let keys = generate_jwt_keys();
     let written = std::fs::create_dir_all(&dir)
-        .and_then(|()| write_private(&private, &keys.private_pem))
+        .and_then(|()| write_private(&private, keys.private_pem.as_bytes()))
         .and_then(|()| std::fs::write(&jwks, &keys.jwks_json));
     match written {
         Ok(()) => {
@@ -38,25 +39,5 @@ fn main() -> ExitCode {
             eprintln!("error: cannot write keys to {}: {e}", dir.display());
             ExitCode::FAILURE
         }
-    }
-}
-
-/// The private key is readable by its owner only.
-fn write_private(path: &std::path::Path, pem: &str) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
-        f.write_all(pem.as_bytes())
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::write(path, pem)
     }
 }

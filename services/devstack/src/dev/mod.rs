@@ -29,8 +29,8 @@ pub use test_store::TestStore;
 
 use crate::env::Topology;
 
-/// How to run the store.
-#[derive(Debug, Clone)]
+/// How to run the store. `Debug` hides the password of the PostgreSQL URL.
+#[derive(Clone)]
 pub struct DevOptions {
     /// An administrative PostgreSQL URL (a superuser, or one that may create roles).
     pub postgres_url: String,
@@ -49,6 +49,21 @@ pub struct DevOptions {
     /// Extra flags per component (tests: cheap hashing, short timeouts).
     pub extra: BTreeMap<Component, Vec<String>>,
     pub runner: Runner,
+}
+
+impl std::fmt::Debug for DevOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevOptions")
+            .field(
+                "postgres_url",
+                &mercato_kit::secret::redact_url(&self.postgres_url),
+            )
+            .field("state_dir", &self.state_dir)
+            .field("port_base", &self.port_base)
+            .field("db_prefix", &self.db_prefix)
+            .field("runner", &self.runner)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How the services run.

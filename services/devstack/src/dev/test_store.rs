@@ -32,6 +32,7 @@ impl TestStore {
                 "--argon2-memory-kib=64".into(),
                 "--argon2-iterations=1".into(),
                 "--login-attempts-per-client=1000".into(),
+                "--registrations-per-client=1000".into(),
             ],
         );
         for (c, f) in extra {

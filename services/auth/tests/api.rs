@@ -965,9 +965,17 @@ async fn a_replaced_jwks_file_is_picked_up_without_restart() {
 #[tokio::test]
 async fn operational_endpoints_report_health_metrics_and_the_api() {
     let app = spawn_app().await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let public = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(
+            public.status(),
+            StatusCode::NOT_FOUND,
+            "{path} is not public"
+        );
+    }
     assert_eq!(
         app.http
-            .get(app.url("/healthz"))
+            .get(app.server.ops_url("/healthz"))
             .send()
             .await
             .unwrap()
@@ -976,7 +984,7 @@ async fn operational_endpoints_report_health_metrics_and_the_api() {
     );
     assert_eq!(
         app.http
-            .get(app.url("/readyz"))
+            .get(app.server.ops_url("/readyz"))
             .send()
             .await
             .unwrap()
@@ -992,7 +1000,7 @@ async fn operational_endpoints_report_health_metrics_and_the_api() {
 
     let metrics = app
         .http
-        .get(app.url("/metrics"))
+        .get(app.server.ops_url("/metrics"))
         .send()
         .await
         .unwrap()
@@ -1051,7 +1059,7 @@ async fn request_ids_are_echoed_or_generated() {
     let app = spawn_app().await;
     let r = app
         .http
-        .get(app.url("/healthz"))
+        .get(app.server.ops_url("/healthz"))
         .header("x-request-id", "trace-me-42")
         .send()
         .await

@@ -1,6 +1,7 @@
 //! The gateway at the edge, against fake services that count their readiness probes and
 //! echo what the gateway told them: operational endpoints on their own port, a `/health`
 //! that costs the services nothing per hit, and a client address that no client can forge.
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -163,7 +163,7 @@ pub async fn login(
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
     let (username, password) = parse_credentials(&req.username, &req.password)?;
-    let client = mercato_kit::ratelimit::client_address(&headers, peer, state.trust_forwarded_for);
+    let client = mercato_kit::ratelimit::client_address(&headers, peer, state.edge_key.as_ref());
     for (limiter, key) in [
         (&state.login_by_client, format!("client:{client}")),
         (

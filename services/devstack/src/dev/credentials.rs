@@ -1,5 +1,5 @@
 //! The credentials a store generates once and keeps under its state folder: database
-//! passwords, service client secrets, the admin password, and the JWT key pair.
+//! passwords, service client secrets, the admin password, the JWT key pair and the edge key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,15 +59,49 @@ pub(super) fn ensure_keys(state: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((private, jwks))
 }
 
+/// The key the gateway signs client addresses with (and auth checks them with), kept in
+/// `<state>/keys/edge-key`.
+pub(super) fn read_or_create_edge_key(state: &Path) -> anyhow::Result<String> {
+    let path = state.join("keys").join(secret_keys::EDGE_KEY);
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        return Ok(key.trim().to_string());
+    }
+    let key = random_secret(SECRET_LEN);
+    write_private(&path, &key)?;
+    Ok(key)
+}
+
+/// Writes a new file readable only by its owner: created with mode 0600, so there is no
+/// moment at which others may read it.
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(path, contents)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
     }
+    options.open(path)?.write_all(contents.as_bytes())?;
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_edge_key_is_created_private_and_kept() {
+        let state = tempfile::tempdir().unwrap();
+        let key = read_or_create_edge_key(state.path()).unwrap();
+        assert!(key.len() >= mercato_kit::edge::EDGE_KEY_MIN_LEN);
+        let path = state.path().join("keys").join(secret_keys::EDGE_KEY);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(read_or_create_edge_key(state.path()).unwrap(), key);
+    }
 }

@@ -34,6 +34,11 @@ impl TestStore {
                 "--login-attempts-per-client=1000".into(),
             ],
         );
+        // Readiness probed often, so a test sees a stopped service in /health quickly.
+        flags.insert(
+            Component::Gateway,
+            vec!["--health-probe-interval-ms=100".into()],
+        );
         for (c, f) in extra {
             flags
                 .entry(*c)

@@ -56,14 +56,16 @@ impl Board {
         last.extend(results);
     }
 
-    /// Probes now and then every `every` until the process ends.
-    pub fn spawn_prober(self: Arc<Self>, client: HttpClient, every: Duration) {
+    /// Probes now and then every `every`, for as long as a gateway serves this board.
+    pub fn spawn_prober(self: &Arc<Self>, client: HttpClient, every: Duration) {
+        let board = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                self.refresh(&client).await;
+                let Some(board) = board.upgrade() else { break };
+                board.refresh(&client).await;
             }
         });
     }

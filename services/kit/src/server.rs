@@ -189,7 +189,7 @@ pub trait ServiceConfig: clap::Parser + Send + Sync + 'static {
     fn build(&self) -> impl Future<Output = anyhow::Result<App>> + Send;
 }
 
-/// A built service: its router, and what to start once it serves (the JWKS reloader
+/// A built service: its routers, and what to start once it serves (the JWKS reloader
 /// always, plus the service's own periodic work).
 pub struct App {
     pub routers: Routers,

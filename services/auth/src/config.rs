@@ -83,9 +83,10 @@ pub struct Config {
     /// The login rate-limit window, in seconds.
     #[arg(long, env = "LOGIN_WINDOW_SECS", default_value_t = 60)]
     pub login_window_secs: u64,
-    /// Take the client address from the last `X-Forwarded-For` hop (set behind the gateway).
-    #[arg(long, env = env::TRUST_FORWARDED_FOR, default_value_t = false, action = clap::ArgAction::Set)]
-    pub trust_forwarded_for: bool,
+    /// The gateway's edge key: with it, the client address the gateway signs counts for
+    /// the per-client login limit; without it (or unsigned), the TCP peer does.
+    #[arg(long, env = env::EDGE_KEY, hide_env_values = true)]
+    pub edge_key: Option<mercato_kit::edge::EdgeKey>,
 }
 
 impl Config {

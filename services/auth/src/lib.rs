@@ -44,7 +44,8 @@ pub struct Inner {
     pub login_by_username: KeyedLimiter,
     pub login_by_client: KeyedLimiter,
     pub register_by_client: KeyedLimiter,
-    pub trust_forwarded_for: bool,
+    /// Checks the client address the gateway signs; `None` believes no such header.
+    pub edge_key: Option<mercato_kit::edge::EdgeKey>,
 }
 
 impl Deref for AppState {
@@ -115,7 +116,7 @@ impl ServiceConfig for Config {
                 config.login_attempts_per_client,
                 config.login_window(),
             ),
-            trust_forwarded_for: config.trust_forwarded_for,
+            edge_key: config.edge_key.clone(),
         }));
 
         let kid = state.signer.kid().to_string();

@@ -25,6 +25,8 @@ struct TestApp {
 }
 
 const ADMIN_PASSWORD: &str = "admin-password-1";
+/// The key the tests sign client addresses with, as the gateway would.
+const EDGE_KEY: &str = "edge-key-for-the-auth-api-tests-0123456789";
 
 fn config(db: &TestDb, dir: &std::path::Path, extra: &[&str]) -> Config {
     let mut args = vec![
@@ -972,9 +974,17 @@ async fn a_replaced_jwks_file_is_picked_up_without_restart() {
 #[tokio::test]
 async fn operational_endpoints_report_health_metrics_and_the_api() {
     let app = spawn_app().await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let public = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(
+            public.status(),
+            StatusCode::NOT_FOUND,
+            "{path} is not public"
+        );
+    }
     assert_eq!(
         app.http
-            .get(app.url("/healthz"))
+            .get(app.server.ops_url("/healthz"))
             .send()
             .await
             .unwrap()
@@ -983,7 +993,7 @@ async fn operational_endpoints_report_health_metrics_and_the_api() {
     );
     assert_eq!(
         app.http
-            .get(app.url("/readyz"))
+            .get(app.server.ops_url("/readyz"))
             .send()
             .await
             .unwrap()
@@ -999,7 +1009,7 @@ async fn operational_endpoints_report_health_metrics_and_the_api() {
 
     let metrics = app
         .http
-        .get(app.url("/metrics"))
+        .get(app.server.ops_url("/metrics"))
         .send()
         .await
         .unwrap()
@@ -1058,7 +1068,7 @@ async fn request_ids_are_echoed_or_generated() {
     let app = spawn_app().await;
     let r = app
         .http
-        .get(app.url("/healthz"))
+        .get(app.server.ops_url("/healthz"))
         .header("x-request-id", "trace-me-42")
         .send()
         .await
@@ -1078,10 +1088,16 @@ async fn request_ids_are_echoed_or_generated() {
 impl TestApp {
     /// A login as if from client address `from` (the service trusts X-Forwarded-For in
     /// these tests, as it does behind the gateway).
+    /// A login from client address `from`, as the gateway vouches for it (signed with
+    /// [`EDGE_KEY`]; the app must run with `--edge-key`).
     async fn login_from(&self, from: &str, username: &str, password: &str) -> StatusCode {
+        let signed = EDGE_KEY
+            .parse::<mercato_kit::edge::EdgeKey>()
+            .unwrap()
+            .sign(from.parse().unwrap());
         self.http
             .post(self.url("/auth/login"))
-            .header("x-forwarded-for", from)
+            .header(mercato_contract::CLIENT_ADDRESS_HEADER, signed)
             .json(&json!({"username": username, "password": password}))
             .send()
             .await
@@ -1152,7 +1168,7 @@ async fn registration_is_rate_limited_per_client_address_and_the_refused_create_
 #[tokio::test]
 async fn strangers_failing_as_admin_cannot_lock_the_admin_out() {
     let app = spawn_app_with(&[
-        "--trust-forwarded-for=true",
+        &format!("--edge-key={EDGE_KEY}"),
         "--login-attempts-per-username-from-new-addresses=10",
     ])
     .await;

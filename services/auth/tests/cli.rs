@@ -15,6 +15,8 @@ fn help_documents_every_setting_with_its_environment_variable() {
     let help = String::from_utf8(out.stdout).unwrap();
     for var in [
         env::HTTP_ADDR,
+        env::OPS_ADDR,
+        env::EDGE_KEY,
         env::DATABASE_URL,
         env::JWKS_PATH,
         env::JWT_PRIVATE_KEY_PATH,
@@ -74,15 +76,17 @@ async fn sigterm_stops_the_service_cleanly() {
     let keys = mercato_contract::credentials::generate_jwt_keys();
     std::fs::write(dir.path().join("jwks.json"), &keys.jwks_json).unwrap();
     std::fs::write(dir.path().join("private.pem"), &keys.private_pem).unwrap();
-    let port = {
+    let free_port = || {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    let (port, ops_port) = (free_port(), free_port());
     let mut child = Command::new(BIN)
         .env("DATABASE_URL", &db.url)
         .env("JWKS_PATH", dir.path().join("jwks.json"))
         .env("JWT_PRIVATE_KEY_PATH", dir.path().join("private.pem"))
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("OPS_ADDR", format!("127.0.0.1:{ops_port}"))
         .env("ARGON2_MEMORY_KIB", "64")
         .env("ARGON2_ITERATIONS", "1")
         .stdout(Stdio::null())
@@ -93,7 +97,7 @@ async fn sigterm_stops_the_service_cleanly() {
     let mut ready = false;
     for _ in 0..100 {
         if let Ok(r) = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .get(format!("http://127.0.0.1:{ops_port}/readyz"))
             .send()
             .await
             && r.status().is_success()

@@ -121,6 +121,19 @@ impl Component {
         }
     }
 
+    /// The environment variable through which the gateway may be told where this
+    /// component's operational endpoints are (its `/readyz`); unset, the gateway uses the
+    /// host of [`Self::url_env`] on [`OPS_PORT`], which is right in a cluster.
+    pub const fn ops_url_env(self) -> Option<&'static str> {
+        match self {
+            Component::Auth => Some(env::AUTH_OPS_URL),
+            Component::Product => Some(env::PRODUCT_OPS_URL),
+            Component::Order => Some(env::ORDER_OPS_URL),
+            Component::Payment => Some(env::PAYMENT_OPS_URL),
+            Component::Gateway => None,
+        }
+    }
+
     /// The OAuth2 client this component uses for service-to-service calls, if any, and
     /// the scopes that client is granted.
     pub const fn service_client_scopes(self) -> Option<&'static [&'static str]> {
@@ -200,15 +213,18 @@ pub mod env {
     pub const ORDER_URL: &str = "ORDER_URL";
     pub const PAYMENT_URL: &str = "PAYMENT_URL";
     pub const GATEWAY_URL: &str = "GATEWAY_URL";
+    /// Gateway only, optional: base URLs of the services' operational endpoints, where it
+    /// probes `/readyz`. Unset: the service's host on [`super::OPS_PORT`].
+    pub const AUTH_OPS_URL: &str = "AUTH_OPS_URL";
+    pub const PRODUCT_OPS_URL: &str = "PRODUCT_OPS_URL";
+    pub const ORDER_OPS_URL: &str = "ORDER_OPS_URL";
+    pub const PAYMENT_OPS_URL: &str = "PAYMENT_OPS_URL";
     /// Gateway only: CIDRs of the proxies in front of it (comma separated; empty trusts
     /// none). The client address is taken from `X-Forwarded-For` only through them.
     pub const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES";
     /// Gateway and auth: the key that signs the client address the gateway passes on
     /// ([`super::CLIENT_ADDRESS_HEADER`]).
     pub const EDGE_KEY: &str = "EDGE_KEY";
-    /// Being replaced by TRUSTED_PROXIES and EDGE_KEY (issue 11): removed once the gateway
-    /// and auth no longer read it.
-    pub const TRUST_FORWARDED_FOR: &str = "TRUST_FORWARDED_FOR";
 }
 
 /// Keys inside the Secrets the operator generates.

@@ -12,7 +12,10 @@ use mercato_contract::{Component, env, service_clients};
 /// credentials out.
 #[derive(Clone)]
 pub struct Topology {
+    /// Each component's public API.
     pub listen: BTreeMap<Component, SocketAddr>,
+    /// Each component's operational endpoints (`/healthz`, `/readyz`, `/metrics`).
+    pub ops_listen: BTreeMap<Component, SocketAddr>,
     pub database_urls: BTreeMap<Component, String>,
     pub jwks_path: PathBuf,
     pub private_key_path: PathBuf,
@@ -21,6 +24,8 @@ pub struct Topology {
     pub admin_username: String,
     pub admin_email: String,
     pub admin_password: String,
+    /// The key signing the client address the gateway passes to auth.
+    pub edge_key: String,
     pub log_format: String,
     pub log_level: String,
 }
@@ -41,10 +46,16 @@ impl Topology {
         format!("http://{}", self.listen[&component])
     }
 
+    /// Where a component's operational endpoints answer (`/metrics` and the probes).
+    pub fn ops_url(&self, component: Component) -> String {
+        format!("http://{}", self.ops_listen[&component])
+    }
+
     /// The environment of one component.
     pub fn service_env(&self, component: Component) -> Vec<(&'static str, String)> {
         let mut vars = vec![
             (env::HTTP_ADDR, self.listen[&component].to_string()),
+            (env::OPS_ADDR, self.ops_listen[&component].to_string()),
             (env::LOG_FORMAT, self.log_format.clone()),
             (env::LOG_LEVEL, self.log_level.clone()),
             (env::JWKS_PATH, self.jwks_path.display().to_string()),
@@ -56,6 +67,19 @@ impl Topology {
             if self.listen.contains_key(callee) {
                 vars.push((callee.url_env(), self.url(*callee)));
             }
+        }
+        if component == Component::Gateway {
+            // Every service's ops port differs here; in a cluster the gateway derives them.
+            for callee in component.calls() {
+                if let (Some(name), true) =
+                    (callee.ops_url_env(), self.ops_listen.contains_key(callee))
+                {
+                    vars.push((name, self.ops_url(*callee)));
+                }
+            }
+        }
+        if matches!(component, Component::Gateway | Component::Auth) {
+            vars.push((env::EDGE_KEY, self.edge_key.clone()));
         }
         if let Some(secret) = self.client_secrets.get(&component) {
             vars.push((env::CLIENT_ID, component.name().to_string()));
@@ -74,10 +98,6 @@ impl Topology {
                 .iter()
                 .map(|(c, s)| (c.name(), s.as_str()));
             vars.push((env::SERVICE_CLIENTS, service_clients::format(clients)));
-        }
-        if matches!(component, Component::Auth) && self.listen.contains_key(&Component::Gateway) {
-            // Behind the gateway, the client address is the gateway's X-Forwarded-For.
-            vars.push((env::TRUST_FORWARDED_FOR, "true".into()));
         }
         vars
     }
@@ -100,6 +120,7 @@ mod debug_tests {
     fn topology_debug_never_shows_credentials() {
         let topology = Topology {
             listen: BTreeMap::new(),
+            ops_listen: BTreeMap::new(),
             database_urls: [(
                 Component::Order,
                 "postgres://order:db-secret-1@h/order".into(),
@@ -111,11 +132,17 @@ mod debug_tests {
             admin_username: "admin".into(),
             admin_email: "admin@example.com".into(),
             admin_password: "admin-secret-1".into(),
+            edge_key: "edge-secret-1-0123456789abcdef0123456789".into(),
             log_format: "pretty".into(),
             log_level: "info".into(),
         };
         let shown = format!("{topology:?}");
-        for secret in ["db-secret-1", "client-secret-1", "admin-secret-1"] {
+        for secret in [
+            "db-secret-1",
+            "client-secret-1",
+            "admin-secret-1",
+            "edge-secret-1",
+        ] {
             assert!(!shown.contains(secret), "{shown}");
         }
     }

@@ -439,15 +439,21 @@ async fn the_gateway_answers_503_and_504_naming_the_service_and_health_tells() {
         )
         .await;
     assert_eq!(p["title"], "Product service unavailable");
-    let health = s
-        .json(
-            M::GET,
-            "/health",
-            None,
-            None,
-            StatusCode::SERVICE_UNAVAILABLE,
-        )
-        .await;
+    // Readiness is probed in the background: the outage shows within the probe interval.
+    let health = |s: &Store| {
+        let request = s.http.get(s.url("/health"));
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, health) = mercato_kit::testing::poll(
+        100,
+        || health(&s),
+        |(_, h)| h["upstreams"]["product"] == "unreachable",
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
     assert_eq!(health["upstreams"]["product"], "unreachable");
     assert_eq!(health["upstreams"]["auth"], "ready");
 
@@ -517,6 +523,48 @@ async fn the_gateway_limits_each_client_and_answers_cors_preflights() {
     assert_eq!(
         preflight.headers()["access-control-allow-origin"],
         "http://shop.example"
+    );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_one_clients_bad_logins_do_not_lock_out_another() {
+    // The proxy is this machine; auth allows two login attempts per client.
+    let mut s = store_with(
+        &[(Component::Gateway, &["--trusted-proxies=127.0.0.0/8"])],
+        false,
+    )
+    .await;
+    s.dev()
+        .restart_component(Component::Auth, &["--login-attempts-per-client=2"])
+        .await
+        .unwrap();
+    let bad_login = |s: &Store, attempt: u32, client: &'static str| {
+        let request = s
+            .http
+            .post(s.url("/auth/login"))
+            .header("x-forwarded-for", client)
+            .json(&json!({"username": format!("stranger{attempt}"), "password": "wrong-password"}));
+        async move { request.send().await.unwrap().status() }
+    };
+    let first = mercato_kit::testing::poll(
+        100,
+        || bad_login(&s, 0, "203.0.113.1"),
+        |status| *status != StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert_eq!(first, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        bad_login(&s, 1, "203.0.113.1").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        bad_login(&s, 2, "203.0.113.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another client behind the same proxy still may try.
+    assert_eq!(
+        bad_login(&s, 3, "203.0.113.2").await,
+        StatusCode::UNAUTHORIZED
     );
 }
 

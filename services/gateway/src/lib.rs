@@ -1,7 +1,9 @@
 //! The gateway: the one entry point. Routes the public API to the services, streaming
 //! bodies both ways; assigns and propagates request ids; turns anonymous requests to
 //! protected routes away before forwarding; limits each client's rate; answers 503/504
-//! naming the service that is down or slow; reports every service's readiness.
+//! naming the service that is down or slow; reports every service's readiness, probed in
+//! the background. It settles who the client is (through trusted proxies only) and passes
+//! that on to the services, signed.
 
 pub mod health;
 pub mod openapi;
@@ -16,9 +18,10 @@ use axum::extract::FromRef;
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::routing::{any, get};
 use clap::Parser;
-use mercato_contract::{Component, env};
+use mercato_contract::{Component, OPS_PORT, env};
 use mercato_kit::client::ServiceClientConfig;
 use mercato_kit::config::{JwtConfig, ServerConfig};
+use mercato_kit::edge::{EdgeKey, TrustedProxies};
 use mercato_kit::jwt::Verifier;
 use mercato_kit::ratelimit::KeyedLimiter;
 use mercato_kit::server::{self, App, Ops, ServiceConfig};
@@ -56,9 +59,44 @@ pub struct Config {
     /// Origins allowed by CORS, comma separated; `*` for any; empty disables CORS.
     #[arg(long, env = "CORS_ORIGINS", default_value = "")]
     pub cors_origins: String,
-    /// Take the client address from the last `X-Forwarded-For` hop (behind an ingress).
-    #[arg(long, env = env::TRUST_FORWARDED_FOR, default_value_t = false, action = clap::ArgAction::Set)]
-    pub trust_forwarded_for: bool,
+    /// CIDRs of the proxies in front of the gateway, comma separated; `X-Forwarded-For` is
+    /// believed only through them. Empty: the TCP peer is the client.
+    #[arg(long, env = env::TRUSTED_PROXIES, default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+    /// Key (at least 32 characters) signing the client address passed to the services;
+    /// auth needs the same key to believe it. Unset, services see the gateway as every client.
+    #[arg(long, env = env::EDGE_KEY, hide_env_values = true)]
+    pub edge_key: Option<EdgeKey>,
+    /// Base URL of auth's operational endpoints (default: auth's host on the ops port).
+    #[arg(long, env = env::AUTH_OPS_URL)]
+    pub auth_ops_url: Option<String>,
+    /// Base URL of product's operational endpoints (default: its host on the ops port).
+    #[arg(long, env = env::PRODUCT_OPS_URL)]
+    pub product_ops_url: Option<String>,
+    /// Base URL of order's operational endpoints (default: its host on the ops port).
+    #[arg(long, env = env::ORDER_OPS_URL)]
+    pub order_ops_url: Option<String>,
+    /// Base URL of payment's operational endpoints (default: its host on the ops port).
+    #[arg(long, env = env::PAYMENT_OPS_URL)]
+    pub payment_ops_url: Option<String>,
+    /// How often every service's `/readyz` is probed for `/health`, in milliseconds.
+    #[arg(long, env = "HEALTH_PROBE_INTERVAL_MS", default_value_t = 2_000,
+        value_parser = clap::value_parser!(u64).range(10..))]
+    pub health_probe_interval_ms: u64,
+}
+
+/// Where a service's operational endpoints are: `explicit` if given, else the host of its
+/// public `base` URL on the contract's ops port.
+fn ops_url(c: Component, base: &str, explicit: Option<&str>) -> anyhow::Result<String> {
+    if let Some(url) = explicit {
+        return Ok(url.trim_end_matches('/').to_string());
+    }
+    let mut url = url::Url::parse(base)
+        .map_err(|e| anyhow::anyhow!("{} is not a URL ({e}): {base:?}", c.url_env()))?;
+    url.set_port(Some(OPS_PORT))
+        .map_err(|()| anyhow::anyhow!("{} has no host: {base:?}", c.url_env()))?;
+    url.set_path("");
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 /// The services behind the gateway.
@@ -98,7 +136,9 @@ pub struct Gateway {
     pub client: proxy::HttpClient,
     pub timeout: Duration,
     pub limiter: Arc<KeyedLimiter>,
-    pub trust_forwarded_for: bool,
+    pub trusted_proxies: Arc<TrustedProxies>,
+    pub edge_key: Option<EdgeKey>,
+    pub health: Arc<health::Board>,
 }
 
 impl FromRef<Gateway> for Arc<Verifier> {
@@ -162,21 +202,44 @@ impl ServiceConfig for Config {
     async fn build(&self) -> anyhow::Result<App> {
         let config = self;
         let verifier = Verifier::load(&config.jwt)?;
+        let upstreams = Upstreams {
+            auth: config.client.auth_url.trim_end_matches('/').to_string(),
+            product: config.product_url.trim_end_matches('/').to_string(),
+            order: config.order_url.trim_end_matches('/').to_string(),
+            payment: config.payment_url.trim_end_matches('/').to_string(),
+        };
+        let explicit = [
+            config.auth_ops_url.as_deref(),
+            config.product_ops_url.as_deref(),
+            config.order_ops_url.as_deref(),
+            config.payment_ops_url.as_deref(),
+        ];
+        let probes = upstreams
+            .all()
+            .into_iter()
+            .zip(explicit)
+            .map(|((c, base), explicit)| Ok((c, ops_url(c, base, explicit)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if config.edge_key.is_none() {
+            tracing::warn!(
+                "no {} set: the services will see the gateway's address as every client's",
+                env::EDGE_KEY
+            );
+        }
+        let client = proxy::client();
+        let health = Arc::new(health::Board::new(probes));
         let state = Gateway {
             verifier,
-            upstreams: Arc::new(Upstreams {
-                auth: config.client.auth_url.trim_end_matches('/').to_string(),
-                product: config.product_url.trim_end_matches('/').to_string(),
-                order: config.order_url.trim_end_matches('/').to_string(),
-                payment: config.payment_url.trim_end_matches('/').to_string(),
-            }),
-            client: proxy::client(),
+            upstreams: Arc::new(upstreams),
+            client: client.clone(),
             timeout: Duration::from_millis(config.upstream_timeout_ms),
             limiter: Arc::new(KeyedLimiter::new(
                 config.rate_limit_per_minute,
                 Duration::from_secs(60),
             )),
-            trust_forwarded_for: config.trust_forwarded_for,
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+            edge_key: config.edge_key.clone(),
+            health: health.clone(),
         };
         let mut api = Router::new().route("/health", get(health::health));
         for prefix in ["/auth", "/users", "/products", "/orders", "/payments"] {
@@ -187,12 +250,38 @@ impl ServiceConfig for Config {
         let api = api.with_state(state.clone());
         let ops = Ops::new(Component::Gateway, None, openapi::document())
             .with_revocations(&state.verifier);
-        let mut router = server::build(api, ops, &config.server);
+        let mut routers = server::build(api, ops, &config.server);
         if let Some(layer) = cors(&config.cors_origins)? {
-            router = router.layer(layer);
+            routers.public = routers.public.layer(layer);
         }
-        Ok(App::new(router, state.verifier, &config.jwt)
+        let every = Duration::from_millis(config.health_probe_interval_ms);
+        Ok(App::new(routers, state.verifier, &config.jwt)
+            .with_task(move || health.spawn_prober(client, every))
             .with_revocation_feed(&config.client)
             .await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_urls_default_to_the_service_host_on_the_ops_port() {
+        assert_eq!(
+            ops_url(Component::Order, "http://demo-order.shop.svc:8080", None).unwrap(),
+            "http://demo-order.shop.svc:9090"
+        );
+        assert_eq!(
+            ops_url(
+                Component::Order,
+                "http://x:8080",
+                Some("http://127.0.0.1:7001/")
+            )
+            .unwrap(),
+            "http://127.0.0.1:7001"
+        );
+        let e = ops_url(Component::Auth, "not a url", None).unwrap_err();
+        assert!(e.to_string().contains("AUTH_URL"), "{e}");
     }
 }

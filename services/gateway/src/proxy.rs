@@ -1,6 +1,6 @@
 //! Forwarding one request to its service, streaming the body both ways.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use mercato_contract::CLIENT_ADDRESS_HEADER;
 use mercato_kit::ApiError;
 
 use crate::Gateway;
@@ -43,6 +44,32 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Says who the client is to the service: the settled address in the client-address
+/// header, signed (any value the client sent is dropped, whatever happens), and
+/// `X-Forwarded-For` with the peer appended, keeping earlier hops only from a trusted peer.
+fn set_client_headers(headers: &mut HeaderMap, g: &Gateway, peer: SocketAddr, client: IpAddr) {
+    headers.remove(CLIENT_ADDRESS_HEADER);
+    if let Some(key) = &g.edge_key
+        && let Ok(v) = HeaderValue::from_str(&key.sign(client))
+    {
+        headers.insert(CLIENT_ADDRESS_HEADER, v);
+    }
+    let prior: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded_for = if prior.is_empty() || !g.trusted_proxies.contains(&peer.ip()) {
+        peer.ip().to_string()
+    } else {
+        format!("{}, {}", prior.join(", "), peer.ip())
+    };
+    headers.remove("x-forwarded-for");
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", v);
+    }
+}
+
 pub async fn forward(
     State(g): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -62,8 +89,8 @@ async fn forward_inner(
     let path = req.uri().path().to_string();
     let component = upstream_for(&path)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "Not found"))?;
-    let client = mercato_kit::ratelimit::client_address(req.headers(), peer, g.trust_forwarded_for);
-    if let Err(wait) = g.limiter.check(&client) {
+    let client = g.trusted_proxies.client(req.headers(), peer.ip());
+    if let Err(wait) = g.limiter.check(&client.to_string()) {
         return Err(ApiError::too_many_requests(
             wait.as_secs().saturating_add(1),
         ));
@@ -87,13 +114,7 @@ async fn forward_inner(
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) if g.trust_forwarded_for => format!("{prior}, {}", peer.ip()),
-        _ => peer.ip().to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", v);
-    }
+    set_client_headers(headers, g, peer, client);
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     if let Some(host) = original_host {
         headers.insert("x-forwarded-host", host);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{Args, Parser, ValueEnum};
-use mercato_contract::{DEFAULT_JWT_AUDIENCE, DEFAULT_JWT_ISSUER, env};
+use mercato_contract::{DEFAULT_JWT_AUDIENCE, DEFAULT_JWT_ISSUER, OPS_PORT, env};
 
 /// Parses the process's configuration, or exits: `--help`/`--version` print and exit 0;
 /// a bad setting prints one line naming it and exits 2.
@@ -54,6 +54,10 @@ pub struct ServerConfig {
     /// Address the HTTP server listens on.
     #[arg(long, env = env::HTTP_ADDR, default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+    /// Address of the operational endpoints (`/healthz`, `/readyz`, `/metrics`): a port
+    /// of its own, which the Service for the public API does not expose.
+    #[arg(long, env = env::OPS_ADDR, default_value_t = SocketAddr::from(([0, 0, 0, 0], OPS_PORT)))]
+    pub ops_addr: SocketAddr,
     /// Log output format.
     #[arg(long, env = env::LOG_FORMAT, value_enum, default_value = "auto")]
     pub log_format: LogFormat,

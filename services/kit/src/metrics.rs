@@ -20,14 +20,14 @@ use crate::error::ApiError;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
-    status: u16,
+    status: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
+    method: &'static str,
     route: String,
 }
 
@@ -170,23 +170,73 @@ pub async fn refuse_unknown_methods(req: Request, next: Next) -> Response {
     .into_response()
 }
 
-/// Middleware: counts and times every request under its route template (not its raw
-/// path, so ids do not explode the label space) and its method (unknown ones as `OTHER`),
-/// and logs one line per request.
+/// The metrics label of a status: a registered code as itself, any other (a status is any
+/// three digits) as its class, so even a misbehaving upstream adds at most five series.
+pub fn status_label(status: StatusCode) -> &'static str {
+    let code = status.as_u16();
+    if let Some((_, label)) = STATUSES.iter().find(|(known, _)| *known == code) {
+        return label;
+    }
+    match code {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The statuses this store answers with, each its own series.
+const STATUSES: [(u16, &str); 22] = [
+    (200, "200"),
+    (201, "201"),
+    (202, "202"),
+    (204, "204"),
+    (301, "301"),
+    (302, "302"),
+    (304, "304"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (405, "405"),
+    (409, "409"),
+    (412, "412"),
+    (413, "413"),
+    (415, "415"),
+    (422, "422"),
+    (429, "429"),
+    (500, "500"),
+    (501, "501"),
+    (503, "503"),
+    (504, "504"),
+];
+
+/// The route label of a request: its route template (not its raw path, so ids do not
+/// explode the label space), or `unmatched` for a path no route serves.
+fn route_label(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| UNMATCHED.to_string(), |p| p.as_str().to_string())
+}
+
+/// The route label of every request no route matched, whatever its path.
+pub const UNMATCHED: &str = "unmatched";
+
+/// Middleware: counts and times every request under its route template, its method
+/// (unknown ones as `OTHER`) and its status (unusual ones by class), and logs one line per
+/// request. Every label takes a bounded set of values: no client can add series.
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = method_label(req.method()).to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = method_label(req.method());
+    let route = route_label(&req);
     let response = next.run(req).await;
     let elapsed = started.elapsed();
-    let status = response.status().as_u16();
+    let status = status_label(response.status());
     metrics
         .requests
         .get_or_create(&RequestLabels {
-            method: method.clone(),
+            method,
             route: route.clone(),
             status,
         })
@@ -194,7 +244,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
     metrics
         .latency
         .get_or_create(&RouteLabels {
-            method: method.clone(),
+            method,
             route: route.clone(),
         })
         .observe(elapsed.as_secs_f64());
@@ -218,5 +268,18 @@ pub async fn handler(State(metrics): State<Arc<Metrics>>) -> Response {
         )
             .into_response(),
         Err(e) => ApiError::internal(format!("encoding metrics: {e}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_outside_the_known_set_are_counted_by_class() {
+        assert_eq!(status_label(StatusCode::CONFLICT), "409");
+        assert_eq!(status_label(StatusCode::IM_A_TEAPOT), "4xx");
+        assert_eq!(status_label(StatusCode::from_u16(599).unwrap()), "5xx");
+        assert_eq!(status_label(StatusCode::from_u16(999).unwrap()), "5xx");
     }
 }

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use mercato_contract::CLIENT_ADDRESS_HEADER;
+
+use crate::edge::EdgeKey;
 
 /// Allows `burst` requests per key, refilled evenly over `period`.
 pub struct KeyedLimiter {
@@ -47,24 +50,21 @@ impl KeyedLimiter {
     }
 }
 
-/// The address a rate limit should count: the peer, or, behind a trusted proxy, the last
-/// `X-Forwarded-For` hop (the one that proxy appended; earlier hops are the client's word).
+/// The address a rate limit should count: the one the gateway settled on, when
+/// [`CLIENT_ADDRESS_HEADER`] carries it signed with `edge_key`; else the TCP peer. Never a
+/// raw `X-Forwarded-For`: anyone can write one.
 pub fn client_address(
     headers: &axum::http::HeaderMap,
     peer: std::net::SocketAddr,
-    trust_forwarded_for: bool,
+    edge_key: Option<&EdgeKey>,
 ) -> String {
-    if trust_forwarded_for
-        && let Some(last) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-    {
-        return last.to_string();
-    }
-    peer.ip().to_string()
+    edge_key
+        .and_then(|key| {
+            let value = headers.get(CLIENT_ADDRESS_HEADER)?.to_str().ok()?;
+            key.verify(value)
+        })
+        .unwrap_or_else(|| peer.ip())
+        .to_string()
 }
 
 #[cfg(test)]
@@ -83,15 +83,18 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_counts_only_when_trusted() {
-        let mut h = axum::http::HeaderMap::new();
-        h.insert("x-forwarded-for", "6.6.6.6, 10.0.0.7".parse().unwrap());
+    fn only_a_client_address_signed_with_the_edge_key_counts() {
+        let key: EdgeKey = "an-edge-key-of-at-least-32-characters".parse().unwrap();
         let peer: std::net::SocketAddr = "10.0.0.1:5000".parse().unwrap();
-        assert_eq!(client_address(&h, peer, false), "10.0.0.1");
-        assert_eq!(client_address(&h, peer, true), "10.0.0.7");
-        assert_eq!(
-            client_address(&axum::http::HeaderMap::new(), peer, true),
-            "10.0.0.1"
-        );
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        assert_eq!(client_address(&h, peer, Some(&key)), "10.0.0.1");
+        h.insert(CLIENT_ADDRESS_HEADER, "7.7.7.7".parse().unwrap());
+        assert_eq!(client_address(&h, peer, Some(&key)), "10.0.0.1");
+        let signed = key.sign("203.0.113.9".parse().unwrap());
+        h.insert(CLIENT_ADDRESS_HEADER, signed.parse().unwrap());
+        assert_eq!(client_address(&h, peer, Some(&key)), "203.0.113.9");
+        // A service without the key believes no header at all.
+        assert_eq!(client_address(&h, peer, None), "10.0.0.1");
     }
 }

@@ -473,9 +473,13 @@ mod tests {
             client_id: "test-client".into(),
             client_secret: crate::secret::Secret::new("test-secret".into()),
         };
-        let app = App::new(axum::Router::new(), verifier.clone(), &config)
-            .with_revocation_feed(&client)
-            .await;
+        let app = App::new(
+            crate::server::Routers::public_only(axum::Router::new()),
+            verifier.clone(),
+            &config,
+        )
+        .with_revocation_feed(&client)
+        .await;
         assert!((ops.checks[0])().is_ok(), "ready once loaded");
 
         let mut claims =

@@ -1,7 +1,8 @@
-//! The HTTP shell every service shares: standard layers, operational endpoints
-//! (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`) and graceful shutdown.
+//! The HTTP shell every service shares: standard layers, the public API with its
+//! `/openapi.json`, the operational endpoints (`/healthz`, `/readyz`, `/metrics`) on a port
+//! of their own that the public Service does not expose, and graceful shutdown of both.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,20 +133,47 @@ async fn deadline(State(timeout): State<Duration>, req: Request, next: Next) -> 
     }
 }
 
-/// Wraps a service's API router with the operational endpoints and the standard layers:
-/// request id + span, metrics and access log, deadline, body limit, problem+json fallbacks.
-pub fn build(api: Router, ops: Ops, config: &ServerConfig) -> Router {
+/// What a service serves: the public API (with its `/openapi.json`) on `HTTP_ADDR`, and the
+/// operational endpoints on `OPS_ADDR`, which only kubelet and Prometheus reach.
+#[derive(Debug, Clone)]
+pub struct Routers {
+    pub public: Router,
+    pub ops: Router,
+}
+
+impl Routers {
+    /// A bare router on the public port and nothing on the ops port: a stand-in for a
+    /// service in tests.
+    pub fn public_only(public: Router) -> Self {
+        Self {
+            public,
+            ops: Router::new(),
+        }
+    }
+}
+
+/// Wraps a service's API router with `/openapi.json` and builds the operational router
+/// beside it, both with the standard layers: request id + span, metrics and access log,
+/// deadline, body limit, problem+json fallbacks.
+pub fn build(api: Router, ops: Ops, config: &ServerConfig) -> Routers {
     let metrics = ops.metrics.clone();
+    let public = api.route("/openapi.json", get(openapi).with_state(ops.clone()));
     let operational = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/openapi.json", get(openapi))
         .with_state(ops)
         .route(
             "/metrics",
             get(metrics::handler).with_state(metrics.clone()),
         );
-    api.merge(operational)
+    Routers {
+        public: layered(public, metrics.clone(), config),
+        ops: layered(operational, metrics, config),
+    }
+}
+
+fn layered(router: Router, metrics: Arc<Metrics>, config: &ServerConfig) -> Router {
+    router
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
@@ -172,10 +200,10 @@ pub trait ServiceConfig: clap::Parser + Send + Sync + 'static {
     fn build(&self) -> impl Future<Output = anyhow::Result<App>> + Send;
 }
 
-/// A built service: its router, and what to start once it serves (the JWKS reloader
+/// A built service: its routers, and what to start once it serves (the JWKS reloader
 /// always, plus the service's own periodic work).
 pub struct App {
-    pub router: Router,
+    pub routers: Routers,
     verifier: Arc<Verifier>,
     reload_every: Duration,
     tasks: Vec<Box<dyn FnOnce() + Send>>,
@@ -191,9 +219,9 @@ impl std::fmt::Debug for App {
 
 impl App {
     /// A service whose tokens `verifier` checks, its key set re-read as `jwt` says.
-    pub fn new(router: Router, verifier: Arc<Verifier>, jwt: &JwtConfig) -> Self {
+    pub fn new(routers: Routers, verifier: Arc<Verifier>, jwt: &JwtConfig) -> Self {
         Self {
-            router,
+            routers,
             verifier,
             reload_every: Duration::from_secs(jwt.jwks_reload_interval_secs.max(1)),
             tasks: Vec::new(),
@@ -211,13 +239,13 @@ impl App {
         self
     }
 
-    /// Starts the background work and returns the router to serve.
-    pub fn start(self) -> Router {
+    /// Starts the background work and returns the routers to serve.
+    pub fn start(self) -> Routers {
         self.verifier.spawn_reloader(self.reload_every);
         for task in self.tasks {
             task();
         }
-        self.router
+        self.routers
     }
 }
 
@@ -228,29 +256,47 @@ pub async fn run_service<C: ServiceConfig>(config: C) -> anyhow::Result<()> {
 }
 
 /// Builds a service from `args` (the binary name first), as its binary would from the
-/// same environment, starts its background work and serves it on `listener`.
+/// same environment, starts its background work and serves it on `listeners` (the
+/// addresses in `args` are not bound: the caller chose the ports).
 pub async fn spawn<C: ServiceConfig>(
     args: Vec<String>,
-    listener: TcpListener,
+    listeners: Listeners,
 ) -> anyhow::Result<Spawned> {
     let config = C::try_parse_from(args)
         .map_err(|e| anyhow::anyhow!("{} configuration: {e}", C::COMPONENT.name()))?;
-    let router = config.build().await?.start();
-    Ok(Spawned::start_on(listener, router))
+    let routers = config.build().await?.start();
+    Ok(Spawned::start_on(listeners, routers))
 }
 
-/// A service's whole life: set up logging, bind the port (failing fast and clearly when it
-/// is taken), build the app with `start`, then serve until SIGTERM or Ctrl-C.
+/// The two sockets a service serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    pub public: TcpListener,
+    pub ops: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses, with a clear error naming the one that is taken.
+    pub async fn bind(public: SocketAddr, ops: SocketAddr) -> anyhow::Result<Self> {
+        Ok(Self {
+            public: bind(public).await?,
+            ops: bind(ops).await?,
+        })
+    }
+}
+
+/// A service's whole life: set up logging, bind the ports (failing fast and clearly when
+/// one is taken), build the app with `start`, then serve until SIGTERM or Ctrl-C.
 pub async fn run(
     server: &ServerConfig,
-    start: impl Future<Output = anyhow::Result<Router>>,
+    start: impl Future<Output = anyhow::Result<Routers>>,
 ) -> anyhow::Result<()> {
     crate::telemetry::init(server.log_format, &server.log_level);
-    let listener = bind(server.http_addr).await?;
-    let router = start.await?;
+    let listeners = Listeners::bind(server.http_addr, server.ops_addr).await?;
+    let routers = start.await?;
     serve(
-        listener,
-        router,
+        listeners,
+        routers,
         Duration::from_secs(server.shutdown_grace_secs),
     )
     .await
@@ -291,41 +337,58 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Serves until SIGTERM or Ctrl-C, then stops accepting and drains in-flight requests
 /// for at most `grace`.
-pub async fn serve(listener: TcpListener, router: Router, grace: Duration) -> anyhow::Result<()> {
-    serve_until(listener, router, shutdown_signal(), grace).await
+pub async fn serve(listeners: Listeners, routers: Routers, grace: Duration) -> anyhow::Result<()> {
+    serve_until(listeners, routers, shutdown_signal(), grace).await
 }
 
-/// [`serve`] with an explicit shutdown trigger (tests stop services this way).
+/// [`serve`] with an explicit shutdown trigger (tests stop services this way). Both
+/// listeners stop accepting on the same trigger and share the grace period.
 pub async fn serve_until(
-    listener: TcpListener,
-    router: Router,
+    listeners: Listeners,
+    routers: Routers,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
-    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
-    let signal = async move {
+    let (addr, ops_addr) = (listeners.public.local_addr()?, listeners.ops.local_addr()?);
+    tracing::info!(%addr, %ops_addr, "listening");
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+    let trigger = tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stopping_tx.send(true);
+    });
+    let stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stopping| *stopping).await;
     };
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+    let public = axum::serve(
+        listeners.public,
+        routers
+            .public
+            .into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(signal);
+    .with_graceful_shutdown(stopping(stopping_rx.clone()))
+    .into_future();
+    let ops = axum::serve(
+        listeners.ops,
+        routers
+            .ops
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopping(stopping_rx.clone()))
+    .into_future();
     let drained = async move {
-        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+        stopping(stopping_rx).await;
         tokio::time::sleep(grace).await;
     };
-    tokio::select! {
-        result = server => result.map_err(Into::into),
+    let result = tokio::select! {
+        result = futures::future::try_join(public, ops) => result.map(|_| ()).map_err(Into::into),
         () = drained => {
             tracing::warn!(?grace, "grace period over; exiting with requests still in flight");
             Ok(())
         }
-    }
+    };
+    trigger.abort();
+    result
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -384,42 +447,53 @@ pub fn main<C: ServiceConfig>() -> std::process::ExitCode {
 /// tests run services in one process.
 #[derive(Debug)]
 pub struct Spawned {
+    /// The public API.
     pub addr: SocketAddr,
+    /// The operational endpoints.
+    pub ops_addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Spawned {
-    /// Serves on a random local port.
-    pub async fn start(router: Router) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+    /// Serves on two random local ports.
+    pub async fn start(routers: Routers) -> Self {
+        let local = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listeners = Listeners::bind(local, local)
             .await
-            .expect("bind a local port");
-        Self::start_on(listener, router)
+            .expect("bind two local ports");
+        Self::start_on(listeners, routers)
     }
 
-    pub fn start_on(listener: TcpListener, router: Router) -> Self {
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    pub fn start_on(listeners: Listeners, routers: Routers) -> Self {
+        let unknown = SocketAddr::from(([127, 0, 0, 1], 0));
+        let addr = listeners.public.local_addr().unwrap_or(unknown);
+        let ops_addr = listeners.ops.local_addr().unwrap_or(unknown);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let stop = async {
                 let _ = rx.await;
             };
-            if let Err(e) = serve_until(listener, router, stop, Duration::from_secs(5)).await {
+            if let Err(e) = serve_until(listeners, routers, stop, Duration::from_secs(5)).await {
                 tracing::error!(error = %e, "server failed");
             }
         });
         Self {
             addr,
+            ops_addr,
             stop: Some(tx),
             task: Some(task),
         }
     }
 
+    /// A URL on the public port.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL on the operational port (`/healthz`, `/readyz`, `/metrics`).
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ops_addr)
     }
 
     /// Stops accepting, drains, and waits until the server has stopped.
@@ -438,5 +512,133 @@ impl Drop for Spawned {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LogFormat;
+
+    fn config() -> ServerConfig {
+        ServerConfig {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ops_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_format: LogFormat::Pretty,
+            log_level: "warn".into(),
+            max_body_bytes: 1024,
+            request_timeout_secs: 5,
+            shutdown_grace_secs: 1,
+        }
+    }
+
+    async fn service() -> Spawned {
+        let api = Router::new().route("/things/{id}", get(|| async { "a thing" }));
+        let ops = Ops::new(
+            Component::Product,
+            None,
+            utoipa::openapi::OpenApi::default(),
+        );
+        Spawned::start(build(api, ops, &config())).await
+    }
+
+    async fn status(http: &reqwest::Client, method: &str, url: &str) -> u16 {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method token");
+        http.request(method, url)
+            .send()
+            .await
+            .expect("the server answers")
+            .status()
+            .as_u16()
+    }
+
+    #[tokio::test]
+    async fn operational_endpoints_answer_on_the_ops_port_only() {
+        let server = service().await;
+        let http = reqwest::Client::new();
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            assert_eq!(
+                status(&http, "GET", &server.ops_url(path)).await,
+                200,
+                "{path}"
+            );
+            assert_eq!(status(&http, "GET", &server.url(path)).await, 404, "{path}");
+        }
+        assert_eq!(
+            status(&http, "GET", &server.url("/openapi.json")).await,
+            200
+        );
+        assert_eq!(
+            status(&http, "GET", &server.ops_url("/openapi.json")).await,
+            404
+        );
+        assert_eq!(status(&http, "GET", &server.url("/things/1")).await, 200);
+        assert_eq!(
+            status(&http, "GET", &server.ops_url("/things/1")).await,
+            404
+        );
+        server.stop().await;
+    }
+
+    /// The series `/metrics` reports (every sample line, whatever its value).
+    async fn series(http: &reqwest::Client, server: &Spawned) -> Vec<String> {
+        let text = http
+            .get(server.ops_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text");
+        let mut series: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_string()))
+            .collect();
+        series.sort();
+        series
+    }
+
+    #[tokio::test]
+    async fn spraying_random_paths_and_methods_adds_no_series() {
+        let server = service().await;
+        let http = reqwest::Client::new();
+        // One of each kind of request first: each method the spray uses, and a made-up
+        // one, on a known route and on an unknown path; then the scrape itself.
+        for method in ["GET", "POST", "DELETE", "PATCH", "BREW"] {
+            for path in ["/things/1", "/nowhere"] {
+                status(&http, method, &server.url(path)).await;
+            }
+        }
+        series(&http, &server).await;
+        let before = series(&http, &server).await;
+        assert!(
+            before.iter().any(|s| s.contains("route=\"unmatched\"")),
+            "{before:#?}"
+        );
+
+        for i in 0..500 {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            let method = if i % 2 == 0 {
+                token[..8].to_ascii_uppercase()
+            } else {
+                ["GET", "POST", "DELETE", "PATCH"][i % 4].to_string()
+            };
+            let path = if i % 3 == 0 {
+                format!("/things/{token}")
+            } else {
+                format!("/{token}/{i}")
+            };
+            let answered = status(&http, &method, &server.url(&path)).await;
+            assert!(
+                [200, 404, 405, 501].contains(&answered),
+                "{method} {path}: {answered}"
+            );
+        }
+        let after = series(&http, &server).await;
+        let added: Vec<&String> = after.iter().filter(|s| !before.contains(s)).collect();
+        assert!(added.is_empty(), "new series: {added:#?}");
+        assert_eq!(after.len(), before.len());
+        server.stop().await;
     }
 }

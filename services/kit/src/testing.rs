@@ -228,7 +228,7 @@ impl StubAuth {
                 ),
             );
         Self {
-            server: TestServer::start(router).await,
+            server: TestServer::start(crate::server::Routers::public_only(router)).await,
             entries,
         }
     }

@@ -579,7 +579,7 @@ async fn made_up_methods_are_refused_and_add_no_metric_series() {
     let app = spawn_app().await;
     let metrics = || async {
         app.http
-            .get(app.server.url("/metrics"))
+            .get(app.server.ops_url("/metrics"))
             .send()
             .await
             .unwrap()

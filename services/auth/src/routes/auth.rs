@@ -121,7 +121,7 @@ pub async fn register(
     headers: HeaderMap,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let client = mercato_kit::ratelimit::client_address(&headers, peer, state.trust_forwarded_for);
+    let client = mercato_kit::ratelimit::client_address(&headers, peer, state.edge_key.as_ref());
     limited(
         &state.register_by_client,
         &client,
@@ -216,7 +216,7 @@ pub async fn login(
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
     let (username, password) = parse_credentials(&req.username, &req.password)?;
-    let client = mercato_kit::ratelimit::client_address(&headers, peer, state.trust_forwarded_for);
+    let client = mercato_kit::ratelimit::client_address(&headers, peer, state.edge_key.as_ref());
     let detail = "too many login attempts; try again later";
     limited(&state.login_by_client, &client, detail)?;
     limited(

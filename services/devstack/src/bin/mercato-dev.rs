@@ -20,7 +20,8 @@ struct Args {
     /// Where generated keys and credentials are kept between runs.
     #[arg(long, env = "MERCATO_STATE_DIR", default_value = ".state/dev")]
     state_dir: PathBuf,
-    /// Gateway port; auth, product, order and payment use the next four.
+    /// Gateway port; auth, product, order and payment use the next four; the operational
+    /// endpoints (`/metrics`, `/readyz`, `/healthz`) of each are ten ports above its own.
     #[arg(long, env = "PORT_BASE", default_value_t = 8080)]
     port_base: u16,
     /// Start from scratch: drop the databases and the generated credentials.
@@ -89,6 +90,10 @@ fn main() -> ExitCode {
         {
             println!("  {:<9} {}", format!("{c}:"), dev.topology.url(c));
         }
+        println!(
+            "  Ops:      {}/metrics (and /readyz, /healthz); each service's ten ports above its own",
+            dev.topology.ops_url(Component::Gateway)
+        );
         println!(
             "  State:    {} (databases {}*; `make dev-reset` starts over)",
             options.state_dir.display(),

@@ -1,5 +1,5 @@
 //! The credentials a store generates once and keeps under its state folder: database
-//! passwords, service client secrets, the admin password, and the JWT key pair.
+//! passwords, service client secrets, the admin password, the JWT key pair and the edge key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -86,6 +86,18 @@ pub(super) fn ensure_keys(state: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((private, jwks))
 }
 
+/// The key the gateway signs client addresses with (and auth checks them with), kept in
+/// `<state>/keys/edge-key`.
+pub(super) fn read_or_create_edge_key(state: &Path) -> anyhow::Result<String> {
+    let path = state.join("keys").join(secret_keys::EDGE_KEY);
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        return Ok(key.trim().to_string());
+    }
+    let key = random_secret(SECRET_LEN);
+    write_private(&path, &key)?;
+    Ok(key)
+}
+
 /// Written 0600 from creation (a new file renamed into place), never chmod-ed after.
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
@@ -148,5 +160,16 @@ mod tests {
             assert!(!shown.contains(value.as_str()), "{shown}");
         }
         assert!(shown.contains("order"), "whose they are is shown: {shown}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_edge_key_is_created_private_and_kept() {
+        let state = tempfile::tempdir().unwrap();
+        let key = read_or_create_edge_key(state.path()).unwrap();
+        assert!(key.len() >= mercato_kit::edge::EDGE_KEY_MIN_LEN);
+        let path = state.path().join("keys").join(secret_keys::EDGE_KEY);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(read_or_create_edge_key(state.path()).unwrap(), key);
     }
 }

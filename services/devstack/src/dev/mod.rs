@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mercato_contract::Component;
+use mercato_kit::server::Listeners;
 use tokio::net::TcpListener;
 
 pub use credentials::Secrets;
@@ -36,7 +37,8 @@ pub struct DevOptions {
     pub postgres_url: String,
     /// Where keys and generated credentials are kept between runs.
     pub state_dir: PathBuf,
-    /// Gateway port; auth, product, order and payment take the next four. 0: random ports.
+    /// Gateway port; auth, product, order and payment take the next four, and each one's
+    /// operational endpoints are ten above its port. 0: random ports.
     pub port_base: u16,
     /// Prefix of the databases and roles (`mercato_auth`, ...).
     pub db_prefix: String,
@@ -115,11 +117,16 @@ impl Dev {
         std::fs::create_dir_all(&options.state_dir)?;
         let secrets = credentials::read_or_create_secrets(&options.state_dir)?;
         let (private_key_path, jwks_path) = credentials::ensure_keys(&options.state_dir)?;
+        let edge_key = credentials::read_or_create_edge_key(&options.state_dir)?;
         let database_urls = databases::prepare_databases(options, &secrets).await?;
         let topology = Topology {
             listen: listeners
                 .iter()
-                .map(|(c, l)| Ok((*c, l.local_addr()?)))
+                .map(|(c, l)| Ok((*c, l.public.local_addr()?)))
+                .collect::<std::io::Result<_>>()?,
+            ops_listen: listeners
+                .iter()
+                .map(|(c, l)| Ok((*c, l.ops.local_addr()?)))
                 .collect::<std::io::Result<_>>()?,
             database_urls,
             jwks_path,
@@ -132,6 +139,7 @@ impl Dev {
             admin_username: mercato_contract::DEFAULT_ADMIN_USERNAME.into(),
             admin_email: mercato_contract::DEFAULT_ADMIN_EMAIL.into(),
             admin_password: secrets.admin_password.clone(),
+            edge_key,
             log_format: options.log_format.clone(),
             log_level: options.log_level.clone(),
         };
@@ -213,9 +221,12 @@ impl Dev {
         let flags = extra.entry(component).or_default();
         flags.retain(|a| !overridden.contains(&flag(a)));
         flags.extend(more.iter().map(|m| m.to_string()));
-        let listener = TcpListener::bind(self.topology.listen[&component]).await?;
+        let listeners = Listeners {
+            public: TcpListener::bind(self.topology.listen[&component]).await?,
+            ops: TcpListener::bind(self.topology.ops_listen[&component]).await?,
+        };
         let server =
-            process::launch(&self.topology, &extra, &self.runner, component, listener).await?;
+            process::launch(&self.topology, &extra, &self.runner, component, listeners).await?;
         self.servers.push((component, server));
         Ok(())
     }

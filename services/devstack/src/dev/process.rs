@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mercato_contract::Component;
-use mercato_kit::server::Spawned;
-use tokio::net::TcpListener;
+use mercato_kit::server::{Listeners, Spawned};
 
 use super::Runner;
 use crate::env::{Topology, to_args};
@@ -53,7 +52,7 @@ pub(super) async fn launch(
     extra: &BTreeMap<Component, Vec<String>>,
     runner: &Runner,
     c: Component,
-    listener: TcpListener,
+    listeners: Listeners,
 ) -> anyhow::Result<Running> {
     let flags = extra.get(&c).into_iter().flatten().cloned();
     match runner {
@@ -62,13 +61,13 @@ pub(super) async fn launch(
             args.extend(to_args(&topology.service_env(c)));
             args.extend(flags);
             Ok(Running::InProcess(
-                crate::launch::launch(c, args, listener).await?,
+                crate::launch::launch(c, args, listeners).await?,
             ))
         }
         Runner::Processes { bin_dir } => {
             let binary = bin_dir.join(format!("mercato-{}", c.name()));
-            // The child binds the port itself; free it just before.
-            drop(listener);
+            // The child binds the ports itself; free them just before.
+            drop(listeners);
             let mut command = tokio::process::Command::new(&binary);
             command
                 .env_clear()

@@ -35,6 +35,11 @@ impl TestStore {
                 "--registrations-per-client=1000".into(),
             ],
         );
+        // Readiness probed often, so a test sees a stopped service in /health quickly.
+        flags.insert(
+            Component::Gateway,
+            vec!["--health-probe-interval-ms=100".into()],
+        );
         for (c, f) in extra {
             flags
                 .entry(*c)

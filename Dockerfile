@@ -57,5 +57,7 @@ LABEL org.opencontainers.image.title="${BIN}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /out/bin/ /usr/local/bin/
 USER 65532:65532
-EXPOSE 8080
+# 8080: the API (services) or /metrics and probes (operator); 9090: a service's /healthz,
+# /readyz and /metrics, which no Service exposes.
+EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/entrypoint"]

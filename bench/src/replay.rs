@@ -105,7 +105,14 @@ pub async fn checkout(pools: &Pools, product_id: Uuid, user: Uuid) -> Result<(),
         .await
         .map_err(|e| err(ApiError::from(e)))?;
 
-    let pass = mercato_payment::outbox::deliver_due(&pools.payment, &orders, MAX_BACKOFF)
+    let pass = mercato_payment::outbox::deliver_due(
+        &pools.payment,
+        &orders,
+        &mercato_payment::outbox::Policy {
+            max_backoff: MAX_BACKOFF,
+            ..Default::default()
+        },
+    )
         .await
         .map_err(err)?;
     if pass.failed > 0 {

@@ -102,10 +102,14 @@ text_enum! {
 }
 
 text_enum! {
-    /// A payment's outcome: the payment's status, and what its event tells the order.
+    /// A payment's status, and what its event tells the order. Events carry only
+    /// SUCCEEDED or DECLINED; the order service refuses any other outcome (422).
     pub enum PaymentStatus {
         Succeeded = "SUCCEEDED",
         Declined = "DECLINED",
+        /// The payment succeeded but the order refused it (cancelled, expired, or its stock
+        /// gone): the money went back to the customer.
+        Refunded = "REFUNDED",
     }
 }
 
@@ -229,6 +233,14 @@ pub struct EventResult {
     pub status: OrderStatus,
 }
 
+impl EventResult {
+    /// Whether a payment with `outcome` must be refunded after this answer: a success the
+    /// order did not end up PAID by (it was cancelled or expired first) keeps no money.
+    pub fn refuses(&self, outcome: PaymentStatus) -> bool {
+        outcome == PaymentStatus::Succeeded && self.status != OrderStatus::Paid
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +280,18 @@ mod tests {
             paths::payment_events(id),
             format!("/internal/orders/{nil}/payment-events")
         );
+    }
+
+    #[test]
+    fn only_a_success_the_order_did_not_take_is_refused() {
+        let answer = |status| EventResult {
+            applied: false,
+            status,
+        };
+        assert!(!answer(OrderStatus::Paid).refuses(PaymentStatus::Succeeded));
+        assert!(answer(OrderStatus::Cancelled).refuses(PaymentStatus::Succeeded));
+        assert!(answer(OrderStatus::Expired).refuses(PaymentStatus::Succeeded));
+        assert!(!answer(OrderStatus::Pending).refuses(PaymentStatus::Declined));
     }
 
     #[test]

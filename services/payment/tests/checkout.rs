@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
 use mercato_contract::wire::{OrderStatus, PaymentStatus};
 use mercato_kit::ApiError;

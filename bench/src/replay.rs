@@ -113,8 +113,8 @@ pub async fn checkout(pools: &Pools, product_id: Uuid, user: Uuid) -> Result<(),
             ..Default::default()
         },
     )
-        .await
-        .map_err(err)?;
+    .await
+    .map_err(err)?;
     if pass.failed > 0 {
         return Err(format!("{} payment events not delivered", pass.failed));
     }

@@ -228,7 +228,8 @@ pub struct PaymentEvent {
 /// Order → payment: what a payment event did.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 pub struct EventResult {
-    /// Whether this delivery changed the order (false for a redelivery or a no-op).
+    /// Whether this delivery's payment was applied to the order (false for a redelivery,
+    /// a decline, or a success the order refused).
     pub applied: bool,
     pub status: OrderStatus,
 }

@@ -253,7 +253,13 @@ async fn record(
             let wait = backoff(event.attempts, policy.max_backoff);
             tracing::warn!(event = %event.event_id, order = %event.order_id, attempts = event.attempts + 1,
                 retry_in = ?wait, error = error.as_deref().unwrap_or_default(), "payment event not delivered");
-            mark_failed(&mut tx, event.id, error.as_deref().unwrap_or_default(), wait).await?;
+            mark_failed(
+                &mut tx,
+                event.id,
+                error.as_deref().unwrap_or_default(),
+                wait,
+            )
+            .await?;
             pass.failed += 1;
             false
         }

@@ -106,7 +106,11 @@ impl Orders for Gated {
         Err(ApiError::not_found("Order not found"))
     }
 
-    async fn deliver(&self, order_id: Uuid, _event: &PaymentEvent) -> Result<EventResult, ApiError> {
+    async fn deliver(
+        &self,
+        order_id: Uuid,
+        _event: &PaymentEvent,
+    ) -> Result<EventResult, ApiError> {
         if order_id == self.stuck {
             let held = self.look().await;
             *self.held.lock().unwrap() = Some(held);
@@ -195,7 +199,10 @@ async fn a_success_the_order_refuses_for_good_is_refunded_and_kept_as_a_dead_let
         },
         "a 422 is not retried"
     );
-    assert_eq!(payment_status(&pool, payment).await, PaymentStatus::Refunded);
+    assert_eq!(
+        payment_status(&pool, payment).await,
+        PaymentStatus::Refunded
+    );
     let (attempts, dead): (i32, bool) =
         sqlx::query_as("SELECT attempts, dead_at IS NOT NULL FROM outbox")
             .fetch_one(&pool)
@@ -229,7 +236,10 @@ async fn a_success_for_an_order_cancelled_first_is_refunded() {
             ..Pass::default()
         }
     );
-    assert_eq!(payment_status(&pool, payment).await, PaymentStatus::Refunded);
+    assert_eq!(
+        payment_status(&pool, payment).await,
+        PaymentStatus::Refunded
+    );
     // A redelivery (the lease ran out before the outcome was written) refunds nothing twice.
     let mut conn = pool.acquire().await.unwrap();
     assert!(!payments::refund(&mut conn, payment).await.unwrap());
@@ -253,7 +263,12 @@ async fn a_poison_event_becomes_a_dead_letter_after_its_attempts_and_metrics_cou
     let payment = paid(&app.pool, Uuid::new_v4(), PaymentStatus::Succeeded).await;
 
     let metrics = || async {
-        let r = app.http.get(app.server.url("/metrics")).send().await.unwrap();
+        let r = app
+            .http
+            .get(app.server.url("/metrics"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         r.text().await.unwrap()
     };

@@ -402,3 +402,48 @@ async fn once_the_order_is_paid_a_cancellation_is_refused_and_the_money_and_good
     assert_eq!(payment["status"], "SUCCEEDED");
     assert_eq!(shop.stock(&p).await, 3);
 }
+
+#[tokio::test]
+async fn a_payment_for_an_order_whose_reservation_ran_out_is_refunded_once_and_the_order_expires() {
+    let shop = Shop::start(&[
+        (Payment, &["--outbox-poll-ms=100"]),
+        (
+            Product,
+            &["--reservation-ttl-secs=1", "--reservation-sweep-secs=1"],
+        ),
+    ])
+    .await;
+    let p = shop.product(5).await;
+    let eve = shop.customer("evelyn").await;
+    let (order, total) = shop.order(&eve, &p).await;
+    // The product service gives the stock back on its own; the order is still PENDING.
+    let stock = poll(50, || shop.stock(&p), |s| *s == 5).await;
+    assert_eq!(stock, 5);
+    assert_eq!(shop.order_status(&eve, order).await, "PENDING");
+
+    let (status, payment) = shop
+        .send(
+            reqwest::Method::POST,
+            shop.url(Payment, "/payments"),
+            &eve.token,
+            Some(json!({"order_id": order, "amount": total, "method": "fake-card"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let settled = shop
+        .settled_payment(&eve, payment["id"].as_str().unwrap())
+        .await;
+    assert_eq!(settled["status"], "REFUNDED", "{settled}");
+    assert_eq!(shop.order_status(&eve, order).await, "EXPIRED");
+    assert_eq!(shop.stock(&p).await, 5);
+    let pool = shop.payment_pool().await;
+    let delivered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        delivered, 1,
+        "the product service's 409 was final, not retried"
+    );
+}

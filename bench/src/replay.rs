@@ -105,9 +105,16 @@ pub async fn checkout(pools: &Pools, product_id: Uuid, user: Uuid) -> Result<(),
         .await
         .map_err(|e| err(ApiError::from(e)))?;
 
-    let pass = mercato_payment::outbox::deliver_due(&pools.payment, &orders, MAX_BACKOFF)
-        .await
-        .map_err(err)?;
+    let pass = mercato_payment::outbox::deliver_due(
+        &pools.payment,
+        &orders,
+        &mercato_payment::outbox::Policy {
+            max_backoff: MAX_BACKOFF,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(err)?;
     if pass.failed > 0 {
         return Err(format!("{} payment events not delivered", pass.failed));
     }

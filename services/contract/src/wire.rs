@@ -20,6 +20,10 @@ macro_rules! text_enum {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        // Every status is one word: upper case is its wire word. utoipa does not see the
+        // variants' `rename` through the macro's literal, so the schema takes this rule
+        // (a test checks that both agree).
+        #[serde(rename_all = "UPPERCASE")]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
         }
@@ -102,10 +106,14 @@ text_enum! {
 }
 
 text_enum! {
-    /// A payment's outcome: the payment's status, and what its event tells the order.
+    /// A payment's status, and what its event tells the order. Events carry only
+    /// SUCCEEDED or DECLINED; the order service refuses any other outcome (422).
     pub enum PaymentStatus {
         Succeeded = "SUCCEEDED",
         Declined = "DECLINED",
+        /// The payment succeeded but the order refused it (cancelled, expired, or its stock
+        /// gone): the money went back to the customer.
+        Refunded = "REFUNDED",
     }
 }
 
@@ -224,9 +232,18 @@ pub struct PaymentEvent {
 /// Order → payment: what a payment event did.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 pub struct EventResult {
-    /// Whether this delivery changed the order (false for a redelivery or a no-op).
+    /// Whether this delivery's payment was applied to the order (false for a redelivery,
+    /// a decline, or a success the order refused).
     pub applied: bool,
     pub status: OrderStatus,
+}
+
+impl EventResult {
+    /// Whether a payment with `outcome` must be refunded after this answer: a success the
+    /// order did not end up PAID by (it was cancelled or expired first) keeps no money.
+    pub fn refuses(&self, outcome: PaymentStatus) -> bool {
+        outcome == PaymentStatus::Succeeded && self.status != OrderStatus::Paid
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +269,26 @@ mod tests {
     }
 
     #[test]
+    fn the_openapi_schema_of_each_status_lists_its_wire_words() {
+        fn words<T: utoipa::PartialSchema>() -> serde_json::Value {
+            serde_json::to_value(T::schema()).unwrap_or_default()["enum"].clone()
+        }
+        let expected = |all: Vec<&str>| serde_json::json!(all);
+        assert_eq!(
+            words::<OrderStatus>(),
+            expected(OrderStatus::ALL.iter().map(|s| s.as_str()).collect())
+        );
+        assert_eq!(
+            words::<ReservationStatus>(),
+            expected(ReservationStatus::ALL.iter().map(|s| s.as_str()).collect())
+        );
+        assert_eq!(
+            words::<PaymentStatus>(),
+            expected(PaymentStatus::ALL.iter().map(|s| s.as_str()).collect())
+        );
+    }
+
+    #[test]
     fn paths_fill_in_the_id_of_their_templates() {
         let id = Uuid::nil();
         let nil = "00000000-0000-0000-0000-000000000000";
@@ -268,6 +305,18 @@ mod tests {
             paths::payment_events(id),
             format!("/internal/orders/{nil}/payment-events")
         );
+    }
+
+    #[test]
+    fn only_a_success_the_order_did_not_take_is_refused() {
+        let answer = |status| EventResult {
+            applied: false,
+            status,
+        };
+        assert!(!answer(OrderStatus::Paid).refuses(PaymentStatus::Succeeded));
+        assert!(answer(OrderStatus::Cancelled).refuses(PaymentStatus::Succeeded));
+        assert!(answer(OrderStatus::Expired).refuses(PaymentStatus::Succeeded));
+        assert!(!answer(OrderStatus::Pending).refuses(PaymentStatus::Declined));
     }
 
     #[test]

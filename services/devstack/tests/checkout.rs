@@ -827,6 +827,8 @@ async fn a_payment_made_while_the_order_service_is_down_settles_when_it_returns(
             "--outbox-dispatch=false",
             "--outbox-poll-ms=100",
             "--outbox-max-backoff-secs=1",
+            // Attempts are capped; with 1 s between them, allow an outage this long.
+            "--outbox-max-attempts=100",
             "--upstream-timeout-ms=500",
         ],
     )])

@@ -97,7 +97,9 @@ impl ServiceConfig for Config {
         let sweeper = move || {
             server::spawn_every(every, "unpaid orders expired", move || {
                 let state = state.clone();
-                async move { checkout::sweep(&state.pool, state.product.as_ref()).await }
+                async move {
+                    checkout::sweep(&state.pool, state.product.as_ref(), orders::SWEEP_BATCH).await
+                }
             });
         };
         Ok(App::new(router, verifier, &config.jwt)

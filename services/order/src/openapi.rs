@@ -17,3 +17,18 @@ struct ApiDoc;
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payment_event_that_does_not_fit_its_order_is_documented_as_a_422_problem() {
+        let doc = serde_json::to_value(document()).unwrap_or_default();
+        let op = &doc["paths"][mercato_contract::wire::paths::PAYMENT_EVENTS]["post"];
+        assert!(
+            op["responses"]["422"]["content"]["application/problem+json"].is_object(),
+            "{op}"
+        );
+    }
+}

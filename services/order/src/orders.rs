@@ -27,6 +27,9 @@ const COLUMNS: &str = "id, user_id, status, total, currency::text AS currency, r
 /// How many orders one sweep expires, and how many releases it retries, at most.
 pub const SWEEP_BATCH: i64 = 200;
 
+/// How long a sweep's claim on a release keeps other replicas off it: longer than a call.
+pub const RELEASE_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn items_of(
     db: &mut PgConnection,
     ids: &[Uuid],
@@ -262,7 +265,7 @@ pub async fn expire_overdue(
 }
 
 /// Up to `limit` orders in one of the two `statuses` whose stock has not been confirmed
-/// returned yet, oldest change first.
+/// returned yet, soonest due first (a read; the sweep claims with [`claim_releases`]).
 pub async fn unreleased(
     db: &mut PgConnection,
     statuses: [OrderStatus; 2],
@@ -270,11 +273,54 @@ pub async fn unreleased(
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT id FROM orders WHERE status IN ($1, $2) AND released_at IS NULL
-         ORDER BY updated_at LIMIT $3",
+         ORDER BY release_next_at, id LIMIT $3",
     )
     .bind(statuses[0])
     .bind(statuses[1])
     .bind(limit)
     .fetch_all(db)
     .await
+}
+
+/// Claims up to `limit` orders in one of the two `statuses` whose stock has not been
+/// confirmed returned and whose next attempt is due, soonest due first, for `lease`: one
+/// statement, rows another replica is claiming are skipped, and nothing stays locked
+/// while the product service is called.
+pub async fn claim_releases(
+    db: &mut PgConnection,
+    statuses: [OrderStatus; 2],
+    limit: i64,
+    lease: std::time::Duration,
+) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE orders SET release_next_at = now() + make_interval(secs => $4)
+         WHERE id IN (SELECT id FROM orders
+                      WHERE status IN ($1, $2) AND released_at IS NULL AND release_next_at <= now()
+                      ORDER BY release_next_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+         RETURNING id, release_attempts",
+    )
+    .bind(statuses[0])
+    .bind(statuses[1])
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .fetch_all(db)
+    .await
+}
+
+/// Counts a failed release and puts the next attempt `wait` away.
+pub async fn release_failed(
+    db: &mut PgConnection,
+    id: Uuid,
+    wait: std::time::Duration,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE orders SET release_attempts = release_attempts + 1,
+                release_next_at = now() + make_interval(secs => $2)
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(wait.as_secs_f64())
+    .execute(db)
+    .await?;
+    Ok(())
 }

@@ -198,6 +198,26 @@ async fn payment_events_are_applied_once_and_malformed_ones_are_refused() {
         json!({"applied": false, "status": "PENDING"})
     );
 
+    let mut wrong_amount = declined.clone();
+    wrong_amount["amount"] = json!(support::PRICE + 1);
+    wrong_amount["outcome"] = json!("SUCCEEDED");
+    let (status, p) = problem(app.post(&path, &events, wrong_amount).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields(&p), vec!["amount"]);
+    let order: Value = app
+        .get(
+            &format!("/internal/orders/{id}"),
+            &app.keys.service("payment", &[scopes::ORDER_READ]),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        order["status"], "PENDING",
+        "a refused event changes nothing"
+    );
+
     let mut unknown = declined.clone();
     unknown["outcome"] = json!("REFUNDED");
     let (status, p) = problem(app.post(&path, &events, unknown).await).await;

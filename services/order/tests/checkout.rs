@@ -375,7 +375,20 @@ async fn a_cancellation_stands_while_the_product_service_is_down_and_the_sweep_r
     );
 
     stock.refuse_settle = None;
-    checkout::sweep(&pool, &stock).await.unwrap();
+    // Not due before its backoff; then the sweep releases it.
+    checkout::sweep(&pool, &stock, orders::SWEEP_BATCH)
+        .await
+        .unwrap();
+    assert_eq!(stock.count("release"), 1);
+    sqlx::query("UPDATE orders SET release_next_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    checkout::sweep(&pool, &stock, orders::SWEEP_BATCH)
+        .await
+        .unwrap();
+    assert_eq!(stock.count("release"), 2);
     assert!(
         orders::unreleased(&mut conn, statuses, 10)
             .await
@@ -398,9 +411,118 @@ async fn the_sweep_expires_unpaid_orders_and_returns_their_stock() {
     .unwrap();
     let id = placed.into_inner().id;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(checkout::sweep(&pool, &stock).await.unwrap(), 1);
+    assert_eq!(
+        checkout::sweep(&pool, &stock, orders::SWEEP_BATCH)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(status(&pool, id).await, OrderStatus::Expired);
     assert_eq!(stock.calls().last(), Some(&("release", id)));
-    assert_eq!(checkout::sweep(&pool, &stock).await.unwrap(), 0);
+    assert_eq!(
+        checkout::sweep(&pool, &stock, orders::SWEEP_BATCH)
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(stock.count("release"), 1);
+}
+
+#[tokio::test]
+async fn an_event_whose_amount_is_not_the_order_total_is_refused_and_changes_nothing() {
+    let (_db, pool) = support::database().await;
+    let stock = FakeStock::default();
+    let id = place(&pool, &stock, Uuid::new_v4()).await;
+    let short = event(PaymentStatus::Succeeded, 2 * support::PRICE - 1);
+    match checkout::apply_payment(&pool, &stock, id, &short).await {
+        Err(CheckoutError::BadEvent(e)) => assert_eq!(e.field, "amount"),
+        other => panic!("expected the amount refused, got {other:?}"),
+    }
+    assert_eq!(status(&pool, id).await, OrderStatus::Pending);
+    assert_eq!(stock.count("commit"), 0);
+    assert_eq!(count(&pool, "payment_events").await, 0);
+}
+
+#[tokio::test]
+async fn a_conflict_from_the_product_service_on_commit_is_final_the_order_expires_and_the_payment_is_refused()
+ {
+    let (_db, pool) = support::database().await;
+    let mut stock = FakeStock::default();
+    let id = place(&pool, &stock, Uuid::new_v4()).await;
+    stock.refuse_settle = Some(ApiError::conflict(
+        "reservation_released",
+        "Reservation already released",
+    ));
+    let paid = event(PaymentStatus::Succeeded, 2 * support::PRICE);
+
+    let result = checkout::apply_payment(&pool, &stock, id, &paid)
+        .await
+        .unwrap();
+    assert!(!result.applied);
+    assert_eq!(result.status, OrderStatus::Expired);
+    assert_eq!(status(&pool, id).await, OrderStatus::Expired);
+    // Redelivered: answered from what was recorded, the product service is not asked again.
+    let again = checkout::apply_payment(&pool, &stock, id, &paid)
+        .await
+        .unwrap();
+    assert_eq!(again.status, OrderStatus::Expired);
+    assert_eq!(stock.count("commit"), 1, "a 409 is not retried");
+    // The product service gave the stock back itself: nothing for the sweep to release.
+    checkout::sweep(&pool, &stock, orders::SWEEP_BATCH)
+        .await
+        .unwrap();
+    assert_eq!(stock.count("release"), 0);
+}
+
+#[tokio::test]
+async fn a_conflict_from_the_product_service_on_release_is_final() {
+    let (_db, pool) = support::database().await;
+    let mut stock = FakeStock::default();
+    let user = Uuid::new_v4();
+    let id = place(&pool, &stock, user).await;
+    stock.refuse_settle = Some(ApiError::conflict(
+        "reservation_committed",
+        "Reservation already committed",
+    ));
+    checkout::cancel(&pool, &stock, Viewer::Customer(user), id)
+        .await
+        .unwrap();
+    checkout::sweep(&pool, &stock, orders::SWEEP_BATCH)
+        .await
+        .unwrap();
+    assert_eq!(stock.count("release"), 1, "a 409 is not retried");
+}
+
+#[tokio::test]
+async fn an_order_whose_release_keeps_failing_does_not_starve_the_sweep() {
+    let (_db, pool) = support::database().await;
+    let ttl = Duration::from_secs(600);
+    let stuck = support::store_order(&pool, Uuid::new_v4(), &[1], ttl).await;
+    let other = support::store_order(&pool, Uuid::new_v4(), &[1], ttl).await;
+    let mut conn = pool.acquire().await.unwrap();
+    for id in [stuck, other] {
+        orders::set_status(&mut conn, id, OrderStatus::Cancelled)
+            .await
+            .unwrap();
+    }
+    let stock = FakeStock {
+        stuck_release: Some(stuck),
+        ..FakeStock::default()
+    };
+
+    // One release per sweep: the stuck order goes first, fails, and waits its turn.
+    checkout::sweep(&pool, &stock, 1).await.unwrap();
+    checkout::sweep(&pool, &stock, 1).await.unwrap();
+    assert_eq!(stock.calls(), vec![("release", stuck), ("release", other)]);
+    let statuses = [OrderStatus::Cancelled, OrderStatus::Expired];
+    assert_eq!(
+        orders::unreleased(&mut conn, statuses, 10).await.unwrap(),
+        vec![stuck]
+    );
+    let attempts: i32 = sqlx::query_scalar("SELECT release_attempts FROM orders WHERE id = $1")
+        .bind(stuck)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1);
 }

@@ -51,6 +51,15 @@ pub struct Config {
     #[arg(long, env = "OUTBOX_MAX_BACKOFF_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub outbox_max_backoff_secs: u64,
+    /// Delivery attempts before a payment event becomes a dead letter (counted on /metrics).
+    #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub outbox_max_attempts: i32,
+    /// How long a dispatcher's claim on an event lasts; longer than one call to the order
+    /// service with its retries, or another replica delivers it again meanwhile.
+    #[arg(long, env = "OUTBOX_LEASE_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub outbox_lease_secs: u64,
     /// Run the outbox dispatcher in this process (turn off to run it elsewhere).
     #[arg(long, env = "OUTBOX_DISPATCH", default_value_t = true, action = clap::ArgAction::Set)]
     pub outbox_dispatch: bool,
@@ -95,14 +104,21 @@ impl ServiceConfig for Config {
         };
         let ops = Ops::new(Component::Payment, Some(pool), openapi::document())
             .with_revocations(&state.verifier);
+        let outbox_metrics = outbox::Metrics::default();
+        outbox_metrics.register(&ops.metrics);
         let router = server::build(routes::router(state.clone()), ops, &config.server);
         let verifier = state.verifier.clone();
         // The outbox dispatcher, unless another process runs it.
-        let (dispatch, poll, max_backoff) = (
+        let (dispatch, poll) = (
             config.outbox_dispatch,
             Duration::from_millis(config.outbox_poll_ms),
-            Duration::from_secs(config.outbox_max_backoff_secs),
         );
+        let policy = outbox::Policy {
+            lease: Duration::from_secs(config.outbox_lease_secs),
+            max_attempts: config.outbox_max_attempts,
+            max_backoff: Duration::from_secs(config.outbox_max_backoff_secs),
+            ..outbox::Policy::default()
+        };
         let dispatcher = move || {
             if !dispatch {
                 tracing::info!("outbox dispatcher disabled in this process");
@@ -113,7 +129,8 @@ impl ServiceConfig for Config {
                 state.order,
                 state.outbox_wake,
                 poll,
-                max_backoff,
+                policy,
+                outbox_metrics,
             ));
         };
         Ok(App::new(router, verifier, &config.jwt)

@@ -17,3 +17,23 @@ struct ApiDoc;
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payment_can_be_refunded_and_says_when() {
+        let doc = serde_json::to_value(document()).unwrap_or_default();
+        let schemas = &doc["components"]["schemas"];
+        let statuses = schemas["PaymentStatus"]["enum"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            statuses.contains(&serde_json::json!("REFUNDED")),
+            "{statuses:?}"
+        );
+        assert!(schemas["Payment"]["properties"]["refunded_at"].is_object());
+    }
+}

@@ -1,17 +1,53 @@
 //! The transactional outbox: payment outcomes written with the payment, delivered to the
-//! order service at least once, retried with exponential backoff, across restarts.
+//! order service at least once, retried with exponential backoff up to a cap, across
+//! restarts. A success the order refuses is refunded; an event that cannot be delivered
+//! becomes a dead letter, counted on `/metrics`.
+//!
+//! No transaction or row lock is held while the order service is called: a pass claims a
+//! bounded batch of due rows with a lease (`locked_until`) in one short statement
+//! (`SKIP LOCKED`, so replicas share the work), calls, then records each outcome in a
+//! transaction of its own. A dispatcher that dies mid-call leaves only a lease, which
+//! expires; the event is delivered again, which the order service's dedup makes harmless.
 
 use std::time::Duration;
 
-use mercato_contract::wire::{PaymentEvent, PaymentStatus};
+use axum::http::StatusCode;
+use mercato_contract::wire::{EventResult, PaymentEvent, PaymentStatus};
+use mercato_kit::ApiError;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::checkout::Orders;
+use crate::payments;
 
-/// How many due events one pass claims.
-const BATCH: i64 = 20;
+/// How the dispatcher works through the outbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// How many due events one pass claims, at most.
+    pub batch: i64,
+    /// How long a claim keeps other dispatchers off an event; longer than one call.
+    pub lease: Duration,
+    /// Attempts before an event becomes a dead letter.
+    pub max_attempts: i32,
+    /// Longest wait between two attempts of one event.
+    pub max_backoff: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            batch: 20,
+            lease: Duration::from_secs(60),
+            max_attempts: 10,
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
 
 /// An event waiting to be delivered, claimed for this pass.
 #[derive(Debug, sqlx::FromRow)]
@@ -58,45 +94,81 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// Claims up to `limit` due events until the transaction ends. `SKIP LOCKED`, so
-/// replicas share the work without sending an event twice at once.
-pub async fn claim_due(tx: &mut PgConnection, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, event_id, payment_id, order_id, outcome, amount, attempts FROM outbox
-         WHERE delivered_at IS NULL AND next_attempt_at <= now()
-         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+/// Claims up to `limit` due events for `lease`, soonest due first, in one statement: rows
+/// another dispatcher is claiming at this instant are skipped, and rows it has claimed
+/// are not due until their lease runs out. Nothing stays locked once this returns.
+pub async fn claim_due(
+    db: &mut PgConnection,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<Due>, sqlx::Error> {
+    let mut due: Vec<Due> = sqlx::query_as(
+        "UPDATE outbox SET locked_until = now() + make_interval(secs => $2)
+         WHERE id IN (SELECT id FROM outbox
+                      WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= now()
+                        AND (locked_until IS NULL OR locked_until <= now())
+                      ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
+         RETURNING id, event_id, payment_id, order_id, outcome, amount, attempts",
     )
     .bind(limit)
-    .fetch_all(tx)
-    .await
+    .bind(lease.as_secs_f64())
+    .fetch_all(db)
+    .await?;
+    due.sort_by_key(|d| d.id);
+    Ok(due)
 }
 
-pub async fn mark_delivered(tx: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE outbox SET delivered_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1")
-        .bind(id)
-        .execute(tx)
-        .await?;
+pub async fn mark_delivered(db: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE outbox SET delivered_at = now(), attempts = attempts + 1, last_error = NULL,
+                locked_until = NULL
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// Counts a failed attempt and puts the next one `wait` away.
 pub async fn mark_failed(
-    tx: &mut PgConnection,
+    db: &mut PgConnection,
     id: i64,
     error: &str,
     wait: Duration,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, locked_until = NULL,
                 next_attempt_at = now() + make_interval(secs => $3)
          WHERE id = $1",
     )
     .bind(id)
     .bind(error)
     .bind(wait.as_secs_f64())
-    .execute(tx)
+    .execute(db)
     .await?;
     Ok(())
+}
+
+/// Counts a last failed attempt and gives the event up: a dead letter, never claimed again.
+pub async fn mark_dead(db: &mut PgConnection, id: i64, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, locked_until = NULL,
+                dead_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// How many events are dead letters.
+pub async fn dead_letters(db: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL")
+        .fetch_one(db)
+        .await
 }
 
 /// Delay before attempt `attempts + 1`: 0.5 s doubling, capped.
@@ -105,40 +177,164 @@ pub fn backoff(attempts: i32, max: Duration) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1u64 << exp)).min(max)
 }
 
+/// Whether the order service's answer is final: it will say the same to every retry
+/// (malformed, no such order, a conflict with the order's state, a refused amount).
+/// Unavailability, timeouts, rate limits and token trouble pass, so they are retried.
+pub fn is_final(e: &ApiError) -> bool {
+    matches!(
+        e.status,
+        StatusCode::BAD_REQUEST
+            | StatusCode::NOT_FOUND
+            | StatusCode::CONFLICT
+            | StatusCode::UNPROCESSABLE_ENTITY
+    )
+}
+
+/// What becomes of one attempt to deliver an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The order took it (paid, declined, or a redelivery).
+    Delivered,
+    /// The order answered, but will never be paid by this success: refund it.
+    DeliveredRefund,
+    /// Try again after the backoff.
+    Retry,
+    /// Give it up as a dead letter; refund it if it was a success.
+    Dead,
+}
+
+/// The verdict on one attempt (`attempts` made before it), given the order's answer.
+pub fn verdict(
+    outcome: PaymentStatus,
+    answer: &Result<EventResult, ApiError>,
+    attempts: i32,
+    max_attempts: i32,
+) -> Verdict {
+    match answer {
+        Ok(result) if result.refuses(outcome) => Verdict::DeliveredRefund,
+        Ok(_) => Verdict::Delivered,
+        Err(e) if is_final(e) => Verdict::Dead,
+        Err(_) if attempts.saturating_add(1) >= max_attempts => Verdict::Dead,
+        Err(_) => Verdict::Retry,
+    }
+}
+
 /// What one delivery pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pass {
     pub delivered: usize,
     /// Events the order service did not take; each is tried again after [`backoff`].
     pub failed: usize,
+    /// Events given up as dead letters in this pass.
+    pub dead: usize,
+    /// Successful payments refunded because the order refused them.
+    pub refunded: usize,
 }
 
-/// Delivers the due events once.
+/// Records what one attempt came to, in one short transaction: the event's state and, if
+/// the order refused a success, the payment's refund with it.
+async fn record(
+    db: &PgPool,
+    event: &Due,
+    answer: &Result<EventResult, ApiError>,
+    policy: &Policy,
+    pass: &mut Pass,
+) -> Result<(), sqlx::Error> {
+    let verdict = verdict(event.outcome, answer, event.attempts, policy.max_attempts);
+    let error = answer.as_ref().err().map(ToString::to_string);
+    let mut tx = db.begin().await?;
+    let refund = match verdict {
+        Verdict::Delivered | Verdict::DeliveredRefund => {
+            mark_delivered(&mut tx, event.id).await?;
+            pass.delivered += 1;
+            verdict == Verdict::DeliveredRefund
+        }
+        Verdict::Retry => {
+            let wait = backoff(event.attempts, policy.max_backoff);
+            tracing::warn!(event = %event.event_id, order = %event.order_id, attempts = event.attempts + 1,
+                retry_in = ?wait, error = error.as_deref().unwrap_or_default(), "payment event not delivered");
+            mark_failed(
+                &mut tx,
+                event.id,
+                error.as_deref().unwrap_or_default(),
+                wait,
+            )
+            .await?;
+            pass.failed += 1;
+            false
+        }
+        Verdict::Dead => {
+            tracing::error!(event = %event.event_id, order = %event.order_id, attempts = event.attempts + 1,
+                error = error.as_deref().unwrap_or_default(), "payment event given up: dead letter");
+            mark_dead(&mut tx, event.id, error.as_deref().unwrap_or_default()).await?;
+            pass.dead += 1;
+            // Refused for good: the order will never be paid by it. Out of attempts: the
+            // order service may yet have it, so the money stays until someone looks.
+            matches!(answer, Err(e) if is_final(e)) && event.outcome == PaymentStatus::Succeeded
+        }
+    };
+    if refund && payments::refund(&mut tx, event.payment_id).await? {
+        tracing::warn!(payment = %event.payment_id, order = %event.order_id, "order refused the payment: refunded");
+        pass.refunded += 1;
+    }
+    tx.commit().await
+}
+
+/// Delivers the due events once: claim, call, record, with nothing held during the calls.
 pub async fn deliver_due(
     db: &PgPool,
     orders: &impl Orders,
-    max_backoff: Duration,
+    policy: &Policy,
 ) -> Result<Pass, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    let due = claim_due(&mut tx, BATCH).await?;
+    let due = claim_due(&mut *db.acquire().await?, policy.batch, policy.lease).await?;
     let mut pass = Pass::default();
     for event in due {
-        match orders.deliver(event.order_id, &event.event()).await {
-            Ok(_) => {
-                mark_delivered(&mut tx, event.id).await?;
-                pass.delivered += 1;
-            }
-            Err(e) => {
-                pass.failed += 1;
-                let wait = backoff(event.attempts, max_backoff);
-                tracing::warn!(event = %event.event_id, order = %event.order_id, attempts = event.attempts + 1,
-                    retry_in = ?wait, error = %e, "payment event not delivered");
-                mark_failed(&mut tx, event.id, &e.to_string(), wait).await?;
-            }
+        let answer = orders.deliver(event.order_id, &event.event()).await;
+        record(db, &event, &answer, policy, &mut pass).await?;
+    }
+    Ok(pass)
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    /// delivered, retried, dead_lettered or refunded: a fixed set.
+    result: &'static str,
+}
+
+/// The outbox's metrics: events by what became of them, and the dead letters now stored.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    events: Family<ResultLabel, Counter>,
+    dead_letters: Gauge,
+}
+
+impl Metrics {
+    /// Registers them with the service's `/metrics`.
+    pub fn register(&self, metrics: &mercato_kit::metrics::Metrics) {
+        metrics.register(
+            "payment_outbox_events",
+            "Payment event delivery attempts by result (delivered, retried, dead_lettered, refunded)",
+            self.events.clone(),
+        );
+        metrics.register(
+            "payment_outbox_dead_letters",
+            "Payment events given up (refused for good or out of attempts) and kept for an operator",
+            self.dead_letters.clone(),
+        );
+    }
+
+    fn count(&self, pass: &Pass) {
+        for (result, n) in [
+            ("delivered", pass.delivered),
+            ("retried", pass.failed),
+            ("dead_lettered", pass.dead),
+            ("refunded", pass.refunded),
+        ] {
+            self.events
+                .get_or_create(&ResultLabel { result })
+                .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
         }
     }
-    tx.commit().await?;
-    Ok(pass)
 }
 
 /// Runs forever: delivers whatever is due, then sleeps until woken by a new payment or
@@ -148,13 +344,26 @@ pub async fn dispatch(
     orders: impl Orders,
     wake: std::sync::Arc<Notify>,
     poll: Duration,
-    max_backoff: Duration,
+    policy: Policy,
+    metrics: Metrics,
 ) {
     loop {
-        match deliver_due(&db, &orders, max_backoff).await {
-            Ok(pass) if pass.delivered > 0 => continue,
-            Ok(_) => {}
+        let pass = deliver_due(&db, &orders, &policy).await;
+        match &pass {
+            Ok(pass) => metrics.count(pass),
             Err(e) => tracing::warn!(error = %e, "outbox pass failed"),
+        }
+        match db.acquire().await {
+            Ok(mut conn) => match dead_letters(&mut conn).await {
+                Ok(n) => {
+                    metrics.dead_letters.set(n);
+                }
+                Err(e) => tracing::warn!(error = %e, "counting dead letters failed"),
+            },
+            Err(e) => tracing::warn!(error = %e, "counting dead letters failed"),
+        }
+        if matches!(pass, Ok(p) if p.delivered + p.failed + p.dead > 0) {
+            continue;
         }
         tokio::select! {
             () = wake.notified() => {}
@@ -165,6 +374,8 @@ pub async fn dispatch(
 
 #[cfg(test)]
 mod tests {
+    use mercato_contract::wire::OrderStatus;
+
     use super::*;
 
     #[test]
@@ -174,5 +385,37 @@ mod tests {
         assert_eq!(backoff(1, max), Duration::from_secs(1));
         assert_eq!(backoff(3, max), Duration::from_secs(4));
         assert_eq!(backoff(30, max), max);
+    }
+
+    #[test]
+    fn refusals_are_final_and_outages_are_retried_until_the_cap() {
+        use PaymentStatus::{Declined, Succeeded};
+        let answer = |status| {
+            Ok(EventResult {
+                applied: false,
+                status,
+            })
+        };
+        assert_eq!(
+            verdict(Succeeded, &answer(OrderStatus::Paid), 0, 10),
+            Verdict::Delivered
+        );
+        assert_eq!(
+            verdict(Succeeded, &answer(OrderStatus::Cancelled), 0, 10),
+            Verdict::DeliveredRefund
+        );
+        assert_eq!(
+            verdict(Declined, &answer(OrderStatus::Cancelled), 0, 10),
+            Verdict::Delivered
+        );
+        let refused = Err(ApiError::field("amount", "is not the order total"));
+        assert_eq!(verdict(Succeeded, &refused, 0, 10), Verdict::Dead);
+        let conflict = Err(ApiError::conflict("x", "x"));
+        assert_eq!(verdict(Succeeded, &conflict, 0, 10), Verdict::Dead);
+        let down = Err(ApiError::unavailable("order"));
+        assert_eq!(verdict(Succeeded, &down, 8, 10), Verdict::Retry);
+        assert_eq!(verdict(Succeeded, &down, 9, 10), Verdict::Dead);
+        let forbidden = Err(ApiError::forbidden("scope"));
+        assert_eq!(verdict(Succeeded, &forbidden, 0, 10), Verdict::Retry);
     }
 }

@@ -20,11 +20,18 @@ pub struct Payment {
     pub status: PaymentStatus,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// When the money went back: the order refused the payment (status REFUNDED).
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub refunded_at: Option<OffsetDateTime>,
     #[serde(skip)]
     pub request_hash: String,
 }
 
-const COLUMNS: &str = "id, order_id, user_id, amount, currency::text AS currency, method, status, created_at, request_hash";
+const COLUMNS: &str = "id, order_id, user_id, amount, currency::text AS currency, method, status, created_at, refunded_at, request_hash";
 
 pub async fn get(db: &mut PgConnection, id: Uuid) -> Result<Option<Payment>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM payments WHERE id = $1"))
@@ -84,6 +91,20 @@ pub async fn insert(db: &mut PgConnection, p: &NewPayment<'_>) -> Result<bool, s
     .bind(p.status)
     .bind(p.idempotency_key)
     .bind(p.request_hash)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Refunds a successful payment the order refused; `false` if it was not SUCCEEDED
+/// (already refunded, or declined), so a redelivery refunds nothing twice.
+pub async fn refund(db: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE payments SET status = $2, refunded_at = now() WHERE id = $1 AND status = $3",
+    )
+    .bind(id)
+    .bind(PaymentStatus::Refunded)
+    .bind(PaymentStatus::Succeeded)
     .execute(db)
     .await?;
     Ok(r.rows_affected() == 1)

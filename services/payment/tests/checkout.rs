@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
 use mercato_contract::wire::{OrderStatus, PaymentStatus};
 use mercato_kit::ApiError;
@@ -19,7 +17,6 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 const TOTAL: i64 = 2500;
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Pays as the handler would, waking no one.
 async fn try_pay(
@@ -72,14 +69,15 @@ async fn paying_a_pending_order_records_the_payment_and_its_event_then_delivers_
     assert_eq!((payment.amount, payment.currency.as_str()), (TOTAL, "EUR"));
     assert_eq!(payment.method, "fake-card");
     assert_eq!(count(&pool, "outbox").await, 1);
-    let pass = outbox::deliver_due(&pool, &orders, MAX_BACKOFF)
+    let pass = outbox::deliver_due(&pool, &orders, &outbox::Policy::default())
         .await
         .unwrap();
     assert_eq!(
         pass,
         outbox::Pass {
             delivered: 1,
-            failed: 0
+            failed: 0,
+            ..outbox::Pass::default()
         }
     );
     let delivered = orders.delivered();
@@ -89,7 +87,7 @@ async fn paying_a_pending_order_records_the_payment_and_its_event_then_delivers_
     assert_eq!(delivered[0].1.outcome, PaymentStatus::Succeeded);
     assert_eq!(delivered[0].1.amount, TOTAL);
 
-    let again = outbox::deliver_due(&pool, &orders, MAX_BACKOFF)
+    let again = outbox::deliver_due(&pool, &orders, &outbox::Policy::default())
         .await
         .unwrap();
     assert_eq!(
@@ -118,7 +116,7 @@ async fn the_declined_card_records_a_declined_payment_and_event() {
     .unwrap()
     .into_inner();
     assert_eq!(payment.status, PaymentStatus::Declined);
-    outbox::deliver_due(&pool, &orders, MAX_BACKOFF)
+    outbox::deliver_due(&pool, &orders, &outbox::Policy::default())
         .await
         .unwrap();
     assert_eq!(orders.delivered()[0].1.outcome, PaymentStatus::Declined);
@@ -294,14 +292,15 @@ async fn with_the_order_service_down_a_payment_is_refused_and_an_event_waits_wit
     .await
     .unwrap();
     orders.set_down(Some(ApiError::unavailable("Order service")));
-    let pass = outbox::deliver_due(&pool, &orders, MAX_BACKOFF)
+    let pass = outbox::deliver_due(&pool, &orders, &outbox::Policy::default())
         .await
         .unwrap();
     assert_eq!(
         pass,
         outbox::Pass {
             delivered: 0,
-            failed: 1
+            failed: 1,
+            ..outbox::Pass::default()
         }
     );
     let (attempts, waits, error): (i32, bool, Option<String>) =
@@ -315,7 +314,7 @@ async fn with_the_order_service_down_a_payment_is_refused_and_an_event_waits_wit
     assert!(orders.delivered().is_empty());
     // Not due yet: even with the order service back, nothing goes out before the backoff.
     orders.set_down(None);
-    let early = outbox::deliver_due(&pool, &orders, MAX_BACKOFF)
+    let early = outbox::deliver_due(&pool, &orders, &outbox::Policy::default())
         .await
         .unwrap();
     assert_eq!(early, outbox::Pass::default());

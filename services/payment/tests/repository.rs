@@ -122,6 +122,8 @@ async fn listing_filters_by_owner_and_order() {
     );
 }
 
+const LEASE: Duration = Duration::from_secs(60);
+
 #[tokio::test]
 async fn an_enqueued_event_is_due_until_delivered_and_a_claimed_one_is_skipped_elsewhere() {
     let (_db, pool) = support::database().await;
@@ -139,23 +141,50 @@ async fn an_enqueued_event_is_due_until_delivered_and_a_claimed_one_is_skipped_e
     .await
     .unwrap();
 
-    let mut tx = pool.begin().await.unwrap();
-    let due = outbox::claim_due(&mut tx, 20).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let due = outbox::claim_due(&mut conn, 20, LEASE).await.unwrap();
     assert_eq!(due.len(), 1);
     let event = due[0].event();
     assert_eq!(
         (event.payment_id, event.outcome, event.amount),
         (payment, PaymentStatus::Succeeded, 2500)
     );
-    // Another replica claiming at the same time finds nothing to do.
-    let mut other = pool.begin().await.unwrap();
-    assert!(outbox::claim_due(&mut other, 20).await.unwrap().is_empty());
-    outbox::mark_delivered(&mut tx, due[0].id).await.unwrap();
-    tx.commit().await.unwrap();
-    other.commit().await.unwrap();
+    // Another replica claiming while the lease lasts finds nothing to do.
+    let mut other = pool.acquire().await.unwrap();
+    assert!(
+        outbox::claim_due(&mut other, 20, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    outbox::mark_delivered(&mut conn, due[0].id).await.unwrap();
+    assert!(
+        outbox::claim_due(&mut other, 20, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
 
-    let mut tx = pool.begin().await.unwrap();
-    assert!(outbox::claim_due(&mut tx, 20).await.unwrap().is_empty());
+#[tokio::test]
+async fn an_event_claimed_by_a_dispatcher_that_died_is_due_again_when_its_lease_ends() {
+    let (_db, pool) = support::database().await;
+    let order = Uuid::new_v4();
+    let payment = insert(&pool, Uuid::new_v4(), order, PaymentStatus::Succeeded)
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    outbox::enqueue(&mut conn, payment, order, PaymentStatus::Succeeded, 2500)
+        .await
+        .unwrap();
+    // A claim whose lease has already run out: its dispatcher never came back.
+    let claimed = outbox::claim_due(&mut conn, 20, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let again = outbox::claim_due(&mut conn, 20, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].event_id, claimed[0].event_id);
 }
 
 #[tokio::test]
@@ -169,7 +198,7 @@ async fn a_failed_delivery_is_counted_and_put_off() {
     outbox::enqueue(&mut conn, payment, order, PaymentStatus::Declined, 2500)
         .await
         .unwrap();
-    let due = outbox::claim_due(&mut conn, 20).await.unwrap();
+    let due = outbox::claim_due(&mut conn, 20, LEASE).await.unwrap();
     outbox::mark_failed(
         &mut conn,
         due[0].id,
@@ -178,7 +207,12 @@ async fn a_failed_delivery_is_counted_and_put_off() {
     )
     .await
     .unwrap();
-    assert!(outbox::claim_due(&mut conn, 20).await.unwrap().is_empty());
+    assert!(
+        outbox::claim_due(&mut conn, 20, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let (attempts, error): (i32, String) =
         sqlx::query_as("SELECT attempts, last_error FROM outbox")
             .fetch_one(&pool)

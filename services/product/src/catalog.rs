@@ -21,6 +21,9 @@ pub struct Product {
     pub price: i64,
     pub currency: String,
     pub stock: i32,
+    /// Changes whenever the product does, stock taken or returned by orders included: the
+    /// `ETag` is this number in quotes, and an admin's `If-Match` must still carry it.
+    pub version: i64,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -140,7 +143,7 @@ impl ProductFields {
     }
 }
 
-const COLUMNS: &str = "id, name, description, category, price, currency::text AS currency, stock, created_at, updated_at";
+const COLUMNS: &str = "id, name, description, category, price, currency::text AS currency, stock, version, created_at, updated_at";
 
 pub async fn insert(db: &PgPool, c: &Changes) -> Result<Product, sqlx::Error> {
     sqlx::query_as(&format!(
@@ -158,8 +161,25 @@ pub async fn insert(db: &PgPool, c: &Changes) -> Result<Product, sqlx::Error> {
     .await
 }
 
-pub async fn update(db: &PgPool, id: Uuid, c: &Changes) -> Result<Option<Product>, sqlx::Error> {
-    sqlx::query_as(&format!(
+/// What an update came to.
+#[derive(Debug)]
+pub enum Updated {
+    Done(Product),
+    /// The product is not at any of the versions the admin read: it is as it is now.
+    Stale(Product),
+    Missing,
+}
+
+/// Applies `c` to a product, only if it is still at one of `versions` when given (the
+/// admin's `If-Match`): checked in the same statement that writes, so a reservation that
+/// lands between the admin's read and write makes the write stale instead of lost.
+pub async fn update(
+    db: &PgPool,
+    id: Uuid,
+    c: &Changes,
+    versions: Option<&[i64]>,
+) -> Result<Updated, sqlx::Error> {
+    let done: Option<Product> = sqlx::query_as(&format!(
         "UPDATE products SET
             name = COALESCE($2, name),
             description = COALESCE($3, description),
@@ -168,7 +188,8 @@ pub async fn update(db: &PgPool, id: Uuid, c: &Changes) -> Result<Option<Product
             currency = COALESCE($6, currency),
             stock = COALESCE($7, stock),
             updated_at = now()
-         WHERE id = $1 AND active RETURNING {COLUMNS}"
+         WHERE id = $1 AND active AND ($8::bigint[] IS NULL OR version = ANY($8))
+         RETURNING {COLUMNS}"
     ))
     .bind(id)
     .bind(&c.name)
@@ -177,8 +198,14 @@ pub async fn update(db: &PgPool, id: Uuid, c: &Changes) -> Result<Option<Product
     .bind(c.price)
     .bind(&c.currency)
     .bind(c.stock)
+    .bind(versions)
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(match (done, versions) {
+        (Some(product), _) => Updated::Done(product),
+        (None, None) => Updated::Missing,
+        (None, Some(_)) => get(db, id).await?.map_or(Updated::Missing, Updated::Stale),
+    })
 }
 
 pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<Product>, sqlx::Error> {

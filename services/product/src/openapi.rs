@@ -20,3 +20,33 @@ struct ApiDoc;
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stock_edits_document_if_match_the_etag_and_the_412() {
+        let doc = serde_json::to_value(document()).unwrap_or_default();
+        let item = &doc["paths"]["/products/{id}"];
+        for method in ["put", "patch"] {
+            let op = &item[method];
+            let refused = &op["responses"]["412"]["content"]["application/problem+json"];
+            assert!(refused.is_object(), "{method}: {op}");
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            assert!(
+                params
+                    .iter()
+                    .any(|p| p["name"] == "If-Match" && p["in"] == "header"),
+                "{method}"
+            );
+            assert!(
+                op["responses"]["200"]["headers"]["ETag"].is_object(),
+                "{method}"
+            );
+        }
+        assert!(item["get"]["responses"]["200"]["headers"]["ETag"].is_object());
+        let product = &doc["components"]["schemas"]["Product"]["properties"];
+        assert!(product["version"].is_object());
+    }
+}

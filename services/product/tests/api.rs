@@ -631,3 +631,83 @@ async fn made_up_methods_are_refused_and_add_no_metric_series() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
+
+impl TestApp {
+    /// `PATCH /products/{id}` as the admin, with `If-Match` when given.
+    async fn patch_if(&self, id: &str, if_match: Option<&str>, body: Value) -> reqwest::Response {
+        let mut request = self
+            .http
+            .patch(self.server.url(&format!("/products/{id}")))
+            .bearer_auth(&self.admin)
+            .json(&body);
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// The product and its ETag.
+    async fn read_tagged(&self, id: &str) -> (Value, String) {
+        let r = self
+            .http
+            .get(self.server.url(&format!("/products/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let tag = r.headers()["etag"].to_str().unwrap().to_string();
+        (r.json().await.unwrap(), tag)
+    }
+}
+
+#[tokio::test]
+async fn an_admins_stock_edit_made_stale_by_racing_orders_is_refused_and_loses_no_reservation() {
+    let app = spawn_app().await;
+    let p = app.create("Lamp", "x", 100, 10).await;
+    let id = p["id"].as_str().unwrap();
+    let (read, tag) = app.read_tagged(id).await;
+    assert_eq!(read["stock"], 10);
+    assert_eq!(tag, format!("\"{}\"", read["version"]));
+
+    // Orders reserve between the admin's read and write.
+    let orders = (0..4).map(|_| app.reserve_owned(id));
+    let reserved = futures::future::join_all(orders).await;
+    assert!(reserved.iter().all(|s| *s == StatusCode::CREATED));
+
+    // The admin meant "10 more than I saw": 20. That would wipe out the 4 reserved.
+    let r = app
+        .patch_if(id, Some(&tag), json!({"stock": 20, "name": "Lamp 2"}))
+        .await;
+    let (status, problem) = mercato_kit::testing::problem(r).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(fields(&problem), vec!["If-Match"]);
+    let (now, fresh) = app.read_tagged(id).await;
+    assert_eq!(now["stock"], 6, "the reservations stand");
+    assert_eq!(now["name"], "Lamp", "a refused write changes nothing");
+    assert_ne!(fresh, tag);
+
+    // Read again, decide again: the write with the fresh tag goes through.
+    let r = app.patch_if(id, Some(&fresh), json!({"stock": 16})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let newest = r.headers()["etag"].to_str().unwrap().to_string();
+    assert_ne!(newest, fresh);
+    assert_eq!(r.json::<Value>().await.unwrap()["stock"], 16);
+    assert_eq!(
+        app.count("SELECT count(*) FROM reservations WHERE status = 'RESERVED'")
+            .await,
+        4
+    );
+
+    // Strong comparison: a weak tag of the current version does not match; `*` does.
+    let weak = format!("W/{newest}");
+    let r = app.patch_if(id, Some(&weak), json!({"price": 90})).await;
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    let r = app.patch_if(id, Some("*"), json!({"price": 90})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (status, problem) =
+        mercato_kit::testing::problem(app.patch_if(id, Some("16"), json!({"price": 1})).await)
+            .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields(&problem), vec!["If-Match"]);
+    assert_eq!(app.product(id).await["price"], 90);
+}

@@ -12,9 +12,9 @@ use mercato_contract::wire::{
     EventResult, LineItem, Order, OrderStatus, PaymentEvent, PaymentStatus, Reservation,
     ReservationStatus, ReserveRequest,
 };
-use mercato_kit::ApiError;
 use mercato_kit::idempotency::{self, Created};
 use mercato_kit::items;
+use mercato_kit::{ApiError, FieldError};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -50,6 +50,9 @@ pub enum CheckoutError {
     NotPending(OrderStatus),
     /// The product service refused or is unavailable.
     Product(ApiError),
+    /// A payment event that does not fit its order (an outcome events never carry, an
+    /// amount that is not the total): refused, naming the field, and nothing recorded.
+    BadEvent(FieldError),
     /// A row that was just there is gone.
     Vanished,
     Database(sqlx::Error),
@@ -195,48 +198,75 @@ pub async fn place_order(
 
 /// Applies a payment's outcome exactly once (a redelivered event changes nothing): a
 /// success moves a PENDING order to PAID and commits its reservation first; a decline
-/// leaves the order as it is. If the product service cannot commit, nothing is recorded
-/// and the error goes back, so the sender delivers the event again later.
+/// leaves the order as it is. An event whose amount is not the order's total, or whose
+/// outcome is not one events carry, is refused and changes nothing.
+///
+/// The order's row stays locked while the product service commits, so a cancel or an
+/// expiry waits for the payment and then finds the order PAID (and is refused), or comes
+/// first and the success is refused here: the payment service refunds a success that left
+/// the order anything but PAID. If the product service cannot commit for now, nothing is
+/// recorded and the error goes back, so the sender delivers the event again later; if it
+/// answers 409 (its reservation ran out and the stock went back), that is final: the order
+/// expires and the success is refused.
 pub async fn apply_payment(
     db: &PgPool,
     stock: &impl Stock,
     order_id: Uuid,
     event: &PaymentEvent,
 ) -> Result<EventResult, CheckoutError> {
+    let happened = match event.outcome {
+        PaymentStatus::Succeeded => Event::PaymentSucceeded,
+        PaymentStatus::Declined => Event::PaymentDeclined,
+        PaymentStatus::Refunded => {
+            return Err(CheckoutError::BadEvent(FieldError::new(
+                "outcome",
+                "must be SUCCEEDED or DECLINED",
+            )));
+        }
+    };
     let mut tx = db.begin().await?;
     let order = orders::row(&mut tx, order_id, true)
         .await?
         .ok_or(CheckoutError::NotFound)?;
+    if event.amount != order.total {
+        tracing::error!(order = %order_id, paid = event.amount, total = order.total, "payment amount differs from the order total: refused");
+        return Err(CheckoutError::BadEvent(FieldError::new(
+            "amount",
+            format!(
+                "must be the order total, {} {}",
+                order.total, order.currency
+            ),
+        )));
+    }
     if orders::payment_event_seen(&mut tx, event.event_id).await? {
         return Ok(EventResult {
             applied: false,
             status: order.status,
         });
     }
-    let happened = match event.outcome {
-        PaymentStatus::Succeeded => Event::PaymentSucceeded,
-        PaymentStatus::Declined => Event::PaymentDeclined,
-    };
-    let status = match transition(order.status, happened) {
-        Transition::To(status) => {
-            if event.amount != order.total {
-                tracing::error!(order = %order_id, paid = event.amount, total = order.total, "payment amount differs from the order total");
+    let (applied, status) = match transition(order.status, happened) {
+        Transition::To(status) => match stock.commit(order_id).await {
+            Ok(_) => {
+                orders::set_status(&mut tx, order_id, status).await?;
+                (true, status)
             }
-            stock
-                .commit(order_id)
-                .await
-                .map_err(CheckoutError::Product)?;
-            orders::set_status(&mut tx, order_id, status).await?;
-            Some(status)
-        }
-        Transition::Stays => None,
+            Err(e) if e.status == axum::http::StatusCode::CONFLICT => {
+                let expired = expired_status();
+                tracing::warn!(order = %order_id, payment = %event.payment_id, error = %e,
+                    "the reservation is gone: the order expires and the payment is refused");
+                orders::set_status(&mut tx, order_id, expired).await?;
+                orders::mark_released(&mut tx, order_id).await?;
+                (false, expired)
+            }
+            Err(e) => return Err(CheckoutError::Product(e)),
+        },
+        Transition::Stays => (false, order.status),
         Transition::Refused => {
-            tracing::error!(order = %order_id, payment = %event.payment_id, status = %order.status,
-                "payment succeeded for an order that is no longer pending; it needs a refund");
-            None
+            tracing::warn!(order = %order_id, payment = %event.payment_id, status = %order.status,
+                "payment succeeded for an order that is no longer pending: refused, to be refunded");
+            (false, order.status)
         }
     };
-    let applied = status.is_some();
     orders::record_payment_event(
         &mut tx,
         event.event_id,
@@ -248,10 +278,7 @@ pub async fn apply_payment(
     .await?;
     tx.commit().await?;
     tracing::info!(order = %order_id, outcome = %event.outcome, applied, "payment event");
-    Ok(EventResult {
-        applied,
-        status: status.unwrap_or(order.status),
-    })
+    Ok(EventResult { applied, status })
 }
 
 /// Cancels a PENDING order and returns its stock. The cancellation stands even if the
@@ -276,46 +303,64 @@ pub async fn cancel(
     }
     tx.commit().await?;
     tracing::info!(order = %id, "order cancelled");
-    release_stock(db, stock, id).await;
+    release_stock(db, stock, id, 0).await;
     let mut conn = db.acquire().await?;
     orders::get(&mut conn, id)
         .await?
         .ok_or(CheckoutError::NotFound)
 }
 
-/// Returns a cancelled or expired order's stock; on failure the sweep retries later.
-pub async fn release_stock(db: &PgPool, stock: &impl Stock, id: Uuid) {
-    async fn mark(db: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
-        orders::mark_released(&mut *db.acquire().await?, id).await
-    }
-    match stock.release(id).await {
-        Ok(_) => {
-            if let Err(e) = mark(db, id).await {
-                tracing::warn!(order = %id, error = %e, "stock released but not recorded");
+/// Returns a cancelled or expired order's stock; on failure the sweep retries later,
+/// `attempts` failures after the first with a longer wait. A 404 (nothing was reserved)
+/// or a 409 (the reservation was committed, so there is nothing to give back) is final.
+pub async fn release_stock(db: &PgPool, stock: &impl Stock, id: Uuid, attempts: i32) {
+    let result = stock.release(id).await;
+    let recorded = async {
+        let mut conn = db.acquire().await?;
+        match &result {
+            Ok(_) => orders::mark_released(&mut conn, id).await,
+            Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
+                orders::mark_released(&mut conn, id).await
+            }
+            Err(e) if e.status == axum::http::StatusCode::CONFLICT => {
+                tracing::error!(order = %id, error = %e, "stock of a cancelled order was committed: not retried");
+                orders::mark_released(&mut conn, id).await
+            }
+            Err(e) => {
+                let wait = release_backoff(attempts);
+                tracing::warn!(order = %id, error = %e, retry_in = ?wait, "releasing stock failed; will retry");
+                orders::release_failed(&mut conn, id, wait).await
             }
         }
-        Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
-            // Nothing was ever reserved (or it is long gone): nothing to return.
-            let _ = mark(db, id).await;
-        }
-        Err(e) => tracing::warn!(order = %id, error = %e, "releasing stock failed; will retry"),
+    }
+    .await;
+    if let Err(e) = recorded {
+        tracing::warn!(order = %id, error = %e, "the release's outcome was not recorded");
     }
 }
 
+/// Delay before release attempt `attempts + 2`: 1 s doubling, capped at 5 minutes (the
+/// product service's own reservation expiry is the last resort anyway).
+pub fn release_backoff(attempts: i32) -> Duration {
+    let exp = u32::try_from(attempts.clamp(0, 16)).unwrap_or(16);
+    Duration::from_secs(1u64 << exp).min(Duration::from_secs(300))
+}
+
 /// Expires unpaid orders past their time, then returns the stock of every cancelled or
-/// expired order whose release has not been confirmed yet. Returns how many expired.
-pub async fn sweep(db: &PgPool, stock: &impl Stock) -> Result<u64, sqlx::Error> {
+/// expired order whose release has not been confirmed yet and is due, at most `batch` of
+/// each, soonest due first. Returns how many expired.
+pub async fn sweep(db: &PgPool, stock: &impl Stock, batch: i64) -> Result<u64, sqlx::Error> {
     let (from, to) = (OrderStatus::Pending, expired_status());
-    let expired =
-        orders::expire_overdue(&mut *db.acquire().await?, from, to, orders::SWEEP_BATCH).await?;
-    let unreleased = orders::unreleased(
+    let expired = orders::expire_overdue(&mut *db.acquire().await?, from, to, batch).await?;
+    let due = orders::claim_releases(
         &mut *db.acquire().await?,
         machine::RETURNS_STOCK,
-        orders::SWEEP_BATCH,
+        batch,
+        orders::RELEASE_LEASE,
     )
     .await?;
-    for id in unreleased {
-        release_stock(db, stock, id).await;
+    for (id, attempts) in due {
+        release_stock(db, stock, id, attempts).await;
     }
     Ok(expired.len() as u64)
 }

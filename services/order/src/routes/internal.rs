@@ -25,10 +25,17 @@ pub async fn get_one(
 }
 
 /// Applies a payment outcome exactly once: SUCCEEDED marks a pending order PAID and
-/// commits its reservation; DECLINED leaves it PENDING. If the product service cannot
-/// commit, the answer is 503 and nothing is recorded, so the sender retries.
+/// commits its reservation; DECLINED leaves it PENDING. A success for an order that is
+/// cancelled or expired (or whose reservation ran out) is refused: 200 with that status,
+/// and the payment service refunds it. If the product service cannot commit for now, the
+/// answer is 503 and nothing is recorded, so the sender retries.
 #[utoipa::path(post, path = paths::PAYMENT_EVENTS, tag = "internal", request_body = PaymentEvent,
-    responses((status = 200, body = EventResult), (status = 404, body = mercato_kit::Problem), (status = 503, body = mercato_kit::Problem)))]
+    params(("id" = Uuid, Path, description = "The order")),
+    responses((status = 200, body = EventResult),
+        (status = 404, body = mercato_kit::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An amount that is not the order total, or an outcome events never carry; nothing changes",
+            body = mercato_kit::Problem, content_type = "application/problem+json"),
+        (status = 503, body = mercato_kit::Problem, content_type = "application/problem+json")))]
 pub async fn payment_event(
     State(state): State<AppState>,
     _caller: Service<OrderPaymentEvents>,

@@ -57,6 +57,7 @@ impl From<CheckoutError> for ApiError {
                     .with_detail(format!("the order is {status}"))
             }
             CheckoutError::Product(e) => e,
+            CheckoutError::BadEvent(e) => ApiError::validation(vec![e]),
             CheckoutError::Vanished => ApiError::internal("order vanished"),
             CheckoutError::Database(e) => e.into(),
         }

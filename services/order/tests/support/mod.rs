@@ -89,6 +89,8 @@ pub struct FakeStock {
     pub reserve_status: Option<ReservationStatus>,
     /// Answer commits and releases with this error.
     pub refuse_settle: Option<ApiError>,
+    /// Answer releases of this order with 503, whatever else happens.
+    pub stuck_release: Option<Uuid>,
 }
 
 impl FakeStock {
@@ -137,6 +139,9 @@ impl Stock for FakeStock {
 
     async fn release(&self, order_id: Uuid) -> Result<Reservation, ApiError> {
         self.log("release", order_id);
+        if self.stuck_release == Some(order_id) {
+            return Err(ApiError::unavailable("Product service"));
+        }
         self.settled(order_id, ReservationStatus::Released)
     }
 }

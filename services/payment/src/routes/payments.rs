@@ -75,6 +75,8 @@ fn payment_not_found() -> ApiError {
     ApiError::not_found("Payment not found")
 }
 
+/// A payment as its owner sees it. A success the order refused (it was cancelled or
+/// expired before the payment reached it) is REFUNDED, with `refunded_at`.
 #[utoipa::path(get, path = "/payments/{id}", tag = "payments", security(("bearer" = [])),
     responses((status = 200, body = Payment), (status = 404, body = mercato_kit::Problem)))]
 pub async fn get_one(

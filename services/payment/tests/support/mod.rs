@@ -86,9 +86,17 @@ impl Orders for FakeOrders {
             .lock()
             .unwrap()
             .push((order_id, event.clone()));
-        Ok(EventResult {
-            applied: true,
-            status: OrderStatus::Paid,
+        // A cancelled or expired order refuses the payment, as the order service does.
+        let known = self.orders.lock().unwrap().get(&order_id).map(|o| o.status);
+        Ok(match known {
+            Some(status @ (OrderStatus::Cancelled | OrderStatus::Expired)) => EventResult {
+                applied: false,
+                status,
+            },
+            _ => EventResult {
+                applied: true,
+                status: OrderStatus::Paid,
+            },
         })
     }
 }

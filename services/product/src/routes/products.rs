@@ -1,8 +1,9 @@
 //! `/products`: the public catalog and its admin management.
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::header::{ETAG, IF_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mercato_kit::auth::Admin;
@@ -13,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::catalog::{self, Product, ProductFields};
+use crate::catalog::{self, Product, ProductFields, Updated};
 
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
@@ -76,61 +77,139 @@ pub async fn list(
     Ok(Json(ProductPage { items, next_cursor }))
 }
 
+/// The strong entity tag of a product as it is now: its version, quoted.
+pub fn etag(product: &Product) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{}\"", product.version))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+/// A product with its `ETag`.
+fn tagged(status: StatusCode, product: Product) -> Response {
+    (status, [(ETAG, etag(&product))], Json(product)).into_response()
+}
+
+fn if_match_malformed() -> ApiError {
+    ApiError::field(
+        "If-Match",
+        "must be * or entity tags as this API sends them in ETag, e.g. \"3\"",
+    )
+}
+
+/// The versions `If-Match` accepts: `None` without the header or with `*` (any current
+/// product). Comparison is strong, so a weak tag (`W/"3"`) matches nothing, nor does a
+/// tag this API never sent.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<Vec<i64>>, ApiError> {
+    let mut values = headers.get_all(IF_MATCH).iter().peekable();
+    if values.peek().is_none() {
+        return Ok(None);
+    }
+    let mut versions = Vec::new();
+    for value in values {
+        let text = value.to_str().map_err(|_| if_match_malformed())?;
+        for tag in text.split(',').map(str::trim) {
+            if tag == "*" {
+                return Ok(None);
+            }
+            let (weak, quoted) = match tag.strip_prefix("W/") {
+                Some(rest) => (true, rest),
+                None => (false, tag),
+            };
+            let opaque = quoted
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .filter(|t| !t.contains('"'))
+                .ok_or_else(if_match_malformed)?;
+            if let (false, Ok(version)) = (weak, opaque.parse::<i64>()) {
+                versions.push(version);
+            }
+        }
+    }
+    Ok(Some(versions))
+}
+
 #[utoipa::path(get, path = "/products/{id}", tag = "products",
-    responses((status = 200, body = Product), (status = 404, body = mercato_kit::Problem)))]
-pub async fn get_one(
-    State(state): State<AppState>,
-    Path(id): Path<Uuid>,
-) -> ApiResult<Json<Product>> {
+    responses((status = 200, body = Product, headers(("ETag" = String, description = "The product's version, quoted: send it back as If-Match"))),
+        (status = 404, body = mercato_kit::Problem)))]
+pub async fn get_one(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<Response> {
     catalog::get(&state.pool, id)
         .await?
-        .map(Json)
+        .map(|p| tagged(StatusCode::OK, p))
         .ok_or_else(|| ApiError::not_found("Product not found"))
 }
 
 #[utoipa::path(post, path = "/products", tag = "products", security(("bearer" = [])), request_body = ProductFields,
-    responses((status = 201, body = Product), (status = 403, body = mercato_kit::Problem), (status = 422, body = mercato_kit::Problem)))]
+    responses((status = 201, body = Product, headers(("ETag" = String, description = "The product's version, quoted"))),
+        (status = 403, body = mercato_kit::Problem), (status = 422, body = mercato_kit::Problem)))]
 pub async fn create(
     State(state): State<AppState>,
     _admin: Admin,
     Json(fields): Json<ProductFields>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     let changes = fields.parse(true)?;
     let product = catalog::insert(&state.pool, &changes).await?;
     tracing::info!(product = %product.id, "product created");
-    Ok((StatusCode::CREATED, Json(product)))
+    Ok(tagged(StatusCode::CREATED, product))
 }
 
-/// Full update: every field but `description` is required.
+/// Full update: every field but `description` is required. With `If-Match`, only if the
+/// product has not changed since it was read (orders taking stock change it too).
 #[utoipa::path(put, path = "/products/{id}", tag = "products", security(("bearer" = [])), request_body = ProductFields,
-    responses((status = 200, body = Product), (status = 404, body = mercato_kit::Problem), (status = 422, body = mercato_kit::Problem)))]
+    params(("If-Match" = Option<String>, Header, description = "The ETag the product was read with; the write is refused (412) if it changed since. Optional")),
+    responses((status = 200, body = Product, headers(("ETag" = String, description = "The product's new version, quoted"))),
+        (status = 404, body = mercato_kit::Problem),
+        (status = 412, description = "The product changed since it was read (If-Match); nothing changed",
+            body = mercato_kit::Problem, content_type = "application/problem+json"),
+        (status = 422, body = mercato_kit::Problem)))]
 pub async fn replace(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<Uuid>,
+    headers: HeaderMap,
     Json(fields): Json<ProductFields>,
-) -> ApiResult<Json<Product>> {
+) -> ApiResult<Response> {
+    let versions = if_match(&headers)?;
     let changes = fields.parse(true)?;
-    updated(catalog::update(&state.pool, id, &changes).await?)
+    updated(catalog::update(&state.pool, id, &changes, versions.as_deref()).await?)
 }
 
-/// Partial update, e.g. `{"price": 1299}`.
+/// Partial update, e.g. `{"price": 1299}`. With `If-Match`, only if the product has not
+/// changed since it was read (orders taking stock change it too).
 #[utoipa::path(patch, path = "/products/{id}", tag = "products", security(("bearer" = [])), request_body = ProductFields,
-    responses((status = 200, body = Product), (status = 404, body = mercato_kit::Problem), (status = 422, body = mercato_kit::Problem)))]
+    params(("If-Match" = Option<String>, Header, description = "The ETag the product was read with; the write is refused (412) if it changed since. Optional")),
+    responses((status = 200, body = Product, headers(("ETag" = String, description = "The product's new version, quoted"))),
+        (status = 404, body = mercato_kit::Problem),
+        (status = 412, description = "The product changed since it was read (If-Match); nothing changed",
+            body = mercato_kit::Problem, content_type = "application/problem+json"),
+        (status = 422, body = mercato_kit::Problem)))]
 pub async fn patch(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<Uuid>,
+    headers: HeaderMap,
     Json(fields): Json<ProductFields>,
-) -> ApiResult<Json<Product>> {
+) -> ApiResult<Response> {
+    let versions = if_match(&headers)?;
     let changes = fields.parse(false)?;
-    updated(catalog::update(&state.pool, id, &changes).await?)
+    updated(catalog::update(&state.pool, id, &changes, versions.as_deref()).await?)
 }
 
-fn updated(product: Option<Product>) -> ApiResult<Json<Product>> {
-    product
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("Product not found"))
+fn updated(outcome: Updated) -> ApiResult<Response> {
+    match outcome {
+        Updated::Done(product) => Ok(tagged(StatusCode::OK, product)),
+        Updated::Stale(now) => Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            "The product changed since it was read",
+        )
+        .with_field(
+            "If-Match",
+            format!(
+                "the product is at ETag \"{}\" now: read it again and retry",
+                now.version
+            ),
+        )),
+        Updated::Missing => Err(ApiError::not_found("Product not found")),
+    }
 }
 
 #[utoipa::path(delete, path = "/products/{id}", tag = "products", security(("bearer" = [])),
@@ -144,5 +223,46 @@ pub async fn delete(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("Product not found"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(
+                IF_MATCH,
+                HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn if_match_takes_strong_tags_and_star_and_refuses_what_is_no_tag() {
+        assert_eq!(if_match(&headers(&[])).ok(), Some(None));
+        assert_eq!(if_match(&headers(&["*"])).ok(), Some(None));
+        assert_eq!(if_match(&headers(&["\"3\""])).ok(), Some(Some(vec![3])));
+        assert_eq!(
+            if_match(&headers(&["\"3\", \"5\"", "\"7\""])).ok(),
+            Some(Some(vec![3, 5, 7]))
+        );
+        assert_eq!(
+            if_match(&headers(&["W/\"3\""])).ok(),
+            Some(Some(vec![])),
+            "a weak tag never matches"
+        );
+        assert_eq!(if_match(&headers(&["\"abc\""])).ok(), Some(Some(vec![])));
+        for bad in ["3", "\"3", "W/3", ""] {
+            let e = if_match(&headers(&[bad])).err();
+            assert_eq!(
+                e.map(|e| (e.status, e.errors[0].field.clone())),
+                Some((StatusCode::UNPROCESSABLE_ENTITY, "If-Match".to_string())),
+                "{bad}"
+            );
+        }
     }
 }

@@ -13,7 +13,7 @@ use axum::routing::{any, get};
 use mercato_contract::CLIENT_ADDRESS_HEADER;
 use mercato_kit::edge::EdgeKey;
 use mercato_kit::server::{Listeners, Routers, Spawned, spawn};
-use mercato_kit::testing::{TestKeys, poll};
+use mercato_kit::testing::{StubAuth, TestKeys, poll};
 use serde_json::{Value, json};
 
 const EDGE_KEY: &str = "edge-key-for-the-gateway-tests-0123456789";
@@ -27,7 +27,8 @@ struct FakeService {
 }
 
 impl FakeService {
-    async fn start() -> Self {
+    /// `routes` are served before the echo (the fake auth's token grant and feed).
+    async fn start(routes: Router) -> Self {
         let probes = Arc::new(AtomicUsize::new(0));
         let ready = Arc::new(AtomicBool::new(true));
         let (p, r) = (probes.clone(), ready.clone());
@@ -58,7 +59,7 @@ impl FakeService {
                 "forwarded_for": all("x-forwarded-for"),
             }))
         };
-        let public = Router::new().route("/{*rest}", any(echo));
+        let public = routes.route("/{*rest}", any(echo));
         Self {
             server: Spawned::start(Routers { public, ops }).await,
             probes,
@@ -77,14 +78,18 @@ struct Edge {
 impl Edge {
     async fn start(extra: &[&str]) -> Self {
         let keys = TestKeys::new();
-        let mut services = Vec::new();
-        for _ in 0..4 {
-            services.push(FakeService::start().await);
+        // The fake auth also grants the gateway its token and serves an empty revocation feed.
+        let (auth_routes, _) = StubAuth::routes(&keys);
+        let mut services = vec![FakeService::start(auth_routes).await];
+        for _ in 0..3 {
+            services.push(FakeService::start(Router::new()).await);
         }
         let mut args = vec![
             "mercato-gateway".to_string(),
             format!("--jwks-path={}", keys.jwks_path().display()),
-            "--log-level=warn".into(),
+            "--log-level=error".into(),
+            "--client-id=gateway".into(),
+            "--client-secret=gateway-secret".into(),
         ];
         for (name, s) in ["auth", "product", "order", "payment"]
             .iter()

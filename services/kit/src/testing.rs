@@ -192,6 +192,22 @@ pub struct StubAuth {
 
 impl StubAuth {
     pub async fn start(keys: &TestKeys) -> Self {
+        let (router, entries) = Self::routes(keys);
+        Self {
+            server: TestServer::start(crate::server::Routers::public_only(router)).await,
+            entries,
+        }
+    }
+
+    /// The stand-in's routes (the token grant and the feed) and the feed's entries, for a
+    /// test that serves them from a fake auth of its own.
+    #[allow(clippy::type_complexity)]
+    pub fn routes(
+        keys: &TestKeys,
+    ) -> (
+        axum::Router,
+        std::sync::Arc<std::sync::Mutex<Vec<crate::revocation::Revocation>>>,
+    ) {
         use crate::revocation::{FEED_PATH, RevocationPage};
         use axum::routing::{get, post};
         let entries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -227,10 +243,7 @@ impl StubAuth {
                     },
                 ),
             );
-        Self {
-            server: TestServer::start(crate::server::Routers::public_only(router)).await,
-            entries,
-        }
+        (router, entries)
     }
 
     /// Publishes an entry on the feed.

@@ -246,14 +246,12 @@ async fn a_success_for_an_order_cancelled_first_is_refunded() {
 }
 
 /// The payment service with its dispatcher on and the order service unreachable: every
-/// delivery fails with 503, which is retried, until the attempts run out.
+/// delivery fails with 503, which is retried, until the attempts run out. (Its client and
+/// revocation feed use the test's stand-in auth.)
 #[tokio::test]
 async fn a_poison_event_becomes_a_dead_letter_after_its_attempts_and_metrics_count_it() {
     let app = TestService::start::<mercato_payment::Config>(&[
-        "--auth-url=http://127.0.0.1:9",
         "--order-url=http://127.0.0.1:9",
-        "--client-id=payment",
-        "--client-secret=secret",
         "--upstream-retries=0",
         "--outbox-poll-ms=20",
         "--outbox-max-backoff-secs=1",

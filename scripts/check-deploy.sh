@@ -123,7 +123,7 @@ values_schema_rejects() {
 step "Chart: invalid values are rejected" values_schema_rejects
 
 step "Kubernetes schemas ($KUBE_VERSIONS, strict): the chart, the CRD, the operator's objects" \
-  "$PY" "$CHECKS/k8s_validate.py" --versions "$KUBE_VERSIONS" --crd-kinds Store --no-schema ServiceMonitor \
+  "$PY" "$CHECKS/k8s_validate.py" --versions "$KUBE_VERSIONS" --crd-kinds Store --no-schema ServiceMonitor --no-schema PodMonitor --no-schema PrometheusRule \
   "$OUT/chart-default.yaml" "$OUT/chart-all-options.yaml" crds/store.yaml \
   "$OUT/operator-store.yaml" "$OUT/operator-store-full.yaml"
 

@@ -13,7 +13,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::cache::ChildCache;
 use crate::crd::Store;
@@ -55,17 +55,73 @@ fn store_of(object: DynamicObject) -> Option<ObjectRef<Store>> {
     Some(ObjectRef::new(name).within(&object.namespace()?))
 }
 
+/// How often the controller looks again for the Prometheus Operator's CRDs (installed after
+/// the operator, they are used from the next look on).
+const MONITORING_RECHECK: Duration = Duration::from_secs(300);
+
+/// Whether the cluster serves `monitoring.coreos.com/v1` with both PodMonitor and
+/// PrometheusRule (discovery, which every authenticated client may read).
+pub async fn has_monitoring_kinds(client: &Client) -> bool {
+    match client
+        .list_api_group_resources("monitoring.coreos.com/v1")
+        .await
+    {
+        Ok(list) => ["PodMonitor", "PrometheusRule"]
+            .iter()
+            .all(|kind| list.resources.iter().any(|r| r.kind == *kind)),
+        Err(_) => false,
+    }
+}
+
+/// Keeps `flag` saying whether the monitoring CRDs exist, until `stop`.
+async fn watch_monitoring_kinds(
+    client: Client,
+    flag: Arc<std::sync::atomic::AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let found = has_monitoring_kinds(&client).await;
+        let before = flag.swap(found, std::sync::atomic::Ordering::Relaxed);
+        if found != before {
+            info!(
+                found,
+                "Prometheus Operator CRDs (PodMonitor, PrometheusRule) {}",
+                if found {
+                    "found: Stores get monitors and alerts"
+                } else {
+                    "absent"
+                }
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(MONITORING_RECHECK) => {}
+            _ = stop.changed() => if *stop.borrow() { return },
+        }
+    }
+}
+
 /// Runs one controller per namespace in `namespaces` (each with its own watches, so the
 /// operator needs permissions in those namespaces only), or one over every namespace when
 /// the list is empty, until `stop` turns true.
 pub async fn run_in(ctx: Context, namespaces: &[String], stop: watch::Receiver<bool>) {
+    // Known before the first reconcile, then looked at again now and then.
+    let found = has_monitoring_kinds(&ctx.client).await;
+    ctx.monitoring
+        .store(found, std::sync::atomic::Ordering::Relaxed);
+    let watcher = tokio::spawn(watch_monitoring_kinds(
+        ctx.client.clone(),
+        ctx.monitoring.clone(),
+        stop.clone(),
+    ));
     if namespaces.is_empty() {
-        return run(ctx, None, stop).await;
+        run(ctx, None, stop).await;
+    } else {
+        let controllers = namespaces
+            .iter()
+            .map(|ns| run(ctx.fork(), Some(ns.as_str()), stop.clone()));
+        futures::future::join_all(controllers).await;
     }
-    let controllers = namespaces
-        .iter()
-        .map(|ns| run(ctx.fork(), Some(ns.as_str()), stop.clone()));
-    futures::future::join_all(controllers).await;
+    watcher.abort();
 }
 
 /// Runs the controller until `stop` turns true; in-flight reconciles get `SHUTDOWN_GRACE`

@@ -72,6 +72,9 @@ pub struct StoreSpec {
     pub deletion_policy: DeletionPolicy,
     /// Default-deny NetworkPolicies plus exactly the edges the store needs.
     pub network_policies: NetworkPoliciesSpec,
+    /// Prometheus Operator objects for the store (a PodMonitor and a PrometheusRule with
+    /// its alerts), created when their CRDs exist in the cluster.
+    pub monitoring: MonitoringSpec,
     /// Pull policy of every container of the store.
     pub image_pull_policy: ImagePullPolicy,
     /// Secrets (of type `kubernetes.io/dockerconfigjson`, in the Store's namespace) with
@@ -317,6 +320,51 @@ impl Default for NetworkPoliciesSpec {
             dns: DnsSpec::default(),
         }
     }
+}
+
+/// How Prometheus watches the store.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MonitoringSpec {
+    /// Create the PodMonitor and PrometheusRule when the cluster has the Prometheus
+    /// Operator's CRDs (`monitoring.coreos.com/v1`); without them nothing is created.
+    pub enabled: bool,
+    /// Extra labels on both, e.g. the `release` label a Prometheus selects them by.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// How often each service's `/metrics` is scraped.
+    #[schemars(regex(pattern = r"^[1-9][0-9]*(s|m)$"))]
+    pub scrape_interval: String,
+    /// The Prometheus pods that may reach the services' ops port (NetworkPolicy ingress);
+    /// unset, no one but the gateway may (and the kubelet, for probes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PeerSpec>,
+}
+
+impl Default for MonitoringSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            labels: BTreeMap::new(),
+            scrape_interval: "30s".to_string(),
+            prometheus: None,
+        }
+    }
+}
+
+/// Pods in another namespace, by namespace name and labels.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerSpec {
+    /// Namespace of the pods.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: String,
+    /// Labels that select the pods in that namespace (at least one).
+    #[schemars(extend("minProperties" = 1))]
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 /// The DNS servers the store's pods may reach (UDP and TCP 53). The defaults match CoreDNS

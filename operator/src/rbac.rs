@@ -96,6 +96,13 @@ pub const RULES: &[Rule] = &[
         resources: &["events"],
         verbs: &["create", "patch"],
     },
+    // The Store's PodMonitor and PrometheusRule, only in clusters that have the Prometheus
+    // Operator's CRDs; pruned when a Store turns monitoring off.
+    Rule {
+        api_group: "monitoring.coreos.com",
+        resources: &["podmonitors", "prometheusrules"],
+        verbs: &["get", "list", "create", "patch", "update", "delete"],
+    },
 ];
 
 /// Leader election, granted by a Role in the operator's own namespace: `create` for any

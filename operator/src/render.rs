@@ -30,8 +30,11 @@ pub fn render(yaml: &str, namespace: Option<&str>) -> anyhow::Result<String> {
     let owner = Owner::of(&store).context("the Store has no metadata.name")?;
 
     let data = secrets::generate(&owner.name);
+    // As in a cluster with the Prometheus Operator's CRDs (without them, the operator
+    // leaves the PodMonitor and PrometheusRule out).
     let objects = builders::desired(&owner, &store.spec, &ImageDefaults::default(), &data)
         .into_iter()
+        .chain(builders::monitoring(&owner, &store.spec))
         .map(|c| c.object);
 
     let mut out = String::new();
@@ -85,7 +88,8 @@ mod tests {
             &ImageDefaults::default(),
             &secrets::generate("demo"),
         )
-        .len();
+        .len()
+            + builders::monitoring(&store_owner(&store), &store.spec).len();
         assert!(expected > secrets::specs("demo").len());
         assert_eq!(docs.len(), expected);
         for d in &docs {

@@ -2,6 +2,7 @@
 //! full set of children a Store should have.
 
 pub mod database;
+pub mod monitoring;
 pub mod network;
 pub mod pod;
 pub mod secrets;
@@ -51,6 +52,18 @@ pub fn callees(c: Component) -> Vec<Component> {
 /// and databases, the workloads that use them, and the policies. The reconciler settles the
 /// Secrets on its own (they are created once and never re-applied with other data) and
 /// applies the rest.
+/// The Prometheus Operator objects of a Store (when its monitoring is on): applied only in a
+/// cluster that has their CRDs, which the reconciler checks.
+pub fn monitoring(owner: &Owner, spec: &StoreSpec) -> Vec<Child> {
+    if !spec.monitoring.enabled {
+        return Vec::new();
+    }
+    vec![
+        Child::new(&monitoring::pod_monitor(owner, &spec.monitoring)),
+        Child::new(&monitoring::prometheus_rule(owner, &spec.monitoring)),
+    ]
+}
+
 pub fn desired(
     owner: &Owner,
     spec: &StoreSpec,
@@ -97,7 +110,14 @@ pub fn desired(
             &spec.network_policies.dns,
         )));
         for c in Component::ALL {
-            out.push(Child::new(&network::component(owner, c)).of(c));
+            out.push(
+                Child::new(&network::component(
+                    owner,
+                    c,
+                    spec.monitoring.prometheus.as_ref(),
+                ))
+                .of(c),
+            );
         }
         for c in Component::WITH_DATABASE {
             out.push(Child::new(&network::database(owner, c)).of(c));

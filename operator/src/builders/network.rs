@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mercato_contract::{Component, HTTP_PORT, OPS_PORT, POSTGRES_PORT, names};
 
-use crate::crd::DnsSpec;
+use crate::crd::{DnsSpec, PeerSpec};
 use crate::meta::{Owner, Role, selector, store_pods_selector};
 
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -127,14 +127,33 @@ fn ports_to(caller: Component, _callee: Component) -> Vec<NetworkPolicyPort> {
     }
 }
 
+/// Pods of another namespace, selected by namespace name and labels.
+fn peer_of(peer: &PeerSpec) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                NAMESPACE_NAME_LABEL.to_string(),
+                peer.namespace.clone(),
+            )])),
+            match_expressions: None,
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(peer.pod_labels.clone()),
+            match_expressions: None,
+        }),
+        ip_block: None,
+    }
+}
+
 /// A component's pods: ingress from its callers (the gateway: from anywhere) on the HTTP
-/// port, and from the gateway on the ops port; egress to its callees (the same ports) and
+/// port, from the gateway on the ops port, and from `prometheus` (the Store's
+/// `monitoring.prometheus`) on the ops port; egress to its callees (the same ports) and
 /// its own PostgreSQL. Probes come from the kubelet on the node, which NetworkPolicies do
 /// not restrict.
-pub fn component(owner: &Owner, c: Component) -> NetworkPolicy {
+pub fn component(owner: &Owner, c: Component, prometheus: Option<&PeerSpec>) -> NetworkPolicy {
     let store = &owner.name;
     let role = Role::service(c);
-    let ingress = if c == Component::Gateway {
+    let mut ingress: Vec<NetworkPolicyIngressRule> = if c == Component::Gateway {
         vec![NetworkPolicyIngressRule {
             from: None,
             ports: Some(vec![tcp(i32::from(HTTP_PORT))]),
@@ -148,6 +167,12 @@ pub fn component(owner: &Owner, c: Component) -> NetworkPolicy {
             })
             .collect()
     };
+    if let Some(prometheus) = prometheus {
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![peer_of(prometheus)]),
+            ports: Some(vec![tcp(i32::from(OPS_PORT))]),
+        });
+    }
     let mut egress: Vec<NetworkPolicyEgressRule> = super::callees(c)
         .into_iter()
         .map(|callee| NetworkPolicyEgressRule {

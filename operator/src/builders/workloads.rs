@@ -282,7 +282,11 @@ pub fn deployment(
     }
 }
 
-/// The Service in front of a component; the gateway's type comes from the Store.
+/// The Service in front of a component; the gateway's type comes from the Store. The
+/// gateway's Service, the public one, exposes the API only; a backend's (reachable inside
+/// the namespace only, and on the ops port only from the gateway and Prometheus by
+/// NetworkPolicy) also exposes the ops port, where the gateway reads `/readyz` for its
+/// `/health`.
 pub fn service(owner: &Owner, spec: &StoreSpec, c: Component) -> Service {
     let role = Role::service(c);
     let (type_, node_port, traffic_policy) = if c == Component::Gateway {
@@ -291,19 +295,24 @@ pub fn service(owner: &Owner, spec: &StoreSpec, c: Component) -> Service {
     } else {
         (GatewayServiceType::ClusterIP, None, None)
     };
+    let port = |name: &str, number: u16, node_port: Option<i32>| ServicePort {
+        name: Some(name.to_string()),
+        port: i32::from(number),
+        target_port: Some(IntOrString::String(name.to_string())),
+        protocol: Some("TCP".to_string()),
+        node_port,
+        ..ServicePort::default()
+    };
+    let mut ports = vec![port(HTTP_PORT_NAME, HTTP_PORT, node_port)];
+    if c != Component::Gateway {
+        ports.push(port(OPS_PORT_NAME, OPS_PORT, None));
+    }
     Service {
         metadata: owner.child_meta(names::component(&owner.name, c), &role),
         spec: Some(ServiceSpec {
             type_: Some(type_.as_str().to_string()),
             selector: Some(selector_labels(&owner.name, &role)),
-            ports: Some(vec![ServicePort {
-                name: Some(HTTP_PORT_NAME.to_string()),
-                port: i32::from(HTTP_PORT),
-                target_port: Some(IntOrString::String(HTTP_PORT_NAME.to_string())),
-                protocol: Some("TCP".to_string()),
-                node_port,
-                ..ServicePort::default()
-            }]),
+            ports: Some(ports),
             external_traffic_policy: traffic_policy.map(|p| p.as_str().to_string()),
             ..ServiceSpec::default()
         }),

@@ -9,6 +9,7 @@ mod cleanup;
 mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ use tracing::{info, warn};
 
 use crate::apply::{Child, Outcome, ensure};
 use crate::builders;
+use crate::builders::monitoring::{PodMonitor, PrometheusRule};
 use crate::cache::{Cached, ChildCache, observed_kinds};
 use crate::crd::{Store, StoreStatus};
 use crate::images::ImageDefaults;
@@ -149,6 +151,9 @@ pub struct Context {
     cache: Option<ChildCache>,
     /// Consecutive failures per Store, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<Store>, u32>>,
+    /// Whether the cluster has the Prometheus Operator's CRDs (PodMonitor, PrometheusRule),
+    /// as the controller last found: only then are the Stores' monitors applied.
+    pub monitoring: Arc<AtomicBool>,
 }
 
 impl Context {
@@ -167,6 +172,7 @@ impl Context {
             images: ImageDefaults::default(),
             cache: None,
             failures: Mutex::new(HashMap::new()),
+            monitoring: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -180,6 +186,7 @@ impl Context {
             images: self.images.clone(),
             cache: None,
             failures: Mutex::new(HashMap::new()),
+            monitoring: self.monitoring.clone(),
         }
     }
 
@@ -452,10 +459,14 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
     let mut sync = Sync::default();
     let secret_data = secrets::ensure(owner, ctx, &mut sync).await?;
     // The Secrets were settled above: created once, never re-applied with other data.
-    let children: Vec<Child> = builders::desired(owner, &store.spec, &ctx.images, &secret_data)
+    let monitoring = ctx.monitoring.load(Ordering::Relaxed);
+    let mut children: Vec<Child> = builders::desired(owner, &store.spec, &ctx.images, &secret_data)
         .into_iter()
         .filter(|c| c.kind() != "Secret")
         .collect();
+    if monitoring {
+        children.extend(builders::monitoring(owner, &store.spec));
+    }
     for child in &children {
         let live = match ctx
             .read(&child.resource, &owner.namespace, &child.name)
@@ -483,6 +494,10 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
     }
     prune::<PodDisruptionBudget>(owner, ctx, &children, &mut sync).await;
     prune::<NetworkPolicy>(owner, ctx, &children, &mut sync).await;
+    if monitoring {
+        prune::<PodMonitor>(owner, ctx, &children, &mut sync).await;
+        prune::<PrometheusRule>(owner, ctx, &children, &mut sync).await;
+    }
     if let Some(cache) = &ctx.cache {
         sync.observed.causes = causes(cache, owner);
     }

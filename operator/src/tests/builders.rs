@@ -487,7 +487,9 @@ fn the_product_service_reaches_only_auth_and_its_database() {
     let owner = Store::test().owner();
     let product = env_of(&deployment(&Store::test(), Component::Product));
     assert!(var(&product, env::AUTH_URL).is_some());
-    let policy = network::component(&owner, Component::Product).spec.unwrap();
+    let policy = network::component(&owner, Component::Product, None)
+        .spec
+        .unwrap();
     let egress: Vec<String> = policy
         .egress
         .iter()
@@ -496,7 +498,9 @@ fn the_product_service_reaches_only_auth_and_its_database() {
         .map(|peer| component_of(peer.pod_selector.as_ref().unwrap()))
         .collect();
     assert_eq!(egress, vec!["auth", "product-db"]);
-    let auth = network::component(&owner, Component::Auth).spec.unwrap();
+    let auth = network::component(&owner, Component::Auth, None)
+        .spec
+        .unwrap();
     let callers: Vec<String> = auth
         .ingress
         .iter()
@@ -676,10 +680,11 @@ fn postgres_runs_as_999_with_pgdata_in_a_subdirectory_and_writable_run_and_tmp()
     );
 }
 
-/// Probes reach `/healthz` and `/readyz` on the ops port, which no Service exposes: the
-/// public API port serves neither (nor `/metrics`).
+/// Probes reach `/healthz` and `/readyz` on the ops port. The public Service (the
+/// gateway's) exposes the API only; a backend's Service also carries the ops port, where the
+/// gateway reads `/readyz` for its `/health`.
 #[test]
-fn services_are_probed_on_healthz_and_readyz_at_the_ops_port_no_service_exposes() {
+fn services_are_probed_on_healthz_and_readyz_at_the_ops_port_the_public_service_hides() {
     let store = Store::test();
     for c in Component::ALL {
         let d = deployment(&store, c);
@@ -698,11 +703,15 @@ fn services_are_probed_on_healthz_and_readyz_at_the_ops_port_no_service_exposes(
             .into_iter()
             .filter_map(|p| p.target_port)
             .collect();
-        assert_eq!(
-            exposed,
-            vec![IntOrString::String("http".into())],
-            "{c}: the Service exposes the API port only"
-        );
+        let expected: Vec<IntOrString> = if c == Component::Gateway {
+            vec![IntOrString::String("http".into())]
+        } else {
+            vec![
+                IntOrString::String("http".into()),
+                IntOrString::String("ops".into()),
+            ]
+        };
+        assert_eq!(exposed, expected, "{c}");
         let live = ct
             .liveness_probe
             .as_ref()
@@ -899,7 +908,7 @@ fn network_policies_allow_exactly_the_flow_edges() {
     }
     let policies: Vec<NetworkPolicy> = Component::ALL
         .into_iter()
-        .map(|c| network::component(&owner, c))
+        .map(|c| network::component(&owner, c, None))
         .chain(
             Component::WITH_DATABASE
                 .into_iter()
@@ -1100,4 +1109,58 @@ fn dns_egress_follows_the_stores_dns_settings() {
         "a node-local cache is reached by address"
     );
     assert_eq!(rule.ports.as_ref().unwrap().len(), 2, "UDP and TCP 53");
+}
+
+#[test]
+fn prometheus_may_reach_the_ops_port_only_when_the_store_names_it() {
+    let owner = Store::test().owner();
+    let prometheus = crate::crd::PeerSpec {
+        namespace: "monitoring".into(),
+        pod_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "prometheus".into())]),
+    };
+    let from_namespace = |policy: &NetworkPolicy| -> Vec<(String, i32)> {
+        policy
+            .spec
+            .as_ref()
+            .unwrap()
+            .ingress
+            .iter()
+            .flatten()
+            .flat_map(|rule| {
+                let ports: Vec<i32> = rule
+                    .ports
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| match p.port {
+                        Some(IntOrString::Int(n)) => Some(n),
+                        _ => None,
+                    })
+                    .collect();
+                rule.from
+                    .iter()
+                    .flatten()
+                    .filter_map(|peer| peer.namespace_selector.as_ref())
+                    .flat_map(move |ns| {
+                        let name = ns.match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"]
+                            .clone();
+                        ports.clone().into_iter().map(move |p| (name.clone(), p))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    for c in Component::ALL {
+        assert!(
+            from_namespace(&network::component(&owner, c, None)).is_empty(),
+            "{c}"
+        );
+        assert_eq!(
+            from_namespace(&network::component(&owner, c, Some(&prometheus))),
+            vec![(
+                "monitoring".to_string(),
+                i32::from(mercato_contract::OPS_PORT)
+            )],
+            "{c}: Prometheus on the ops port, nothing else"
+        );
+    }
 }

@@ -67,6 +67,9 @@ struct State {
     failures: Vec<Failure>,
     /// Requests the RBAC table does not allow, as `verb group/resource`.
     forbidden: Vec<String>,
+    /// API groups served beyond the built-in ones (CRDs), as discovery lists them:
+    /// `group/version` → (kind, plural) pairs.
+    discovery: BTreeMap<String, Vec<(String, String)>>,
     resource_version: u64,
     uid: u64,
 }
@@ -473,7 +476,54 @@ impl FakeApi {
         self.notify(&key, Some(before), Some(after));
     }
 
+    /// Serves discovery for `group_version` (e.g. `monitoring.coreos.com/v1`) listing
+    /// `kinds` as (kind, plural): as if those CRDs were installed.
+    pub fn serve_kinds(&self, group_version: &str, kinds: &[(&str, &str)]) {
+        self.lock().discovery.insert(
+            group_version.to_string(),
+            kinds
+                .iter()
+                .map(|(k, p)| (k.to_string(), p.to_string()))
+                .collect(),
+        );
+    }
+
+    /// The `APIResourceList` of `/apis/<group>/<version>`, for the groups [`serve_kinds`]
+    /// installed; `None` for every other path.
+    fn discovery(&self, path: &str) -> Option<Value> {
+        let gv = path.strip_prefix("/apis/")?;
+        let kinds = self.lock().discovery.get(gv)?.clone();
+        let resources: Vec<Value> = kinds
+            .iter()
+            .map(|(kind, plural)| {
+                json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": true,
+                       "kind": kind, "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"]})
+            })
+            .collect();
+        Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+                    "resources": resources}),
+        )
+    }
+
     async fn handle(&self, req: Request<Body>) -> Response<ResponseBody> {
+        if req.method() == Method::GET
+            && let Some(list) = self.discovery(req.uri().path())
+        {
+            self.lock().log.push(Logged {
+                method: "GET".into(),
+                path: req.uri().path().to_string(),
+                query: String::new(),
+                content_type: String::new(),
+            });
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(ResponseBody::from(
+                    serde_json::to_vec(&list).unwrap_or_default(),
+                ))
+                .unwrap_or_else(|_| Response::new(ResponseBody::empty()));
+        }
         let (parts, body) = req.into_parts();
         let bytes = body
             .collect()

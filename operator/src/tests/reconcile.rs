@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
 use super::eventually;
-use super::fake_api::FakeApi;
+use super::fake_api::{FakeApi, Logged};
 use super::fixtures::NAMESPACE;
 use crate::cache::{Cached, ChildCache};
 use crate::crd::{DeletionPolicy, Phase, Store};
@@ -806,6 +806,7 @@ async fn a_hand_edit_that_apply_cannot_merge_is_overridden_and_everything_else_r
 async fn a_child_that_cannot_be_applied_is_reported_by_name_while_the_rest_is_repaired() {
     let h = Harness::new(Store::test());
     h.reconcile().await.unwrap();
+    let desired_ports = ports(&h, "demo-auth");
     break_four_children(&h);
     h.fake
         .fail(Method::PATCH, "/deployments/demo-product", 500, None);
@@ -815,7 +816,7 @@ async fn a_child_that_cannot_be_applied_is_reported_by_name_while_the_rest_is_re
     let err = h.reconcile().await.unwrap_err();
     assert_eq!(err.kind(), "children");
     // Everything else was repaired in the same pass.
-    assert_eq!(ports(&h, "demo-auth").as_array().unwrap().len(), 1);
+    assert_eq!(ports(&h, "demo-auth"), desired_ports);
     assert_eq!(
         h.get("deployments", "demo-order").unwrap()["spec"]["replicas"],
         1
@@ -999,4 +1000,101 @@ async fn a_component_that_cannot_start_is_named_with_its_cause_once() {
     h.reconcile().await.unwrap();
     assert_eq!(h.condition(DEGRADED).0, "False");
     assert_eq!(h.condition(READY).0, "True");
+}
+
+const MONITORING_KINDS: [(&str, &str); 2] = [
+    ("PodMonitor", "podmonitors"),
+    ("PrometheusRule", "prometheusrules"),
+];
+
+#[tokio::test]
+async fn with_the_prometheus_operator_a_store_gets_its_monitor_and_alerts_until_it_turns_them_off()
+{
+    let h = Harness::new(Store::test());
+    h.fake
+        .serve_kinds("monitoring.coreos.com/v1", &MONITORING_KINDS);
+    assert!(crate::controller::has_monitoring_kinds(&h.ctx.client).await);
+    h.ctx
+        .monitoring
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    h.reconcile().await.unwrap();
+
+    let monitor = h.get("podmonitors", "demo-services").expect("a PodMonitor");
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(
+        (endpoint["port"].as_str(), endpoint["path"].as_str()),
+        (Some("ops"), Some("/metrics"))
+    );
+    let selector = &monitor["spec"]["selector"];
+    assert_eq!(
+        selector["matchLabels"]["app.kubernetes.io/instance"],
+        "demo"
+    );
+    let names: Vec<&str> = selector["matchExpressions"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "mercato-auth",
+            "mercato-product",
+            "mercato-order",
+            "mercato-payment",
+            "mercato-gateway"
+        ],
+        "the services, not their databases"
+    );
+    let rule = h
+        .get("prometheusrules", "demo-alerts")
+        .expect("a PrometheusRule");
+    let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let alerts: Vec<&str> = rules.iter().filter_map(|r| r["alert"].as_str()).collect();
+    for wanted in [
+        "MercatoServiceDown",
+        "MercatoAuthMissing",
+        "MercatoGatewayMissing",
+        "MercatoHighErrorRatio",
+        "MercatoOutboxDeadLetters",
+    ] {
+        assert!(alerts.contains(&wanted), "{wanted} in {alerts:?}");
+    }
+    let job = format!(r#"job="{NAMESPACE}/demo-services""#);
+    for r in rules {
+        assert!(
+            r["expr"].as_str().unwrap().contains(&job),
+            "every alert looks at this store only: {}",
+            r["expr"]
+        );
+    }
+
+    // Turned off: both are pruned.
+    h.fake.edit(
+        "stores",
+        NAMESPACE,
+        "demo",
+        "kubectl-edit",
+        json!({"spec": {"monitoring": {"enabled": false}}}),
+    );
+    h.reconcile().await.unwrap();
+    assert!(h.get("podmonitors", "demo-services").is_none());
+    assert!(h.get("prometheusrules", "demo-alerts").is_none());
+}
+
+#[tokio::test]
+async fn without_the_prometheus_operator_nothing_of_monitoring_is_asked_for() {
+    let h = Harness::new(Store::test());
+    assert!(!crate::controller::has_monitoring_kinds(&h.ctx.client).await);
+    h.reconcile().await.unwrap();
+    let asked: Vec<String> = h
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("monitoring.coreos.com"))
+        .map(Logged::short)
+        .collect();
+    assert_eq!(asked, Vec::<String>::new());
+    assert!(h.fake.names("podmonitors").is_empty());
 }

@@ -150,6 +150,8 @@ pub mod paths {
 #[serde(deny_unknown_fields)]
 pub struct LineItem {
     pub product_id: Uuid,
+    /// 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: i64,
 }
 

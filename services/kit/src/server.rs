@@ -22,25 +22,7 @@ use crate::error::{self, ApiError};
 use crate::jwt::Verifier;
 use crate::metrics::{self, Metrics};
 
-/// Adds the `bearer` (JWT) security scheme that handlers' `security(("bearer" = []))` name.
-#[derive(Debug)]
-pub struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
+pub use crate::openapi::BearerAuth;
 
 /// A readiness check beyond the database: `Err` says what is not ready.
 pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of the product service.
 
-use mercato_kit::server::BearerAuth;
+use mercato_kit::openapi::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
 use crate::routes::{products, reservations};
@@ -12,8 +12,7 @@ use crate::routes::{products, reservations};
         products::list, products::get_one, products::create, products::replace, products::patch, products::delete,
         reservations::reserve, reservations::get_one, reservations::commit, reservations::release,
     ),
-    components(schemas(mercato_kit::Problem, mercato_kit::FieldError)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemResponses),
 )]
 struct ApiDoc;
 

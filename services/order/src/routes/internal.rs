@@ -10,8 +10,8 @@ use uuid::Uuid;
 use super::order_not_found;
 use crate::{AppState, checkout, orders};
 
-#[utoipa::path(get, path = paths::ORDER, tag = "internal",
-    responses((status = 200, body = Order), (status = 404, body = mercato_kit::Problem)))]
+#[utoipa::path(get, path = paths::ORDER, tag = "internal", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The order's id")),
+    responses((status = 200, body = Order), (status = 404, description = "No such order")))]
 pub async fn get_one(
     State(state): State<AppState>,
     _caller: Service<OrderRead>,
@@ -27,8 +27,8 @@ pub async fn get_one(
 /// Applies a payment outcome exactly once: SUCCEEDED marks a pending order PAID and
 /// commits its reservation; DECLINED leaves it PENDING. If the product service cannot
 /// commit, the answer is 503 and nothing is recorded, so the sender retries.
-#[utoipa::path(post, path = paths::PAYMENT_EVENTS, tag = "internal", request_body = PaymentEvent,
-    responses((status = 200, body = EventResult), (status = 404, body = mercato_kit::Problem), (status = 503, body = mercato_kit::Problem)))]
+#[utoipa::path(post, path = paths::PAYMENT_EVENTS, tag = "internal", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The order's id")), request_body = PaymentEvent,
+    responses((status = 200, body = EventResult), (status = 404, description = "No such order")))]
 pub async fn payment_event(
     State(state): State<AppState>,
     _caller: Service<OrderPaymentEvents>,

@@ -22,7 +22,8 @@ pub const MAX_LIMIT: i64 = 100;
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub category: Option<String>,
-    /// Page size, 1–100 (larger values are capped at 100).
+    /// Page size, at least 1 (larger values than 100 are capped at 100).
+    #[param(minimum = 1)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -48,7 +49,7 @@ fn decode_cursor(cursor: &str) -> Option<(OffsetDateTime, Uuid)> {
 }
 
 #[utoipa::path(get, path = "/products", tag = "products", params(ListQuery),
-    responses((status = 200, body = ProductPage), (status = 422, body = mercato_kit::Problem)))]
+    responses((status = 200, body = ProductPage)))]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -76,8 +77,8 @@ pub async fn list(
     Ok(Json(ProductPage { items, next_cursor }))
 }
 
-#[utoipa::path(get, path = "/products/{id}", tag = "products",
-    responses((status = 200, body = Product), (status = 404, body = mercato_kit::Problem)))]
+#[utoipa::path(get, path = "/products/{id}", tag = "products", params(("id" = Uuid, Path, description = "The product's id")),
+    responses((status = 200, body = Product), (status = 404, description = "No such product")))]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
@@ -89,7 +90,7 @@ pub async fn get_one(
 }
 
 #[utoipa::path(post, path = "/products", tag = "products", security(("bearer" = [])), request_body = ProductFields,
-    responses((status = 201, body = Product), (status = 403, body = mercato_kit::Problem), (status = 422, body = mercato_kit::Problem)))]
+    responses((status = 201, body = Product)))]
 pub async fn create(
     State(state): State<AppState>,
     _admin: Admin,
@@ -102,8 +103,8 @@ pub async fn create(
 }
 
 /// Full update: every field but `description` is required.
-#[utoipa::path(put, path = "/products/{id}", tag = "products", security(("bearer" = [])), request_body = ProductFields,
-    responses((status = 200, body = Product), (status = 404, body = mercato_kit::Problem), (status = 422, body = mercato_kit::Problem)))]
+#[utoipa::path(put, path = "/products/{id}", tag = "products", security(("bearer" = [])), request_body = ProductFields, params(("id" = Uuid, Path, description = "The product's id")),
+    responses((status = 200, body = Product), (status = 404, description = "No such product")))]
 pub async fn replace(
     State(state): State<AppState>,
     _admin: Admin,
@@ -115,8 +116,8 @@ pub async fn replace(
 }
 
 /// Partial update, e.g. `{"price": 1299}`.
-#[utoipa::path(patch, path = "/products/{id}", tag = "products", security(("bearer" = [])), request_body = ProductFields,
-    responses((status = 200, body = Product), (status = 404, body = mercato_kit::Problem), (status = 422, body = mercato_kit::Problem)))]
+#[utoipa::path(patch, path = "/products/{id}", tag = "products", security(("bearer" = [])), request_body = ProductFields, params(("id" = Uuid, Path, description = "The product's id")),
+    responses((status = 200, body = Product), (status = 404, description = "No such product")))]
 pub async fn patch(
     State(state): State<AppState>,
     _admin: Admin,
@@ -133,8 +134,8 @@ fn updated(product: Option<Product>) -> ApiResult<Json<Product>> {
         .ok_or_else(|| ApiError::not_found("Product not found"))
 }
 
-#[utoipa::path(delete, path = "/products/{id}", tag = "products", security(("bearer" = [])),
-    responses((status = 204, description = "Removed from the catalog"), (status = 404, body = mercato_kit::Problem)))]
+#[utoipa::path(delete, path = "/products/{id}", tag = "products", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The product's id")),
+    responses((status = 204, description = "Removed from the catalog"), (status = 404, description = "No such product")))]
 pub async fn delete(
     State(state): State<AppState>,
     _admin: Admin,

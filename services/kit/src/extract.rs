@@ -74,10 +74,14 @@ pub fn body_rejection(e: BytesRejection) -> ApiError {
     }
 }
 
-/// Parses JSON into `T`, naming the offending field on a data error.
+/// Parses JSON into `T`, naming the offending field on a data error. JSON has one kind of
+/// number, and to JSON Schema `3.0` is the integer 3: integral numbers written with a
+/// fraction are read as integers, as the documents promise.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request("malformed_json", "Malformed JSON").with_detail(e.to_string())
+    })?;
+    serde_path_to_error::deserialize(integral(value)).map_err(|e| {
         let inner = e.inner();
         match inner.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
@@ -95,6 +99,29 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
         }
     })
+}
+
+/// `value` with every number that has no fractional part, and fits, as an integer.
+fn integral(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // `as` saturates: the range checks keep out values it would clamp.
+            if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 {
+                Value::from(f as i64)
+            } else if f.fract() == 0.0 && f >= 0.0 && f < u64::MAX as f64 {
+                Value::from(f as u64)
+            } else {
+                Value::Number(n)
+            }
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(integral).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, integral(v))).collect())
+        }
+        other => other,
+    }
 }
 
 /// Builds a field error from serde's message, resolving `missing field `x``
@@ -235,6 +262,16 @@ mod tests {
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e.errors[0].field, "items[0].quantity");
         assert_eq!(e.errors[0].message, "is required");
+    }
+
+    #[test]
+    fn an_integral_number_written_with_a_fraction_is_an_integer() {
+        let order: Order = parse_json(br#"{"items":[{"product_id":"a","quantity":3.0}]}"#).unwrap();
+        assert_eq!(order.items[0].quantity, 3);
+        let e = err(r#"{"items":[{"product_id":"a","quantity":3.5}]}"#);
+        assert_eq!(e.errors[0].field, "items[0].quantity");
+        let e = err(r#"{"items":[{"product_id":"a","quantity":1e300}]}"#);
+        assert_eq!(e.errors[0].field, "items[0].quantity");
     }
 
     #[test]

@@ -237,6 +237,13 @@ fn operation_violations(at: &str, path: &str, op: &Value, schemas: &Value) -> Ve
         if p["schema"].is_null() {
             found.push(format!("{at}: parameter {} has no schema", p["name"]));
         }
+        let template = format!("{{{}}}", p["name"].as_str().unwrap_or_default());
+        if p["in"] == "path" && !(path.contains(&template) && p["required"] == true) {
+            found.push(format!(
+                "{at}: parameter {} is in the path, but not a required part of it",
+                p["name"]
+            ));
+        }
     }
     let responses = op["responses"].as_object().cloned().unwrap_or_default();
     for (status, response) in &responses {
@@ -324,6 +331,22 @@ mod tests {
         assert!(
             found.iter().any(|f| f.contains("does not document 401")),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_query_parameter_documented_in_the_path_is_a_violation() {
+        let doc = json!({
+            "paths": {"/things": {"get": {
+                "parameters": [{"name": "limit", "in": "path", "required": true,
+                                "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "ok"}}
+            }}},
+            "components": {"schemas": {}}
+        });
+        assert_eq!(
+            contract_violations(&doc),
+            vec!["GET /things: parameter \"limit\" is in the path, but not a required part of it"]
         );
     }
 

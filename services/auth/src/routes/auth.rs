@@ -352,6 +352,8 @@ pub async fn active_claims(state: &AppState, claims: &Claims) -> ApiResult<bool>
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct TokenRequest {
+    /// Required (or a 422): `client_credentials`, the only grant.
+    #[schema(required = true, nullable = false, pattern = "^client_credentials$")]
     pub grant_type: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,

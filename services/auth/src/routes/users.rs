@@ -132,13 +132,15 @@ async fn apply_changes(state: &AppState, id: Uuid, changes: &Changes) -> ApiResu
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Page size, default 50.
-    #[param(minimum = 1, maximum = 100)]
+    #[param(minimum = 1, maximum = 100, nullable = false)]
     pub limit: Option<i64>,
-    #[param(minimum = 0, maximum = 10_000)]
+    #[param(minimum = 0, maximum = 10_000, nullable = false)]
     pub offset: Option<i64>,
+    #[param(nullable = false)]
     pub role: Option<Role>,
 }
 

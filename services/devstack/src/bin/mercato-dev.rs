@@ -23,6 +23,9 @@ struct Args {
     /// Gateway port; auth, product, order and payment use the next four.
     #[arg(long, env = "PORT_BASE", default_value_t = 8080)]
     port_base: u16,
+    /// Prefix of the databases and roles, so another store (`make fuzz`) can run beside it.
+    #[arg(long, env = "MERCATO_DB_PREFIX", default_value = "mercato_")]
+    db_prefix: String,
     /// Start from scratch: drop the databases and the generated credentials.
     #[arg(long, env = "RESET", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     reset: bool,
@@ -55,7 +58,7 @@ fn main() -> ExitCode {
             postgres_url: args.postgres_url,
             state_dir: args.state_dir,
             port_base: args.port_base,
-            db_prefix: "mercato_".into(),
+            db_prefix: args.db_prefix,
             reset: args.reset,
             seed: !args.no_seed,
             log_format: "pretty".into(),

@@ -125,17 +125,19 @@ pub async fn create(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// PENDING, PAID, CANCELLED or EXPIRED, in any case.
     #[param(
+        nullable = false,
         pattern = r"^([Pp][Ee][Nn][Dd][Ii][Nn][Gg]|[Pp][Aa][Ii][Dd]|[Cc][Aa][Nn][Cc][Ee][Ll][Ll][Ee][Dd]|[Ee][Xx][Pp][Ii][Rr][Ee][Dd])$"
     )]
     pub status: Option<String>,
     /// Page size, default 20.
-    #[param(minimum = 1, maximum = 100)]
+    #[param(minimum = 1, maximum = 100, nullable = false)]
     pub limit: Option<i64>,
-    #[param(minimum = 0, maximum = 10_000)]
+    #[param(minimum = 0, maximum = 10_000, nullable = false)]
     pub offset: Option<i64>,
 }
 

@@ -97,11 +97,13 @@ pub async fn get_one(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    #[param(nullable = false)]
     pub order_id: Option<Uuid>,
     /// Page size, default 50.
-    #[param(minimum = 1, maximum = 100)]
+    #[param(minimum = 1, maximum = 100, nullable = false)]
     pub limit: Option<i64>,
 }
 

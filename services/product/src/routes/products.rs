@@ -19,13 +19,16 @@ pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    #[param(nullable = false)]
     pub category: Option<String>,
     /// Page size, at least 1 (larger values than 100 are capped at 100).
-    #[param(minimum = 1)]
+    #[param(minimum = 1, nullable = false)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(nullable = false)]
     pub cursor: Option<String>,
 }
 

@@ -4,12 +4,15 @@
 # started like `make dev` does: its own databases (mercato_fuzz_*), state folder
 # (.state/fuzz, reset each run) and ports, so a `make dev` store can keep running.
 # Requests that need a bearer token carry the admin's, from the store's generated
-# credentials. The store is stopped at the end, whatever happens.
+# credentials. The gateway's per-client rate limit is lifted (the fuzzer is one client
+# sending thousands of requests); auth's login limits stay, and their 429 is documented.
+# The store is stopped at the end, whatever happens.
 #
 # Environment: MERCATO_BIN_DIR (the service binaries; the Makefile builds them),
 # FUZZ_EXAMPLES (examples per operation, default 100; CI runs fewer), FUZZ_SEED
 # (default 1), FUZZ_PORT_BASE (default: the first free one from 18080, stepping by 10),
-# FUZZ_WORKERS (default 2).
+# FUZZ_WORKERS (default 2), FUZZ_PYTHON (the Python of its virtualenv; default the newest
+# of python3.13, python3.12, pyenv's 3.12/3.13, python3).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,15 +27,28 @@ STATE=$ROOT/.state/fuzz
 
 say() { printf 'fuzz: %s\n' "$*" >&2; }
 
+# schemathesis trips over a CPython 3.11 bug ("SystemError: AST constructor recursion
+# depth mismatch"): prefer a newer Python when there is one.
+pick_python() {
+  local p
+  for p in python3.13 python3.12 "$(pyenv root 2>/dev/null)"/versions/3.1[23]*/bin/python3 python3; do
+    if "$p" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+      echo "$p"; return 0
+    fi
+  done
+  say "no python3 found"; return 1
+}
+PYTHON=${FUZZ_PYTHON:-$(pick_python)}
+
 ensure_schemathesis() {
   local want lock
-  want=$(sha256sum fuzz/requirements.txt | cut -d' ' -f1)
+  want="$(sha256sum fuzz/requirements.txt | cut -d' ' -f1) $("$PYTHON" --version 2>&1)"
   mkdir -p "$TOOLS" && exec {lock}>"$TOOLS/.fuzz-lock"
   flock "$lock"
   if [[ ! -x $VENV/bin/schemathesis || "$(cat "$VENV/.pinned" 2>/dev/null)" != "$want" ]]; then
     say "installing schemathesis into $VENV (once)"
     rm -rf "$VENV"
-    python3 -m venv "$VENV" || { say "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"; return 1; }
+    "$PYTHON" -m venv "$VENV" || { say "$PYTHON -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"; return 1; }
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r fuzz/requirements.txt
     echo "$want" >"$VENV/.pinned"
   fi
@@ -62,7 +78,8 @@ LOG=$STATE/store.log
 say "starting a store on $GATEWAY (log: $LOG)"
 MERCATO_POSTGRES_URL="$PG_URL" MERCATO_STATE_DIR="$STATE/store" MERCATO_DB_PREFIX=mercato_fuzz_ \
   PORT_BASE=$PORT_BASE RESET=true MERCATO_BIN_DIR="$BIN_DIR" LOG_LEVEL=warn \
-  "$BIN_DIR/mercato-dev" --no-seed >"$LOG" 2>&1 &
+  "$BIN_DIR/mercato-dev" --no-seed --service-flag=gateway=--rate-limit-per-minute=1000000 \
+  >"$LOG" 2>&1 &
 STORE=$!
 stop_store() {
   if kill -0 "$STORE" 2>/dev/null; then

@@ -28,7 +28,7 @@ pub struct ListQuery {
     #[param(minimum = 1, nullable = false)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
-    #[param(nullable = false)]
+    #[param(nullable = false, min_length = 1, pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
 }
 

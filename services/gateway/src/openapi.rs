@@ -1,6 +1,6 @@
 //! The gateway's OpenAPI document: the public operations of auth, product, order and
-//! payment exactly as the gateway routes them, plus its own `/health`, with the answers
-//! the gateway itself gives in front of every operation (429, 503, 504). Built from the
+//! payment exactly as the gateway routes them, with the answers the gateway itself gives
+//! in front of them (429, 503, 504), plus its own `/health`. Built from the
 //! services' own documents, so it cannot drift from them; this is the document a client
 //! generator should use.
 
@@ -25,7 +25,7 @@ use crate::routes::upstream_for;
 )]
 struct ApiDoc;
 
-/// The answers the gateway gives before a request reaches a service.
+/// The answers the gateway gives for a routed request before, or instead of, the service's.
 const GATEWAY_ANSWERS: &[(u16, &str)] = &[
     (429, "This client sent too many requests; see Retry-After"),
     (503, "The service behind this operation is unavailable"),
@@ -64,20 +64,24 @@ pub fn document() -> utoipa::openapi::OpenApi {
     for service in service_documents() {
         merge_public(&mut doc, service);
     }
-    add_to_every_operation(&mut doc, GATEWAY_ANSWERS);
     doc
 }
 
-fn merge_public(doc: &mut utoipa::openapi::OpenApi, service: utoipa::openapi::OpenApi) {
-    for (path, mut item) in service.paths.paths {
+/// Adds the public operations of a service's document, with the gateway's own answers.
+fn merge_public(doc: &mut utoipa::openapi::OpenApi, mut service: utoipa::openapi::OpenApi) {
+    for (path, mut item) in std::mem::take(&mut service.paths.paths) {
         keep_public(&path, &mut item);
         if mercato_kit::openapi::operations_mut(&mut item)
             .next()
             .is_some()
         {
-            doc.paths.paths.insert(path, item);
+            service.paths.paths.insert(path, item);
         }
     }
+    add_to_every_operation(&mut service, GATEWAY_ANSWERS);
+    doc.paths
+        .paths
+        .extend(std::mem::take(&mut service.paths.paths));
     let into = doc.components.get_or_insert_with(Components::default);
     if let Some(from) = service.components {
         into.schemas.extend(from.schemas);

@@ -81,6 +81,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request("malformed_json", "Malformed JSON").with_detail(e.to_string())
     })?;
+    if let Some(field) = nul_string(&value, String::new()) {
+        return Err(ApiError::field(field, NO_NUL));
+    }
     serde_path_to_error::deserialize(integral(value)).map_err(|e| {
         let inner = e.inner();
         match inner.classify() {
@@ -99,6 +102,49 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
         }
     })
+}
+
+/// Why a string with a NUL character is refused: PostgreSQL's text cannot hold one, so it
+/// would otherwise fail deep down as a 500.
+const NO_NUL: &str = "must not contain NUL characters";
+
+/// The path (`items[0].name`) of the first string in `value`, key or value, that holds
+/// a NUL character.
+fn nul_string(value: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    let join = |key: &str| {
+        if at.is_empty() {
+            key.to_string()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            Some(if at.is_empty() { "body".into() } else { at })
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_string(v, format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(join(&k.replace('\0', "\\0")))
+            } else {
+                nul_string(v, join(k))
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// Refuses a query string or form body with a NUL character in a name or value (422
+/// naming it), as [`parse_json`] refuses one in JSON.
+pub fn refuse_nul_in_form(form: &[u8]) -> Result<(), ApiError> {
+    match form_urlencoded::parse(form).find(|(k, v)| k.contains('\0') || v.contains('\0')) {
+        Some((name, _)) => Err(ApiError::field(name.replace('\0', "\\0"), NO_NUL)),
+        None => Ok(()),
+    }
 }
 
 /// `value` with every number that has no fractional part, and fits, as an integer.
@@ -168,6 +214,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        refuse_nul_in_form(query.as_bytes())?;
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(Query)
@@ -272,6 +319,16 @@ mod tests {
         assert_eq!(e.errors[0].field, "items[0].quantity");
         let e = err(r#"{"items":[{"product_id":"a","quantity":1e300}]}"#);
         assert_eq!(e.errors[0].field, "items[0].quantity");
+    }
+
+    #[test]
+    fn a_string_with_a_nul_character_is_refused_naming_it() {
+        let e = err("{\"items\":[{\"product_id\":\"a\\u0000b\",\"quantity\":1}]}");
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            e.errors,
+            vec![FieldError::new("items[0].product_id", NO_NUL)]
+        );
     }
 
     #[test]

@@ -135,14 +135,18 @@ fn standard_answers(op: &Operation) -> Vec<(u16, &'static str)> {
         ));
         answers.push((
             422,
-            "A field is missing, unknown or invalid (named in `errors`)",
+            "A field is missing, unknown or invalid (named in `errors`); no string may \
+             contain a NUL character",
         ));
     }
     if located(ParameterIn::Path) {
         answers.push((404, "Not found (also for a malformed identifier)"));
     }
     if located(ParameterIn::Query) || located(ParameterIn::Header) {
-        answers.push((422, "A parameter is invalid (named in `errors`)"));
+        answers.push((
+            422,
+            "A parameter is invalid (named in `errors`); none may contain a NUL character",
+        ));
     }
     answers.push((
         503,

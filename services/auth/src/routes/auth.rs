@@ -379,6 +379,7 @@ pub async fn token(
         .await
         .map_err(mercato_kit::extract::body_rejection)?;
     let mut req: TokenRequest = if content_type.starts_with("application/x-www-form-urlencoded") {
+        mercato_kit::extract::refuse_nul_in_form(&body)?;
         serde_urlencoded::from_bytes(&body).map_err(|e| {
             ApiError::bad_request("invalid_request", "Malformed form body")
                 .with_detail(e.to_string())

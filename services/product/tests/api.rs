@@ -700,3 +700,36 @@ async fn trace_is_a_method_no_route_allows_not_an_unknown_one() {
     assert!(r.headers().contains_key("allow"), "{:?}", r.headers());
     assert_eq!(r.headers()["content-type"], "application/problem+json");
 }
+
+#[tokio::test]
+async fn a_nul_character_in_a_field_or_a_parameter_is_refused_naming_it() {
+    let app = spawn_app().await;
+    let r = app
+        .http
+        .post(app.server.url("/products"))
+        .bearer_auth(&app.admin)
+        .json(&json!({"name": "tea\u{0}", "category": "tea", "price": 100, "currency": "EUR", "stock": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(fields(&problem), vec!["name"]);
+    let r = app
+        .http
+        .get(app.server.url("/products?category=t%00a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(fields(&problem), vec!["category"]);
+    let r = app
+        .http
+        .get(app.server.url("/products"))
+        .send()
+        .await
+        .unwrap();
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page["items"], json!([]), "nothing was created");
+}

@@ -77,7 +77,7 @@ fn register_problem(openapi: &mut OpenApi) {
         .insert(Problem::name().into_owned(), Problem::schema());
 }
 
-/// The operations of a path item, each with its HTTP method.
+/// The operations of a path item.
 pub fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     [
         item.get.as_mut(),

@@ -3,7 +3,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help setup dev dev-reset test lint fmt clippy crds e2e check-deploy bench
+.PHONY: help setup dev dev-reset test fuzz lint fmt clippy crds e2e check-deploy bench
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -37,7 +37,10 @@ bench: ## Benchmark the store and the operator (optimised build); writes bench/r
 	MERCATO_POSTGRES_URL="$$url" $(PERF_DIR)/mercato-bench --bin-dir $(PERF_DIR)
 	$(PERF_DIR)/examples/bench --out bench/operator.json
 
-test: ## Check the README's and NOTES.txt's commands, then run every test against a real PostgreSQL
+FUZZ_EXAMPLES ?= 100
+TEST_FUZZ_EXAMPLES ?= 10
+
+test: ## Check the README's and NOTES.txt's commands, run every test against a real PostgreSQL, then a short `make fuzz`
 	@scripts/check-docs.sh
 	@url="$$(scripts/postgres.sh)" && \
 	if command -v cargo-nextest >/dev/null; then \
@@ -45,6 +48,11 @@ test: ## Check the README's and NOTES.txt's commands, then run every test agains
 	else \
 	  DATABASE_URL="$$url" $(CARGO) test --workspace --all-features --no-fail-fast; \
 	fi
+	@$(MAKE) --no-print-directory fuzz FUZZ_EXAMPLES=$(TEST_FUZZ_EXAMPLES)
+
+fuzz: ## schemathesis (every check) against every service's and the gateway's OpenAPI document on a store of its own
+	@$(CARGO) build -q --bins $(SERVICE_BINS)
+	@MERCATO_BIN_DIR="$(BIN_DIR)" FUZZ_EXAMPLES="$(FUZZ_EXAMPLES)" scripts/fuzz.sh
 
 lint: check-deploy ## Formatting, clippy (warnings are errors), and the deployment checks
 	$(CARGO) fmt --all -- --check

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of the auth service's public API.
 
-use mercato_kit::server::BearerAuth;
+use mercato_kit::openapi::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
 use crate::routes::{auth, users};
@@ -13,8 +13,7 @@ use crate::routes::{auth, users};
         users::get_me, users::update_me, users::list, users::create, users::get_one, users::update_one,
         users::delete_one, auth::revocation_feed,
     ),
-    components(schemas(mercato_kit::Problem, mercato_kit::FieldError)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemResponses),
 )]
 struct ApiDoc;
 

@@ -1484,3 +1484,88 @@ fn the_configuration_never_shows_secrets_in_debug() {
         "paths are not secret: {shown}"
     );
 }
+
+/// The schema the served `/openapi.json` gives a component.
+async fn served_schema(app: &TestApp, name: &str) -> Value {
+    let doc: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    doc["components"]["schemas"][name].clone()
+}
+
+/// Every required property is there, and every property is one the schema names.
+fn assert_fits(body: &Value, schema: &Value) {
+    let properties = schema["properties"].as_object().unwrap();
+    for required in schema["required"].as_array().unwrap() {
+        assert!(
+            body.get(required.as_str().unwrap()).is_some(),
+            "{required} missing from {body}"
+        );
+    }
+    for key in body.as_object().unwrap().keys() {
+        assert!(properties.contains_key(key), "{key} is not in the schema");
+    }
+}
+
+#[tokio::test]
+async fn introspection_answers_fit_the_documented_schema() {
+    let app = spawn_app().await;
+    let schema = served_schema(&app, "Introspection").await;
+    let r = app
+        .post("/auth/verify", json!({"token": "not-a-token"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let inactive: Value = r.json().await.unwrap();
+    assert_eq!(inactive, json!({"active": false}));
+    assert_fits(&inactive, &schema);
+
+    let token = app.admin_token().await;
+    let r = app.post("/auth/verify", json!({"token": token})).await;
+    let active: Value = r.json().await.unwrap();
+    assert_eq!(active["active"], true);
+    assert_eq!(active["role"], "admin");
+    assert_fits(&active, &schema);
+}
+
+#[tokio::test]
+async fn an_offset_above_its_documented_maximum_is_refused() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let doc: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let offset = doc["paths"]["/users"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "offset")
+        .unwrap()
+        .clone();
+    let maximum = offset["schema"]["maximum"]
+        .as_i64()
+        .expect("the document gives offset a maximum");
+
+    let r = app
+        .get_as(&format!("/users?offset={}", maximum + 1), &admin)
+        .await;
+    let (status, p) = problem(r).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields(&p), vec!["offset"]);
+
+    let r = app
+        .get_as(&format!("/users?offset={maximum}"), &admin)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}

@@ -19,13 +19,26 @@ use uuid::Uuid;
 macro_rules! text_enum {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-        // Every status is one word: upper case is its wire word. utoipa does not see the
-        // variants' `rename` through the macro's literal, so the schema takes this rule
-        // (a test checks that both agree).
-        #[serde(rename_all = "UPPERCASE")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+        }
+
+        // Written out: utoipa's derive does not see a `rename` that comes from a macro
+        // argument, and documented the variants' Rust names instead of the words on the wire.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
+            }
         }
 
         impl $name {
@@ -158,6 +171,8 @@ pub mod paths {
 #[serde(deny_unknown_fields)]
 pub struct LineItem {
     pub product_id: Uuid,
+    /// 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: i64,
 }
 

@@ -74,10 +74,17 @@ pub fn body_rejection(e: BytesRejection) -> ApiError {
     }
 }
 
-/// Parses JSON into `T`, naming the offending field on a data error.
+/// Parses JSON into `T`, naming the offending field on a data error. JSON has one kind of
+/// number, and to JSON Schema `3.0` is the integer 3: integral numbers written with a
+/// fraction are read as integers, as the documents promise.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request("malformed_json", "Malformed JSON").with_detail(e.to_string())
+    })?;
+    if let Some(field) = nul_string(&value, String::new()) {
+        return Err(ApiError::field(field, NO_NUL));
+    }
+    serde_path_to_error::deserialize(integral(value)).map_err(|e| {
         let inner = e.inner();
         match inner.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
@@ -95,6 +102,72 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
         }
     })
+}
+
+/// Why a string with a NUL character is refused: PostgreSQL's text cannot hold one, so it
+/// would otherwise fail deep down as a 500.
+const NO_NUL: &str = "must not contain NUL characters";
+
+/// The path (`items[0].name`) of the first string in `value`, key or value, that holds
+/// a NUL character.
+fn nul_string(value: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    let join = |key: &str| {
+        if at.is_empty() {
+            key.to_string()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            Some(if at.is_empty() { "body".into() } else { at })
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_string(v, format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(join(&k.replace('\0', "\\0")))
+            } else {
+                nul_string(v, join(k))
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// Refuses a query string or form body with a NUL character in a name or value (422
+/// naming it), as [`parse_json`] refuses one in JSON.
+pub fn refuse_nul_in_form(form: &[u8]) -> Result<(), ApiError> {
+    match form_urlencoded::parse(form).find(|(k, v)| k.contains('\0') || v.contains('\0')) {
+        Some((name, _)) => Err(ApiError::field(name.replace('\0', "\\0"), NO_NUL)),
+        None => Ok(()),
+    }
+}
+
+/// `value` with every number that has no fractional part, and fits, as an integer.
+fn integral(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // `as` saturates: the range checks keep out values it would clamp.
+            if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 {
+                Value::from(f as i64)
+            } else if f.fract() == 0.0 && f >= 0.0 && f < u64::MAX as f64 {
+                Value::from(f as u64)
+            } else {
+                Value::Number(n)
+            }
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(integral).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, integral(v))).collect())
+        }
+        other => other,
+    }
 }
 
 /// Builds a field error from serde's message, resolving `missing field `x``
@@ -141,6 +214,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        refuse_nul_in_form(query.as_bytes())?;
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(Query)
@@ -235,6 +309,26 @@ mod tests {
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e.errors[0].field, "items[0].quantity");
         assert_eq!(e.errors[0].message, "is required");
+    }
+
+    #[test]
+    fn an_integral_number_written_with_a_fraction_is_an_integer() {
+        let order: Order = parse_json(br#"{"items":[{"product_id":"a","quantity":3.0}]}"#).unwrap();
+        assert_eq!(order.items[0].quantity, 3);
+        let e = err(r#"{"items":[{"product_id":"a","quantity":3.5}]}"#);
+        assert_eq!(e.errors[0].field, "items[0].quantity");
+        let e = err(r#"{"items":[{"product_id":"a","quantity":1e300}]}"#);
+        assert_eq!(e.errors[0].field, "items[0].quantity");
+    }
+
+    #[test]
+    fn a_string_with_a_nul_character_is_refused_naming_it() {
+        let e = err("{\"items\":[{\"product_id\":\"a\\u0000b\",\"quantity\":1}]}");
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            e.errors,
+            vec![FieldError::new("items[0].product_id", NO_NUL)]
+        );
     }
 
     #[test]

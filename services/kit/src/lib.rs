@@ -14,6 +14,8 @@ pub mod idempotency;
 pub mod items;
 pub mod jwt;
 pub mod metrics;
+pub mod openapi;
+pub mod page;
 pub mod ratelimit;
 pub mod revocation;
 pub mod secret;

@@ -152,10 +152,12 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Middleware: a request with a method the services do not know (`TRACE`, `CONNECT`, or any
-/// made-up token) is answered `501 Not Implemented` before it reaches a handler.
+/// Middleware: a request with a made-up method is answered `501 Not Implemented` before it
+/// reaches a handler. `TRACE` and `CONNECT` are standard methods no route serves: they are
+/// routed, and so answered `405` with `Allow` (RFC 9110 §15.5.6), under the `OTHER` label.
 pub async fn refuse_unknown_methods(req: Request, next: Next) -> Response {
-    if KNOWN_METHODS.contains(req.method()) {
+    let method = req.method();
+    if KNOWN_METHODS.contains(method) || *method == Method::TRACE || *method == Method::CONNECT {
         return next.run(req).await;
     }
     ApiError::new(

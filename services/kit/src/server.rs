@@ -23,25 +23,7 @@ use crate::error::{self, ApiError};
 use crate::jwt::Verifier;
 use crate::metrics::{self, Metrics};
 
-/// Adds the `bearer` (JWT) security scheme that handlers' `security(("bearer" = []))` name.
-#[derive(Debug)]
-pub struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
+pub use crate::openapi::BearerAuth;
 
 /// A readiness check beyond the database: `Err` says what is not ready.
 pub type ReadyCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -152,6 +134,36 @@ impl Routers {
     }
 }
 
+/// Reads the whole request body (up to the limit) before routing. A handler that answers
+/// without reading it (401, or 404 for a malformed id) would leave it unread, and hyper
+/// closes such a connection after the response; the gateway, which pools connections,
+/// then sent its next request into the closing connection and answered it 503 (found by
+/// `make fuzz`). Every body a handler reads is read whole anyway.
+async fn read_body_first(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "Request body too large",
+                )
+                .into_response()
+            } else {
+                ApiError::bad_request("unreadable_body", "Could not read request body")
+                    .into_response()
+            }
+        }
+    }
+}
+
 /// Wraps a service's API router with `/openapi.json` and builds the operational router
 /// beside it, both with the standard layers: request id + span, metrics and access log,
 /// deadline, body limit, problem+json fallbacks.
@@ -177,6 +189,10 @@ fn layered(router: Router, metrics: Arc<Metrics>, config: &ServerConfig) -> Rout
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            config.max_body_bytes,
+            read_body_first,
+        ))
         .layer(middleware::from_fn_with_state(
             config.request_timeout(),
             deadline,

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of the order service.
 
-use mercato_kit::server::BearerAuth;
+use mercato_kit::openapi::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
 use crate::routes::{internal, orders};
@@ -9,8 +9,7 @@ use crate::routes::{internal, orders};
 #[openapi(
     info(title = "Mercato order", description = "Orders that reserve stock; amounts are integer minor units."),
     paths(orders::create, orders::list, orders::get_one, orders::cancel, internal::get_one, internal::payment_event),
-    components(schemas(mercato_kit::Problem, mercato_kit::FieldError)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemResponses),
 )]
 struct ApiDoc;
 

@@ -228,3 +228,51 @@ async fn payment_events_are_applied_once_and_malformed_ones_are_refused() {
     let (status, _) = problem(app.post(&missing, &events, declined).await).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_offset_above_its_documented_maximum_is_refused() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .http
+        .get(app.server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let maximum = doc["paths"]["/orders"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "offset")
+        .and_then(|p| p["schema"]["maximum"].as_i64())
+        .expect("the document gives offset a maximum");
+
+    let r = app
+        .get(&format!("/orders?offset={}", maximum + 1), &app.admin())
+        .await;
+    let (status, p) = problem(r).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields(&p), vec!["offset"]);
+
+    let r = app
+        .get(&format!("/orders?offset={maximum}"), &app.admin())
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_integral_quantity_written_with_a_fraction_is_read_as_an_integer() {
+    let app = spawn_app().await;
+    // `2.0` is the integer 2 to JSON Schema: the order passes validation and goes on to the
+    // product service, which is down here.
+    let r = app
+        .post(
+            "/orders",
+            &app.customer(Uuid::new_v4()),
+            json!({"product_id": Uuid::new_v4(), "quantity": 2.0}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of the payment service.
 
-use mercato_kit::server::BearerAuth;
+use mercato_kit::openapi::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
 
 use crate::routes::payments;
@@ -9,8 +9,7 @@ use crate::routes::payments;
 #[openapi(
     info(title = "Mercato payment", description = "Payments that settle orders; amounts are integer minor units."),
     paths(payments::create, payments::get_one, payments::list),
-    components(schemas(mercato_kit::Problem, mercato_kit::FieldError)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemResponses),
 )]
 struct ApiDoc;
 

@@ -34,13 +34,20 @@ pub struct Product {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductFields {
+    /// 1 to 200 characters once surrounding spaces are trimmed.
+    #[schema(max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
+    #[schema(pattern = r"^[a-z0-9-]{1,64}$")]
     pub category: Option<String>,
     /// Minor units (cents); an integer, never a float.
+    #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
     pub price: Option<i64>,
     /// ISO 4217 code, e.g. EUR.
+    #[schema(pattern = r"^[A-Z]{3}$")]
     pub currency: Option<String>,
+    #[schema(minimum = 0, maximum = 10_000_000)]
     pub stock: Option<i64>,
 }
 

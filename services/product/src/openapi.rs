@@ -1,7 +1,11 @@
 //! The OpenAPI 3.1 document of the product service.
 
-use mercato_kit::server::BearerAuth;
+use mercato_kit::openapi::{BearerAuth, ProblemResponses};
 use utoipa::OpenApi;
+use utoipa::openapi::schema::{
+    AllOfBuilder, AnyOfBuilder, Object, ObjectBuilder, Schema, SchemaType, Type,
+};
+use utoipa::openapi::{Content, Ref, RefOr};
 
 use crate::routes::{products, reservations};
 
@@ -12,13 +16,93 @@ use crate::routes::{products, reservations};
         products::list, products::get_one, products::create, products::replace, products::patch, products::delete,
         reservations::reserve, reservations::get_one, reservations::commit, reservations::release,
     ),
-    components(schemas(mercato_kit::Problem, mercato_kit::FieldError)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProductBodies, &ProblemResponses),
 )]
 struct ApiDoc;
 
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// The fields a create or a full update must give (`ProductFields::parse(true)`).
+const REQUIRED: [&str; 5] = ["name", "category", "price", "currency", "stock"];
+
+/// Create, replace and patch share `ProductFields`, but not its rules: a create or a
+/// replace needs every field but `description` (`NewProduct`); a patch needs at least one
+/// field that is not null (`ProductChanges`). A null field means "not given".
+#[derive(Debug)]
+struct ProductBodies;
+
+impl utoipa::Modify for ProductBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let Some(RefOr::T(Schema::Object(fields))) = components.schemas.get("ProductFields") else {
+            return;
+        };
+        let mut complete = fields.clone();
+        complete.description = Some("A product: every field but `description` is required.".into());
+        for name in REQUIRED {
+            if let Some(RefOr::T(Schema::Object(property))) = complete.properties.get_mut(name) {
+                not_null(property);
+            }
+            complete.required.push(name.to_string());
+        }
+        let one_field = fields.properties.iter().map(|(name, property)| {
+            let mut property = property.clone();
+            if let RefOr::T(Schema::Object(p)) = &mut property {
+                not_null(p);
+            }
+            ObjectBuilder::new().property(name, property).required(name)
+        });
+        let changes = AllOfBuilder::new()
+            .description(Some(
+                "Changes to a product: at least one field that is not null.",
+            ))
+            .item(Ref::from_schema_name("ProductFields"))
+            .item(one_field.fold(AnyOfBuilder::new(), AnyOfBuilder::item))
+            .build();
+        components
+            .schemas
+            .insert("NewProduct".into(), Schema::Object(complete).into());
+        components
+            .schemas
+            .insert("ProductChanges".into(), Schema::AllOf(changes).into());
+        for (path, method, body) in [
+            ("/products", "post", "NewProduct"),
+            ("/products/{id}", "put", "NewProduct"),
+            ("/products/{id}", "patch", "ProductChanges"),
+        ] {
+            let Some(item) = openapi.paths.paths.get_mut(path) else {
+                continue;
+            };
+            let op = match method {
+                "post" => item.post.as_mut(),
+                "put" => item.put.as_mut(),
+                _ => item.patch.as_mut(),
+            };
+            if let Some(request) = op.and_then(|op| op.request_body.as_mut()) {
+                request.content.insert(
+                    "application/json".into(),
+                    Content::new(Some(Ref::from_schema_name(body))),
+                );
+            }
+        }
+    }
+}
+
+fn not_null(property: &mut Object) {
+    if let SchemaType::Array(types) = &property.schema_type {
+        let mut kept: Vec<Type> = types
+            .iter()
+            .filter(|t| **t != Type::Null)
+            .cloned()
+            .collect();
+        if kept.len() == 1 {
+            property.schema_type = SchemaType::Type(kept.remove(0));
+        }
+    }
 }
 
 #[cfg(test)]

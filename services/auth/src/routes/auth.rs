@@ -39,8 +39,11 @@ pub(crate) use redacted_debug;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    #[schema(min_length = 3, max_length = 64, pattern = r"^[a-z0-9_.\-]+$")]
     pub username: String,
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
 }
 redacted_debug!(RegisterRequest { username, email } hides password);
@@ -48,7 +51,9 @@ redacted_debug!(RegisterRequest { username, email } hides password);
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[schema(min_length = 3, max_length = 64, pattern = r"^[a-z0-9_.\-]+$")]
     pub username: String,
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
 }
 redacted_debug!(LoginRequest { username } hides password);
@@ -56,6 +61,7 @@ redacted_debug!(LoginRequest { username } hides password);
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
+    #[schema(min_length = 1, max_length = 256)]
     pub refresh_token: String,
 }
 redacted_debug!(RefreshRequest {} hides refresh_token);
@@ -80,12 +86,42 @@ pub struct TokenPair {
 }
 redacted_debug!(TokenPair { token_type, expires_in, refresh_expires_in } hides access_token, refresh_token);
 
-/// The result of introspecting a token (RFC 7662 shape).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// The result of introspecting a token (RFC 7662 shape): `active`, and the token's claims
+/// only when it is active.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Introspection {
     pub active: bool,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub claims: Option<Claims>,
+}
+
+// Written out because `#[serde(flatten)]` of an optional struct cannot be derived: the
+// claims are there only when `active` is true, so none of them is required.
+impl utoipa::PartialSchema for Introspection {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+        let mut object = ObjectBuilder::new()
+            .description(Some("Whether the token is active; its claims when it is."))
+            .property("active", ObjectBuilder::new().schema_type(Type::Boolean))
+            .required("active")
+            .build();
+        if let RefOr::T(Schema::Object(claims)) = <Claims as utoipa::PartialSchema>::schema() {
+            object.properties.extend(claims.properties);
+        }
+        object.into()
+    }
+}
+
+impl ToSchema for Introspection {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <Claims as ToSchema>::schemas(schemas);
+    }
 }
 
 /// A service token from the client-credentials grant.
@@ -112,9 +148,8 @@ fn parse_credentials(username: &str, password: &str) -> ApiResult<(Username, Pas
 /// Creates a customer account. The role cannot be chosen here. Limited per client
 /// address (each registration runs Argon2): 429 with `Retry-After` beyond the limit.
 #[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest,
-    responses((status = 201, body = UserView), (status = 409, body = mercato_kit::Problem), (status = 422, body = mercato_kit::Problem),
-        (status = 429, description = "Too many registrations from this client address; see Retry-After",
-            body = mercato_kit::Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = UserView), (status = 409, description = "Username or email already taken"),
+        (status = 429, description = "Too many registrations from this client address; see Retry-After")))]
 pub async fn register(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -208,7 +243,8 @@ fn limited(
 /// that slows a distributed guess). An address the user has logged in from before is not
 /// held to that loose cap, so a flood of failures elsewhere cannot lock the owner out.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenPair), (status = 401, body = mercato_kit::Problem), (status = 429, body = mercato_kit::Problem)))]
+    responses((status = 200, body = TokenPair), (status = 401, description = "Invalid username or password"),
+        (status = 429, description = "Too many attempts for this username or client; see Retry-After")))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -277,12 +313,12 @@ fn pair_with(
 
 /// Rotates a refresh token. Presenting an already-rotated token revokes its family.
 #[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
-    responses((status = 200, body = TokenPair), (status = 401, body = mercato_kit::Problem)))]
+    responses((status = 200, body = TokenPair), (status = 401, description = "Invalid, expired or reused refresh token")))]
 pub async fn refresh(
     State(state): State<AppState>,
     Json(req): Json<RefreshRequest>,
 ) -> ApiResult<Json<TokenPair>> {
-    if req.refresh_token.is_empty() || req.refresh_token.len() > 256 {
+    if !(1..=256).contains(&req.refresh_token.chars().count()) {
         return Err(ApiError::field(
             "refresh_token",
             "must be 1 to 256 characters",
@@ -435,6 +471,8 @@ pub async fn require_active(state: &AppState, claims: &Claims) -> ApiResult<()> 
 
 #[derive(Default, Deserialize, ToSchema)]
 pub struct TokenRequest {
+    /// Required (or a 422): `client_credentials`, the only grant.
+    #[schema(required = true, nullable = false, pattern = "^client_credentials$")]
     pub grant_type: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
@@ -444,9 +482,9 @@ pub struct TokenRequest {
 redacted_debug!(TokenRequest { grant_type, client_id, scope } hides client_secret);
 
 /// OAuth2 client-credentials grant for services: form or JSON body, or HTTP Basic.
-#[utoipa::path(post, path = "/auth/token", tag = "auth", request_body(content = TokenRequest,
+#[utoipa::path(post, path = "/auth/token", tag = "service", request_body(content = TokenRequest,
         content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, body = ServiceToken), (status = 401, body = mercato_kit::Problem)))]
+    responses((status = 200, body = ServiceToken), (status = 401, description = "Unknown client or wrong secret")))]
 pub async fn token(
     State(state): State<AppState>,
     request: Request,
@@ -461,6 +499,7 @@ pub async fn token(
         .await
         .map_err(mercato_kit::extract::body_rejection)?;
     let mut req: TokenRequest = if content_type.starts_with("application/x-www-form-urlencoded") {
+        mercato_kit::extract::refuse_nul_in_form(&body)?;
         serde_urlencoded::from_bytes(&body).map_err(|e| {
             ApiError::bad_request("invalid_request", "Malformed form body")
                 .with_detail(e.to_string())

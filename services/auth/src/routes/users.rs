@@ -62,7 +62,7 @@ fn user_id(user: &User) -> ApiResult<Uuid> {
 }
 
 #[utoipa::path(get, path = "/users/me", tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = UserView), (status = 401, body = mercato_kit::Problem)))]
+    responses((status = 200, body = UserView)))]
 pub async fn get_me(State(state): State<AppState>, Me(user): Me) -> ApiResult<Json<UserView>> {
     let row = users::by_id(&state.pool, user_id(&user)?)
         .await?
@@ -74,14 +74,17 @@ pub async fn get_me(State(state): State<AppState>, Me(user): Me) -> ApiResult<Js
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMe {
+    #[schema(format = Email, max_length = 254)]
     pub email: Option<String>,
+    /// Needs `current_password`.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: Option<String>,
     pub current_password: Option<String>,
 }
 redacted_debug!(UpdateMe { email } hides password, current_password);
 
 #[utoipa::path(put, path = "/users/me", tag = "users", security(("bearer" = [])), request_body = UpdateMe,
-    responses((status = 200, body = UserView), (status = 422, body = mercato_kit::Problem)))]
+    responses((status = 200, body = UserView), (status = 409, description = "Email already registered")))]
 pub async fn update_me(
     State(state): State<AppState>,
     Me(user): Me,
@@ -160,11 +163,15 @@ async fn apply_changes(state: &AppState, id: Uuid, changes: &Changes) -> ApiResu
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// At most 100.
+    /// Page size, default 50.
+    #[param(minimum = 1, maximum = 100, nullable = false)]
     pub limit: Option<i64>,
+    #[param(minimum = 0, maximum = 10_000, nullable = false)]
     pub offset: Option<i64>,
+    #[param(nullable = false)]
     pub role: Option<Role>,
 }
 
@@ -177,24 +184,14 @@ pub struct UserPage {
 }
 
 #[utoipa::path(get, path = "/users", tag = "users", security(("bearer" = [])), params(ListQuery),
-    responses((status = 200, body = UserPage), (status = 403, body = mercato_kit::Problem)))]
+    responses((status = 200, body = UserPage)))]
 pub async fn list(
     State(state): State<AppState>,
     _admin: Admin,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<UserPage>> {
     let mut errors = Vec::new();
-    let limit = q.limit.unwrap_or(50);
-    let offset = q.offset.unwrap_or(0);
-    if !(1..=100).contains(&limit) {
-        errors.push(mercato_kit::FieldError::new("limit", "must be 1 to 100"));
-    }
-    if offset < 0 {
-        errors.push(mercato_kit::FieldError::new(
-            "offset",
-            "must not be negative",
-        ));
-    }
+    let (limit, offset) = mercato_kit::page::limit_offset(q.limit, q.offset, 50, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
@@ -210,8 +207,11 @@ pub async fn list(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(min_length = 3, max_length = 64, pattern = r"^[a-z0-9_.\-]+$")]
     pub username: String,
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
     #[serde(default = "customer")]
     pub role: Role,
@@ -223,7 +223,7 @@ fn customer() -> Role {
 }
 
 #[utoipa::path(post, path = "/users", tag = "users", security(("bearer" = [])), request_body = CreateUser,
-    responses((status = 201, body = UserView), (status = 409, body = mercato_kit::Problem)))]
+    responses((status = 201, body = UserView), (status = 409, description = "Username or email already taken")))]
 pub async fn create(
     State(state): State<AppState>,
     _admin: Admin,
@@ -232,8 +232,8 @@ pub async fn create(
     create_user(&state, &req.username, &req.email, &req.password, req.role).await
 }
 
-#[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = UserView), (status = 404, body = mercato_kit::Problem)))]
+#[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The user's id")),
+    responses((status = 200, body = UserView), (status = 404, description = "No such user")))]
 pub async fn get_one(
     State(state): State<AppState>,
     _admin: Admin,
@@ -249,15 +249,18 @@ pub async fn get_one(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
+    #[schema(format = Email, max_length = 254)]
     pub email: Option<String>,
+    #[schema(min_length = 8, max_length = 128)]
     pub password: Option<String>,
     pub role: Option<Role>,
     pub disabled: Option<bool>,
 }
 redacted_debug!(UpdateUser { email, role, disabled } hides password);
 
-#[utoipa::path(put, path = "/users/{id}", tag = "users", security(("bearer" = [])), request_body = UpdateUser,
-    responses((status = 200, body = UserView), (status = 404, body = mercato_kit::Problem), (status = 409, body = mercato_kit::Problem)))]
+#[utoipa::path(put, path = "/users/{id}", tag = "users", security(("bearer" = [])), request_body = UpdateUser, params(("id" = Uuid, Path, description = "The user's id")),
+    responses((status = 200, body = UserView), (status = 404, description = "No such user"),
+        (status = 409, description = "Email already registered, or the admin would lock themselves out")))]
 pub async fn update_one(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -299,8 +302,9 @@ pub async fn update_one(
     Ok(Json(apply_changes(&state, id, &changes).await?.into()))
 }
 
-#[utoipa::path(delete, path = "/users/{id}", tag = "users", security(("bearer" = [])),
-    responses((status = 204, description = "Deleted"), (status = 404, body = mercato_kit::Problem)))]
+#[utoipa::path(delete, path = "/users/{id}", tag = "users", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The user's id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such user"),
+        (status = 409, description = "An admin cannot delete themselves")))]
 pub async fn delete_one(
     State(state): State<AppState>,
     Admin(admin): Admin,

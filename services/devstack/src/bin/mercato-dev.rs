@@ -24,6 +24,13 @@ struct Args {
     /// endpoints (`/metrics`, `/readyz`, `/healthz`) of each are ten ports above its own.
     #[arg(long, env = "PORT_BASE", default_value_t = 8080)]
     port_base: u16,
+    /// Prefix of the databases and roles, so another store (`make fuzz`) can run beside it.
+    #[arg(long, env = "MERCATO_DB_PREFIX", default_value = "mercato_")]
+    db_prefix: String,
+    /// An extra flag for one service, as `SERVICE=FLAG` (repeatable), e.g.
+    /// `gateway=--rate-limit-per-minute=100000` for `make fuzz`.
+    #[arg(long = "service-flag", value_name = "SERVICE=FLAG", value_parser = service_flag)]
+    service_flags: Vec<(Component, String)>,
     /// Start from scratch: drop the databases and the generated credentials.
     #[arg(long, env = "RESET", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     reset: bool,
@@ -41,6 +48,15 @@ struct Args {
     log_level: String,
 }
 
+fn service_flag(text: &str) -> Result<(Component, String), String> {
+    let (name, flag) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not SERVICE=FLAG"))?;
+    let component =
+        Component::from_name(name).ok_or_else(|| format!("{name:?} is not a service"))?;
+    Ok((component, flag.to_string()))
+}
+
 fn main() -> ExitCode {
     let args: Args = mercato_kit::config::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -56,12 +72,18 @@ fn main() -> ExitCode {
             postgres_url: args.postgres_url,
             state_dir: args.state_dir,
             port_base: args.port_base,
-            db_prefix: "mercato_".into(),
+            db_prefix: args.db_prefix,
             reset: args.reset,
             seed: !args.no_seed,
             log_format: "pretty".into(),
             log_level: args.log_level,
-            extra: BTreeMap::new(),
+            extra: args.service_flags.into_iter().fold(
+                BTreeMap::new(),
+                |mut extra: BTreeMap<Component, Vec<String>>, (c, flag)| {
+                    extra.entry(c).or_default().push(flag);
+                    extra
+                },
+            ),
             runner: if args.in_process {
                 Runner::InProcess
             } else {

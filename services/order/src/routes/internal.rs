@@ -10,8 +10,8 @@ use uuid::Uuid;
 use super::order_not_found;
 use crate::{AppState, checkout, orders};
 
-#[utoipa::path(get, path = paths::ORDER, tag = "internal",
-    responses((status = 200, body = Order), (status = 404, body = mercato_kit::Problem)))]
+#[utoipa::path(get, path = paths::ORDER, tag = "internal", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The order's id")),
+    responses((status = 200, body = Order), (status = 404, description = "No such order")))]
 pub async fn get_one(
     State(state): State<AppState>,
     _caller: Service<OrderRead>,
@@ -29,8 +29,8 @@ pub async fn get_one(
 /// cancelled or expired (or whose reservation ran out) is refused: 200 with that status,
 /// and the payment service refunds it. If the product service cannot commit for now, the
 /// answer is 503 and nothing is recorded, so the sender retries.
-#[utoipa::path(post, path = paths::PAYMENT_EVENTS, tag = "internal", request_body = PaymentEvent,
-    params(("id" = Uuid, Path, description = "The order")),
+#[utoipa::path(post, path = paths::PAYMENT_EVENTS, tag = "internal", security(("bearer" = [])), request_body = PaymentEvent,
+    params(("id" = Uuid, Path, description = "The order's id")),
     responses((status = 200, body = EventResult),
         (status = 404, body = mercato_kit::Problem, content_type = "application/problem+json"),
         (status = 422, description = "An amount that is not the order total, or an outcome events never carry; nothing changes",

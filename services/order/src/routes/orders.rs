@@ -15,12 +15,62 @@ use crate::checkout::{self, PlaceOrder};
 use crate::{AppState, orders};
 
 /// `{"items": [...]}`, or the single-item shorthand `{"product_id", "quantity"}`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
     pub items: Option<Vec<LineItem>>,
     pub product_id: Option<Uuid>,
     pub quantity: Option<i64>,
+}
+
+// Written out because the two shapes are exclusive: a derived schema would make every
+// field optional and so promise that `{}` is an order.
+impl utoipa::PartialSchema for CreateOrder {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder,
+        };
+        let closed = || Some(AdditionalProperties::FreeForm(false));
+        let lines = ObjectBuilder::new()
+            .property(
+                "items",
+                ArrayBuilder::new()
+                    .items(Ref::from_schema_name(LineItem::name()))
+                    .min_items(Some(1))
+                    .max_items(Some(items::MAX_ITEMS)),
+            )
+            .required("items")
+            .additional_properties(closed());
+        let mut one = ObjectBuilder::new().additional_properties(closed());
+        if let utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(line)) =
+            LineItem::schema()
+        {
+            for (name, property) in line.properties {
+                one = one.property(name.clone(), property).required(name);
+            }
+        }
+        OneOfBuilder::new()
+            .description(Some(
+                "Either `items` (1 to 50 lines, each product once) or one product's \
+                 `product_id` and `quantity`.",
+            ))
+            .item(lines)
+            .item(one)
+            .into()
+    }
+}
+
+impl ToSchema for CreateOrder {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((LineItem::name().into_owned(), LineItem::schema()));
+    }
 }
 
 impl CreateOrder {
@@ -45,9 +95,11 @@ impl CreateOrder {
 /// Places an order: stock is reserved for every item at once and prices come from the
 /// product service. With an `Idempotency-Key`, a retry returns the first order.
 #[utoipa::path(post, path = "/orders", tag = "orders", security(("bearer" = [])), request_body = CreateOrder,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
-    responses((status = 201, body = Order), (status = 404, body = mercato_kit::Problem), (status = 409, body = mercato_kit::Problem),
-        (status = 422, body = mercato_kit::Problem), (status = 503, body = mercato_kit::Problem)))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: 1 to 255 visible ASCII characters",
+        min_length = 1, max_length = 255, pattern = r"^[!-~]+$")),
+    responses((status = 201, body = Order, description = "Created; a retry with the same Idempotency-Key answers the first one again"),
+        (status = 404, description = "A product does not exist"),
+        (status = 409, description = "Not enough stock, or the first attempt's reservation expired")))]
 pub async fn create(
     State(state): State<AppState>,
     user: User,
@@ -73,12 +125,19 @@ pub async fn create(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// PENDING, PAID, CANCELLED or EXPIRED.
+    /// PENDING, PAID, CANCELLED or EXPIRED, in any case.
+    #[param(
+        nullable = false,
+        pattern = r"^([Pp][Ee][Nn][Dd][Ii][Nn][Gg]|[Pp][Aa][Ii][Dd]|[Cc][Aa][Nn][Cc][Ee][Ll][Ll][Ee][Dd]|[Ee][Xx][Pp][Ii][Rr][Ee][Dd])$"
+    )]
     pub status: Option<String>,
-    /// 1–100, default 20.
+    /// Page size, default 20.
+    #[param(minimum = 1, maximum = 100, nullable = false)]
     pub limit: Option<i64>,
+    #[param(minimum = 0, maximum = 10_000, nullable = false)]
     pub offset: Option<i64>,
 }
 
@@ -111,13 +170,7 @@ pub async fn list(
         }
         None => None,
     };
-    let (limit, offset) = (q.limit.unwrap_or(20), q.offset.unwrap_or(0));
-    if !(1..=100).contains(&limit) {
-        errors.push(FieldError::new("limit", "must be 1 to 100"));
-    }
-    if offset < 0 {
-        errors.push(FieldError::new("offset", "must not be negative"));
-    }
+    let (limit, offset) = mercato_kit::page::limit_offset(q.limit, q.offset, 20, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
@@ -132,8 +185,8 @@ pub async fn list(
 }
 
 /// Someone else's order is answered 404, exactly like a missing one.
-#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
-    responses((status = 200, body = Order), (status = 404, body = mercato_kit::Problem)))]
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The order's id")),
+    responses((status = 200, body = Order), (status = 404, description = "No such order of the caller's")))]
 pub async fn get_one(
     State(state): State<AppState>,
     user: User,
@@ -148,8 +201,9 @@ pub async fn get_one(
 }
 
 /// Cancels a pending order and returns its stock.
-#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
-    responses((status = 200, body = Order), (status = 404, body = mercato_kit::Problem), (status = 409, body = mercato_kit::Problem)))]
+#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The order's id")),
+    responses((status = 200, body = Order), (status = 404, description = "No such order of the caller's"),
+        (status = 409, description = "The order is no longer pending")))]
 pub async fn cancel(
     State(state): State<AppState>,
     user: User,

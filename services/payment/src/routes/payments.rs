@@ -18,8 +18,10 @@ use crate::payments::{self, Payment};
 pub struct CreatePayment {
     pub order_id: Uuid,
     /// Minor units; must equal the order's total.
+    #[schema(minimum = 1)]
     pub amount: i64,
     /// `fake-card` (succeeds) or `fake-card-declined` (is declined).
+    #[schema(pattern = "^(fake-card|fake-card-declined)$")]
     pub method: String,
 }
 
@@ -57,9 +59,12 @@ impl CreatePayment {
 /// succeeds, `fake-card-declined` is declined; either way the outcome reaches the order
 /// service through the outbox. With an `Idempotency-Key`, a retry returns the first payment.
 #[utoipa::path(post, path = "/payments", tag = "payments", security(("bearer" = [])), request_body = CreatePayment,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
-    responses((status = 201, body = Payment), (status = 404, body = mercato_kit::Problem), (status = 409, body = mercato_kit::Problem),
-        (status = 422, body = mercato_kit::Problem), (status = 503, body = mercato_kit::Problem)))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: 1 to 255 visible ASCII characters",
+        min_length = 1, max_length = 255, pattern = r"^[!-~]+$")),
+    responses((status = 201, body = Payment, description = "Created; a retry with the same Idempotency-Key answers the first one again"),
+        (status = 404, description = "No such order of the caller's"),
+        (status = 409, description = "The order is not pending or already paid"),
+        (status = 422, description = "A field is invalid, or the amount is not the order's total")))]
 pub async fn create(
     State(state): State<AppState>,
     user: User,
@@ -77,8 +82,8 @@ fn payment_not_found() -> ApiError {
 
 /// A payment as its owner sees it. A success the order refused (it was cancelled or
 /// expired before the payment reached it) is REFUNDED, with `refunded_at`.
-#[utoipa::path(get, path = "/payments/{id}", tag = "payments", security(("bearer" = [])),
-    responses((status = 200, body = Payment), (status = 404, body = mercato_kit::Problem)))]
+#[utoipa::path(get, path = "/payments/{id}", tag = "payments", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The payment's id")),
+    responses((status = 200, body = Payment), (status = 404, description = "No such payment of the caller's")))]
 pub async fn get_one(
     State(state): State<AppState>,
     user: User,
@@ -94,10 +99,13 @@ pub async fn get_one(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    #[param(nullable = false)]
     pub order_id: Option<Uuid>,
-    /// 1–100, default 50.
+    /// Page size, default 50.
+    #[param(minimum = 1, maximum = 100, nullable = false)]
     pub limit: Option<i64>,
 }
 

@@ -20,12 +20,16 @@ pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    #[param(nullable = false)]
     pub category: Option<String>,
-    /// Page size, 1–100 (larger values are capped at 100).
+    /// Page size, at least 1 (larger values than 100 are capped at 100).
+    #[param(minimum = 1, nullable = false)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(nullable = false, min_length = 1, pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
 }
 
@@ -49,7 +53,7 @@ fn decode_cursor(cursor: &str) -> Option<(OffsetDateTime, Uuid)> {
 }
 
 #[utoipa::path(get, path = "/products", tag = "products", params(ListQuery),
-    responses((status = 200, body = ProductPage), (status = 422, body = mercato_kit::Problem)))]
+    responses((status = 200, body = ProductPage)))]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -127,9 +131,9 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<Vec<i64>>, ApiError> {
     Ok(Some(versions))
 }
 
-#[utoipa::path(get, path = "/products/{id}", tag = "products",
+#[utoipa::path(get, path = "/products/{id}", tag = "products", params(("id" = Uuid, Path, description = "The product's id")),
     responses((status = 200, body = Product, headers(("ETag" = String, description = "The product's version, quoted: send it back as If-Match"))),
-        (status = 404, body = mercato_kit::Problem)))]
+        (status = 404, description = "No such product")))]
 pub async fn get_one(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<Response> {
     catalog::get(&state.pool, id)
         .await?
@@ -138,8 +142,7 @@ pub async fn get_one(State(state): State<AppState>, Path(id): Path<Uuid>) -> Api
 }
 
 #[utoipa::path(post, path = "/products", tag = "products", security(("bearer" = [])), request_body = ProductFields,
-    responses((status = 201, body = Product, headers(("ETag" = String, description = "The product's version, quoted"))),
-        (status = 403, body = mercato_kit::Problem), (status = 422, body = mercato_kit::Problem)))]
+    responses((status = 201, body = Product, headers(("ETag" = String, description = "The product's version, quoted")))))]
 pub async fn create(
     State(state): State<AppState>,
     _admin: Admin,
@@ -154,12 +157,11 @@ pub async fn create(
 /// Full update: every field but `description` is required. With `If-Match`, only if the
 /// product has not changed since it was read (orders taking stock change it too).
 #[utoipa::path(put, path = "/products/{id}", tag = "products", security(("bearer" = [])), request_body = ProductFields,
-    params(("If-Match" = Option<String>, Header, description = "The ETag the product was read with; the write is refused (412) if it changed since. Optional")),
+    params(("id" = Uuid, Path, description = "The product's id"), ("If-Match" = Option<String>, Header, description = "The ETag the product was read with; the write is refused (412) if it changed since. Optional")),
     responses((status = 200, body = Product, headers(("ETag" = String, description = "The product's new version, quoted"))),
-        (status = 404, body = mercato_kit::Problem),
+        (status = 404, description = "No such product"),
         (status = 412, description = "The product changed since it was read (If-Match); nothing changed",
-            body = mercato_kit::Problem, content_type = "application/problem+json"),
-        (status = 422, body = mercato_kit::Problem)))]
+            body = mercato_kit::Problem, content_type = "application/problem+json")))]
 pub async fn replace(
     State(state): State<AppState>,
     _admin: Admin,
@@ -175,12 +177,11 @@ pub async fn replace(
 /// Partial update, e.g. `{"price": 1299}`. With `If-Match`, only if the product has not
 /// changed since it was read (orders taking stock change it too).
 #[utoipa::path(patch, path = "/products/{id}", tag = "products", security(("bearer" = [])), request_body = ProductFields,
-    params(("If-Match" = Option<String>, Header, description = "The ETag the product was read with; the write is refused (412) if it changed since. Optional")),
+    params(("id" = Uuid, Path, description = "The product's id"), ("If-Match" = Option<String>, Header, description = "The ETag the product was read with; the write is refused (412) if it changed since. Optional")),
     responses((status = 200, body = Product, headers(("ETag" = String, description = "The product's new version, quoted"))),
-        (status = 404, body = mercato_kit::Problem),
+        (status = 404, description = "No such product"),
         (status = 412, description = "The product changed since it was read (If-Match); nothing changed",
-            body = mercato_kit::Problem, content_type = "application/problem+json"),
-        (status = 422, body = mercato_kit::Problem)))]
+            body = mercato_kit::Problem, content_type = "application/problem+json")))]
 pub async fn patch(
     State(state): State<AppState>,
     _admin: Admin,
@@ -212,8 +213,8 @@ fn updated(outcome: Updated) -> ApiResult<Response> {
     }
 }
 
-#[utoipa::path(delete, path = "/products/{id}", tag = "products", security(("bearer" = [])),
-    responses((status = 204, description = "Removed from the catalog"), (status = 404, body = mercato_kit::Problem)))]
+#[utoipa::path(delete, path = "/products/{id}", tag = "products", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The product's id")),
+    responses((status = 204, description = "Removed from the catalog"), (status = 404, description = "No such product")))]
 pub async fn delete(
     State(state): State<AppState>,
     _admin: Admin,

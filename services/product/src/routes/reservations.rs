@@ -14,8 +14,10 @@ use crate::reservations::{self, Reservation, ReserveRequest};
 
 /// Reserves stock for every item of an order, or for none. Repeating the call for the
 /// same order id returns the first reservation (200) instead of reserving twice.
-#[utoipa::path(post, path = paths::RESERVATIONS, tag = "internal", request_body = ReserveRequest,
-    responses((status = 201, body = Reservation), (status = 404, body = mercato_kit::Problem), (status = 409, body = mercato_kit::Problem)))]
+#[utoipa::path(post, path = paths::RESERVATIONS, tag = "internal", security(("bearer" = [])), request_body = ReserveRequest,
+    responses((status = 200, body = Reservation, description = "Already reserved for this order"),
+        (status = 201, body = Reservation), (status = 404, description = "A product does not exist"),
+        (status = 409, description = "Not enough stock, or the order's reservation ended")))]
 pub async fn reserve(
     State(state): State<AppState>,
     _caller: Service<ProductReserve>,
@@ -29,8 +31,8 @@ pub async fn reserve(
     Ok((status, Json(reservation)))
 }
 
-#[utoipa::path(get, path = paths::RESERVATION, tag = "internal",
-    responses((status = 200, body = Reservation), (status = 404, body = mercato_kit::Problem)))]
+#[utoipa::path(get, path = paths::RESERVATION, tag = "internal", security(("bearer" = [])), params(("order_id" = Uuid, Path, description = "The order the stock is held for")),
+    responses((status = 200, body = Reservation), (status = 404, description = "No reservation for this order")))]
 pub async fn get_one(
     State(state): State<AppState>,
     _caller: Service<ProductReserve>,
@@ -42,8 +44,9 @@ pub async fn get_one(
         .ok_or_else(|| ApiError::not_found("Reservation not found"))
 }
 
-#[utoipa::path(post, path = paths::RESERVATION_COMMIT, tag = "internal",
-    responses((status = 200, body = Reservation), (status = 409, body = mercato_kit::Problem)))]
+#[utoipa::path(post, path = paths::RESERVATION_COMMIT, tag = "internal", security(("bearer" = [])), params(("order_id" = Uuid, Path, description = "The order the stock is held for")),
+    responses((status = 200, body = Reservation), (status = 404, description = "No reservation for this order"),
+        (status = 409, description = "The reservation was released or expired")))]
 pub async fn commit(
     State(state): State<AppState>,
     _caller: Service<ProductReserve>,
@@ -52,8 +55,9 @@ pub async fn commit(
     Ok(Json(reservations::commit(&state.pool, order_id).await?))
 }
 
-#[utoipa::path(post, path = paths::RESERVATION_RELEASE, tag = "internal",
-    responses((status = 200, body = Reservation), (status = 409, body = mercato_kit::Problem)))]
+#[utoipa::path(post, path = paths::RESERVATION_RELEASE, tag = "internal", security(("bearer" = [])), params(("order_id" = Uuid, Path, description = "The order the stock is held for")),
+    responses((status = 200, body = Reservation), (status = 404, description = "No reservation for this order"),
+        (status = 409, description = "The reservation was already committed")))]
 pub async fn release(
     State(state): State<AppState>,
     _caller: Service<ProductReserve>,

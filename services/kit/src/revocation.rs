@@ -72,6 +72,7 @@ pub struct RevocationPage {
 
 /// The query of the feed.
 #[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedQuery {
     /// The `cursor` of the previous page; absent or 0 for everything still relevant.

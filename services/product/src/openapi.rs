@@ -118,12 +118,14 @@ mod tests {
             let refused = &op["responses"]["412"]["content"]["application/problem+json"];
             assert!(refused.is_object(), "{method}: {op}");
             let params = op["parameters"].as_array().cloned().unwrap_or_default();
-            assert!(
-                params
-                    .iter()
-                    .any(|p| p["name"] == "If-Match" && p["in"] == "header"),
-                "{method}"
-            );
+            let if_match = params
+                .iter()
+                .find(|p| p["name"] == "If-Match" && p["in"] == "header")
+                .unwrap_or_else(|| panic!("{method}: no If-Match"));
+            // What the server accepts, and nothing else: a string (never null) of entity
+            // tags or `*` (a malformed one is 422).
+            assert_eq!(if_match["schema"]["type"], "string", "{method}: {if_match}");
+            assert!(if_match["schema"]["pattern"].is_string(), "{method}");
             assert!(
                 op["responses"]["200"]["headers"]["ETag"].is_object(),
                 "{method}"

@@ -157,7 +157,7 @@ pub async fn create(
 /// Full update: every field but `description` is required. With `If-Match`, only if the
 /// product has not changed since it was read (orders taking stock change it too).
 #[utoipa::path(put, path = "/products/{id}", tag = "products", security(("bearer" = [])), request_body = ProductFields,
-    params(("id" = Uuid, Path, description = "The product's id"), ("If-Match" = Option<String>, Header, description = "The ETag the product was read with; the write is refused (412) if it changed since. Optional")),
+    params(("id" = Uuid, Path, description = "The product's id"), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)$"#, description = "The ETag the product was read with (or `*`); the write is refused (412) if it changed since. Optional")),
     responses((status = 200, body = Product, headers(("ETag" = String, description = "The product's new version, quoted"))),
         (status = 404, description = "No such product"),
         (status = 412, description = "The product changed since it was read (If-Match); nothing changed",
@@ -177,7 +177,7 @@ pub async fn replace(
 /// Partial update, e.g. `{"price": 1299}`. With `If-Match`, only if the product has not
 /// changed since it was read (orders taking stock change it too).
 #[utoipa::path(patch, path = "/products/{id}", tag = "products", security(("bearer" = [])), request_body = ProductFields,
-    params(("id" = Uuid, Path, description = "The product's id"), ("If-Match" = Option<String>, Header, description = "The ETag the product was read with; the write is refused (412) if it changed since. Optional")),
+    params(("id" = Uuid, Path, description = "The product's id"), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)$"#, description = "The ETag the product was read with (or `*`); the write is refused (412) if it changed since. Optional")),
     responses((status = 200, body = Product, headers(("ETag" = String, description = "The product's new version, quoted"))),
         (status = 404, description = "No such product"),
         (status = 412, description = "The product changed since it was read (If-Match); nothing changed",

@@ -90,8 +90,9 @@ pub struct DatabaseConfig {
     /// Maximum connections in the pool.
     #[arg(long, env = env::DATABASE_MAX_CONNECTIONS, default_value_t = 10)]
     pub database_max_connections: u32,
-    /// How long start-up waits for the database to accept connections.
-    #[arg(long, env = "DATABASE_CONNECT_TIMEOUT_SECS", default_value_t = 60)]
+    /// How long one attempt to reach the database may take. Start-up retries (with a
+    /// growing wait, not ready meanwhile) until the database answers: it never gives up.
+    #[arg(long, env = "DATABASE_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
     pub database_connect_timeout_secs: u64,
 }
 

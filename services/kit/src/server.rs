@@ -22,6 +22,7 @@ use crate::config::{JwtConfig, ServerConfig};
 use crate::error::{self, ApiError};
 use crate::jwt::Verifier;
 use crate::metrics::{self, Metrics};
+use crate::startup::Gate;
 
 /// Adds the `bearer` (JWT) security scheme that handlers' `security(("bearer" = []))` name.
 #[derive(Debug)]
@@ -257,15 +258,55 @@ pub async fn run_service<C: ServiceConfig>(config: C) -> anyhow::Result<()> {
 
 /// Builds a service from `args` (the binary name first), as its binary would from the
 /// same environment, starts its background work and serves it on `listeners` (the
-/// addresses in `args` are not bound: the caller chose the ports).
+/// addresses in `args` are not bound: the caller chose the ports). Returns once the
+/// service is built (its database reached and migrated), or with the error that stopped
+/// the build.
 pub async fn spawn<C: ServiceConfig>(
     args: Vec<String>,
     listeners: Listeners,
 ) -> anyhow::Result<Spawned> {
+    spawn_starting::<C>(args, listeners)?.built().await
+}
+
+/// [`spawn`] without waiting: serves at once, answering as a starting service (`/healthz`
+/// 200, `/readyz` and the API 503 with the reason) until the service is built.
+pub fn spawn_starting<C: ServiceConfig>(
+    args: Vec<String>,
+    listeners: Listeners,
+) -> anyhow::Result<Starting> {
     let config = C::try_parse_from(args)
         .map_err(|e| anyhow::anyhow!("{} configuration: {e}", C::COMPONENT.name()))?;
-    let routers = config.build().await?.start();
-    Ok(Spawned::start_on(listeners, routers))
+    let gate = Gate::default();
+    let server = Spawned::start_on(listeners, gate.routers());
+    let build = tokio::spawn(async move {
+        let built = gate
+            .startup()
+            .scope(async { anyhow::Ok(config.build().await?.start()) })
+            .await?;
+        gate.open(built);
+        Ok(())
+    });
+    Ok(Starting { server, build })
+}
+
+/// A service serving while it is built: see [`spawn_starting`].
+#[derive(Debug)]
+pub struct Starting {
+    pub server: Spawned,
+    build: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Starting {
+    /// Waits until the service is built, or stops it and returns why its build failed.
+    pub async fn built(self) -> anyhow::Result<Spawned> {
+        let failed = match self.build.await {
+            Ok(Ok(())) => return Ok(self.server),
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::anyhow!("the build task failed: {e}"),
+        };
+        self.server.stop().await;
+        Err(failed)
+    }
 }
 
 /// The two sockets a service serves on.
@@ -286,20 +327,28 @@ impl Listeners {
 }
 
 /// A service's whole life: set up logging, bind the ports (failing fast and clearly when
-/// one is taken), build the app with `start`, then serve until SIGTERM or Ctrl-C.
+/// one is taken), serve at once as a starting service while `start` builds the app (so a
+/// database that is not there yet leaves the process running and not ready, rather than
+/// restarting it), then serve the app until SIGTERM or Ctrl-C. A build that fails for
+/// another reason (a bad key file) ends the process.
 pub async fn run(
     server: &ServerConfig,
     start: impl Future<Output = anyhow::Result<Routers>>,
 ) -> anyhow::Result<()> {
     crate::telemetry::init(server.log_format, &server.log_level);
     let listeners = Listeners::bind(server.http_addr, server.ops_addr).await?;
-    let routers = start.await?;
-    serve(
+    let gate = Gate::default();
+    let serving = serve(
         listeners,
-        routers,
+        gate.routers(),
         Duration::from_secs(server.shutdown_grace_secs),
-    )
-    .await
+    );
+    tokio::pin!(serving);
+    tokio::select! {
+        stopped = &mut serving => return stopped,
+        built = gate.startup().scope(start) => gate.open(built?),
+    }
+    serving.await
 }
 
 /// Runs `task` every `every` until the process ends, logging how much it did (when it

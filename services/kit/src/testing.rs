@@ -33,14 +33,16 @@ impl TestDb {
     }
 
     pub async fn new() -> Self {
+        let db = Self::not_created_yet();
+        db.create().await;
+        db
+    }
+
+    /// A name and URL for a database that does not exist until [`TestDb::create`] (a
+    /// service started before its database); dropped at the end all the same.
+    pub fn not_created_yet() -> Self {
         let server = server_url();
         let name = format!("mercato_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&server).await.unwrap_or_else(|e| {
-            panic!("tests need PostgreSQL at {server} (run them with `make test`, which finds or starts one): {e}")
-        });
-        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
-            .await
-            .expect("create test database");
         let mut url = url::Url::parse(&server).expect("DATABASE_URL is a URL");
         url.set_path(&name);
         Self {
@@ -48,6 +50,17 @@ impl TestDb {
             name,
             server,
         }
+    }
+
+    /// Creates the database.
+    pub async fn create(&self) {
+        let (server, name) = (&self.server, &self.name);
+        let mut conn = PgConnection::connect(server).await.unwrap_or_else(|e| {
+            panic!("tests need PostgreSQL at {server} (run them with `make test`, which finds or starts one): {e}")
+        });
+        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .await
+            .expect("create test database");
     }
 }
 

@@ -90,7 +90,7 @@ impl ServiceConfig for Config {
     async fn build(&self) -> anyhow::Result<App> {
         let config = self;
         let verifier = Verifier::load(&config.jwt)?;
-        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
+        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await;
         let tokens = Arc::new(TokenSource::new(&config.client, &config.upstream));
         let state = AppState {
             pool: pool.clone(),

@@ -69,7 +69,7 @@ impl ServiceConfig for Config {
     async fn build(&self) -> anyhow::Result<App> {
         let config = self;
         let verifier = Verifier::load(&config.jwt)?;
-        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
+        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await;
         let state = AppState {
             pool: pool.clone(),
             verifier,

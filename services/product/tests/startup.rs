@@ -9,7 +9,7 @@ use mercato_kit::server::{Listeners, spawn_starting};
 use mercato_kit::testing::{StubAuth, TestDb, TestKeys, poll, problem};
 use serde_json::Value;
 
-async fn get(http: &reqwest::Client, url: &str) -> (u16, Value) {
+async fn get(http: &reqwest::Client, url: String) -> (u16, Value) {
     let r = http.get(url).send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
@@ -35,11 +35,11 @@ async fn a_service_whose_database_is_missing_stays_up_not_ready_then_serves_when
     let http = reqwest::Client::new();
 
     // Alive (no restart would help) but not ready, naming the database and why.
-    let (status, _) = get(&http, &server.ops_url("/healthz")).await;
+    let (status, _) = get(&http, server.ops_url("/healthz")).await;
     assert_eq!(status, 200);
     let (status, body) = poll(
         100,
-        || get(&http, &server.ops_url("/readyz")),
+        || get(&http, server.ops_url("/readyz")),
         |(_, body)| body["detail"].as_str().is_some_and(|d| d.contains("database")),
     )
     .await;
@@ -62,12 +62,12 @@ async fn a_service_whose_database_is_missing_stays_up_not_ready_then_serves_when
         .unwrap();
     let (status, body) = poll(
         100,
-        || get(&http, &server.ops_url("/readyz")),
+        || get(&http, server.ops_url("/readyz")),
         |(status, _)| *status == 200,
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = get(&http, &server.url("/products")).await;
+    let (status, body) = get(&http, server.url("/products")).await;
     assert_eq!(status, 200, "{body}");
     server.stop().await;
 }

@@ -171,6 +171,21 @@ where
     value
 }
 
+/// The value of one series (`mercato_orders{status="paid"}`, exactly as exposed) in the
+/// `/metrics` of `server`'s ops port; `None` when it is not there.
+pub async fn metric(server: &crate::server::Spawned, series: &str) -> Option<f64> {
+    let text = reqwest::get(server.ops_url("/metrics"))
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("/metrics text");
+    text.lines()
+        .filter_map(|line| line.rsplit_once(' '))
+        .find(|(name, _)| *name == series)
+        .and_then(|(_, value)| value.parse().ok())
+}
+
 /// A service running on a random local port until dropped.
 pub use crate::server::Spawned as TestServer;
 

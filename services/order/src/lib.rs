@@ -90,6 +90,13 @@ impl ServiceConfig for Config {
         };
         let ops = Ops::new(Component::Order, Some(pool), openapi::document())
             .with_revocations(&state.verifier);
+        ops.metrics.rows_by_status(
+            "orders",
+            "Orders by status (pending, paid, cancelled, expired)",
+            state.pool.clone(),
+            "orders",
+            &["PENDING", "PAID", "CANCELLED", "EXPIRED"],
+        );
         let router = server::build(routes::router(state.clone()), ops, &config.server);
         let verifier = state.verifier.clone();
         // The sweeper that expires unpaid orders and returns their stock.

@@ -154,7 +154,10 @@ mod tests {
         assert_eq!(answer(&routers.ops, "/healthz").await.0, 200);
         let (status, body) = answer(&routers.ops, "/readyz").await;
         assert_eq!(status, 503);
-        assert!(body.contains("database not reachable yet: refused"), "{body}");
+        assert!(
+            body.contains("database not reachable yet: refused"),
+            "{body}"
+        );
         let (status, body) = answer(&routers.public, "/things").await;
         assert_eq!(status, 503);
         assert!(body.contains("Service starting"), "{body}");

@@ -167,7 +167,11 @@ async fn orders_by_status_show_in_metrics_as_they_move() {
     let app = spawn_app().await;
     let series = |status: &str| format!("mercato_orders{{status=\"{status}\"}}");
     for status in ["pending", "paid", "cancelled", "expired"] {
-        assert_eq!(metric(&app.server, &series(status)).await, Some(0.0), "{status}");
+        assert_eq!(
+            metric(&app.server, &series(status)).await,
+            Some(0.0),
+            "{status}"
+        );
     }
     let owner = Uuid::new_v4();
     let id = stored_order(&app, owner, OrderStatus::Pending).await;

@@ -306,7 +306,11 @@ async fn payments_by_outcome_and_the_waiting_backlog_show_in_metrics() {
     assert_eq!(metric(&app.server, backlog).await, Some(0.0));
     assert_eq!(metric(&app.server, age).await, Some(0.0));
     for status in ["succeeded", "declined", "refunded"] {
-        assert_eq!(metric(&app.server, &payments(status)).await, Some(0.0), "{status}");
+        assert_eq!(
+            metric(&app.server, &payments(status)).await,
+            Some(0.0),
+            "{status}"
+        );
     }
 
     paid(&app.pool, Uuid::new_v4(), PaymentStatus::Succeeded).await;

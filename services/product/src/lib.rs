@@ -98,11 +98,9 @@ impl ServiceConfig for Config {
             server::spawn_every(every, "expired reservations released", move || {
                 let (pool, expiries) = (pool.clone(), expiries.clone());
                 async move {
-                    reservations::release_expired(&pool)
-                        .await
-                        .inspect(|n| {
-                            expiries.inc_by(*n);
-                        })
+                    reservations::release_expired(&pool).await.inspect(|n| {
+                        expiries.inc_by(*n);
+                    })
                 }
             });
         };

@@ -554,7 +554,11 @@ async fn reservations_by_status_and_their_expiries_show_in_metrics() {
     let series = |status: &str| format!("mercato_stock_reservations{{status=\"{status}\"}}");
     let expiries = "mercato_stock_reservation_expiries_total";
     for status in ["reserved", "committed", "released"] {
-        assert_eq!(metric(&app.server, &series(status)).await, Some(0.0), "{status}");
+        assert_eq!(
+            metric(&app.server, &series(status)).await,
+            Some(0.0),
+            "{status}"
+        );
     }
     assert_eq!(metric(&app.server, expiries).await, Some(0.0));
 
@@ -578,12 +582,7 @@ async fn reservations_by_status_and_their_expiries_show_in_metrics() {
     assert_eq!(metric(&app.server, &series("committed")).await, Some(1.0));
 
     // The abandoned one runs out and the sweeper returns it.
-    let swept = poll(
-        50,
-        || metric(&app.server, expiries),
-        |n| *n == Some(1.0),
-    )
-    .await;
+    let swept = poll(50, || metric(&app.server, expiries), |n| *n == Some(1.0)).await;
     assert_eq!(swept, Some(1.0));
     assert_eq!(metric(&app.server, &series("reserved")).await, Some(0.0));
     assert_eq!(metric(&app.server, &series("committed")).await, Some(1.0));

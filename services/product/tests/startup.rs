@@ -40,7 +40,11 @@ async fn a_service_whose_database_is_missing_stays_up_not_ready_then_serves_when
     let (status, body) = poll(
         100,
         || get(&http, server.ops_url("/readyz")),
-        |(_, body)| body["detail"].as_str().is_some_and(|d| d.contains("database")),
+        |(_, body)| {
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("database"))
+        },
     )
     .await;
     assert_eq!(status, 503, "{body}");

@@ -75,3 +75,82 @@ async fn a_service_whose_database_is_missing_stays_up_not_ready_then_serves_when
     assert_eq!(status, 200, "{body}");
     server.stop().await;
 }
+
+/// The binary itself, as a cluster runs it: started before its database, it neither
+/// exits nor restarts; it turns ready once the database appears, and stops on SIGTERM.
+#[tokio::test]
+async fn the_binary_waits_for_its_database_instead_of_exiting() {
+    let db = TestDb::not_created_yet();
+    let keys = TestKeys::new();
+    let auth = StubAuth::start(&keys).await;
+    let free_port = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (port, ops_port) = (free_port(), free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mercato-product"))
+        .args(auth.flags())
+        .env("DATABASE_URL", &db.url)
+        .env("JWKS_PATH", keys.jwks_path())
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("OPS_ADDR", format!("127.0.0.1:{ops_port}"))
+        .env("LOG_LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let ops = |path: &str| format!("http://127.0.0.1:{ops_port}{path}");
+    let probe = |url: String| {
+        let http = http.clone();
+        async move {
+            match http.get(url).send().await {
+                Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or(Value::Null)),
+                Err(_) => (0, Value::Null),
+            }
+        }
+    };
+
+    let (status, body) = poll(
+        100,
+        || probe(ops("/readyz")),
+        |(_, body)| {
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("database"))
+        },
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(probe(ops("/healthz")).await.0, 200);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the process is still running"
+    );
+
+    db.create().await;
+    let (status, body) = poll(300, || probe(ops("/readyz")), |(status, _)| *status == 200).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = probe(format!("http://127.0.0.1:{port}/products")).await;
+    assert_eq!(status, 200);
+
+    let killed = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut stopped = None;
+    for _ in 0..100 {
+        stopped = child.try_wait().unwrap();
+        if stopped.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(status) = stopped else {
+        let _ = child.kill();
+        panic!("the service did not stop after SIGTERM");
+    };
+    assert!(status.success(), "exit status {status:?}");
+}

@@ -64,6 +64,10 @@ pub struct ServerConfig {
     /// Log filter, in `tracing` EnvFilter syntax.
     #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
     pub log_level: String,
+    /// OTLP/HTTP collector to send traces to (`/v1/traces` is appended), e.g.
+    /// `http://otel-collector:4318`. Unset: no exporter, nothing leaves the process.
+    #[arg(long, env = env::OTEL_EXPORTER_OTLP_ENDPOINT)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

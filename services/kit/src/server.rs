@@ -157,7 +157,7 @@ impl Routers {
 /// beside it, both with the standard layers: request id + span, metrics and access log,
 /// deadline, body limit, problem+json fallbacks.
 pub fn build(api: Router, ops: Ops, config: &ServerConfig) -> Routers {
-    let metrics = ops.metrics.clone();
+    let (metrics, service) = (ops.metrics.clone(), ops.service);
     let public = api.route("/openapi.json", get(openapi).with_state(ops.clone()));
     let operational = Router::new()
         .route("/healthz", get(healthz))
@@ -168,12 +168,17 @@ pub fn build(api: Router, ops: Ops, config: &ServerConfig) -> Routers {
             get(metrics::handler).with_state(metrics.clone()),
         );
     Routers {
-        public: layered(public, metrics.clone(), config),
-        ops: layered(operational, metrics, config),
+        public: layered(public, service, metrics.clone(), config),
+        ops: layered(operational, service, metrics, config),
     }
 }
 
-fn layered(router: Router, metrics: Arc<Metrics>, config: &ServerConfig) -> Router {
+fn layered(
+    router: Router,
+    service: &'static str,
+    metrics: Arc<Metrics>,
+    config: &ServerConfig,
+) -> Router {
     router
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
@@ -184,7 +189,10 @@ fn layered(router: Router, metrics: Arc<Metrics>, config: &ServerConfig) -> Rout
         ))
         .layer(middleware::from_fn(metrics::refuse_unknown_methods))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
-        .layer(middleware::from_fn(crate::telemetry::request_id))
+        .layer(middleware::from_fn_with_state(
+            service,
+            crate::telemetry::request_id,
+        ))
 }
 
 /// The start-up skeleton every service shares. A service's configuration (parsed from
@@ -253,7 +261,10 @@ impl App {
 /// A service's whole life from its parsed configuration: [`run`] with the app built and
 /// its background work started.
 pub async fn run_service<C: ServiceConfig>(config: C) -> anyhow::Result<()> {
-    run(config.server(), async { Ok(config.build().await?.start()) }).await
+    run(C::COMPONENT, config.server(), async {
+        Ok(config.build().await?.start())
+    })
+    .await
 }
 
 /// Builds a service from `args` (the binary name first), as its binary would from the
@@ -332,10 +343,16 @@ impl Listeners {
 /// restarting it), then serve the app until SIGTERM or Ctrl-C. A build that fails for
 /// another reason (a bad key file) ends the process.
 pub async fn run(
+    component: Component,
     server: &ServerConfig,
     start: impl Future<Output = anyhow::Result<Routers>>,
 ) -> anyhow::Result<()> {
-    crate::telemetry::init(server.log_format, &server.log_level);
+    crate::telemetry::init(
+        server.log_format,
+        &server.log_level,
+        server.otel_exporter_otlp_endpoint.as_deref(),
+        component.name(),
+    );
     let listeners = Listeners::bind(server.http_addr, server.ops_addr).await?;
     let gate = Gate::default();
     let serving = serve(
@@ -482,7 +499,10 @@ pub fn main<C: ServiceConfig>() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_service(config)) {
+    let result = runtime.block_on(run_service(config));
+    // The spans of the last requests, before the process goes.
+    crate::telemetry::flush_traces();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "{} service stopped", C::COMPONENT.name());
@@ -575,6 +595,7 @@ mod tests {
             ops_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log_format: LogFormat::Pretty,
             log_level: "warn".into(),
+            otel_exporter_otlp_endpoint: None,
             max_body_bytes: 1024,
             request_timeout_secs: 5,
             shutdown_grace_secs: 1,

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub mod otlp;
+
 use sqlx::{Connection, Executor, PgConnection};
 
 /// Where tests find PostgreSQL: `DATABASE_URL` (set by `make test`, which finds or starts

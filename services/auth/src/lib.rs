@@ -88,7 +88,7 @@ impl ServiceConfig for Config {
             },
         )?;
         let clients = parse_service_clients(config.service_clients.expose())?;
-        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
+        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await;
 
         tokens::sync_service_clients(&pool, &clients).await?;
         bootstrap_admin(&pool, &hasher, config).await?;

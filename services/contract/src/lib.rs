@@ -176,6 +176,8 @@ pub mod env {
     pub const OPS_ADDR: &str = "OPS_ADDR";
     pub const LOG_FORMAT: &str = "LOG_FORMAT";
     pub const LOG_LEVEL: &str = "LOG_LEVEL";
+    /// OTLP/HTTP collector base URL (`/v1/traces` is appended); unset, no traces leave.
+    pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
     pub const DATABASE_URL: &str = "DATABASE_URL";
     pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
     /// Parts of the database URL, given separately so a cluster can take the password

@@ -116,6 +116,7 @@ async fn forward_inner(
     headers.remove(header::HOST);
     set_client_headers(headers, g, peer, client);
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    mercato_kit::telemetry::inject_trace(headers);
     if let Some(host) = original_host {
         headers.insert("x-forwarded-host", host);
     }

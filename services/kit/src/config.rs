@@ -64,6 +64,10 @@ pub struct ServerConfig {
     /// Log filter, in `tracing` EnvFilter syntax.
     #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
     pub log_level: String,
+    /// OTLP/HTTP collector to send traces to (`/v1/traces` is appended), e.g.
+    /// `http://otel-collector:4318`. Unset: no exporter, nothing leaves the process.
+    #[arg(long, env = env::OTEL_EXPORTER_OTLP_ENDPOINT)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
@@ -90,8 +94,9 @@ pub struct DatabaseConfig {
     /// Maximum connections in the pool.
     #[arg(long, env = env::DATABASE_MAX_CONNECTIONS, default_value_t = 10)]
     pub database_max_connections: u32,
-    /// How long start-up waits for the database to accept connections.
-    #[arg(long, env = "DATABASE_CONNECT_TIMEOUT_SECS", default_value_t = 60)]
+    /// How long one attempt to reach the database may take. Start-up retries (with a
+    /// growing wait, not ready meanwhile) until the database answers: it never gives up.
+    #[arg(long, env = "DATABASE_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
     pub database_connect_timeout_secs: u64,
 }
 

@@ -1,51 +1,89 @@
 //! PostgreSQL pool and embedded migrations, run at start-up.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::config::DatabaseConfig;
+use crate::startup::Startup;
 
-/// Connects, waiting up to the configured time for the database to come up (in a
-/// cluster the service often starts before its PostgreSQL is ready).
-pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
-    let deadline = Instant::now() + Duration::from_secs(config.database_connect_timeout_secs);
-    let mut delay = Duration::from_millis(200);
+/// The first wait between attempts, and the longest: a database that comes up is noticed
+/// within this, and a missing one costs a log line this often.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const LONGEST_RETRY: Duration = Duration::from_secs(10);
+
+/// Connects, trying until the database answers (in a cluster the service often starts
+/// before its PostgreSQL, or its PostgreSQL cannot be scheduled yet): each failure is
+/// logged, with a growing wait between attempts, and reported as the reason the service
+/// is not ready.
+pub async fn connect(config: &DatabaseConfig) -> PgPool {
+    let mut retry = Backoff::default();
     loop {
         let attempt = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(
+                config.database_connect_timeout_secs.max(1),
+            ))
             .connect(&config.database_url)
             .await;
         match attempt {
-            Ok(pool) => return Ok(pool),
-            Err(e) if Instant::now() + delay < deadline => {
-                tracing::warn!(error = %e, retry_in = ?delay, "database not reachable yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+            Ok(pool) => return pool,
+            Err(e) => {
+                let reason = format!(
+                    "database not reachable yet ({}): {e}",
+                    redact(&config.database_url)
+                );
+                retry.wait(reason).await;
             }
-            Err(e) => anyhow::bail!(
-                "cannot connect to the database ({}): {e}",
-                redact(&config.database_url)
-            ),
         }
     }
 }
 
-/// Connects and applies the service's migrations. sqlx takes an advisory lock while
-/// migrating, so replicas starting together apply each migration once.
-pub async fn connect_and_migrate(
-    config: &DatabaseConfig,
-    migrator: &Migrator,
-) -> anyhow::Result<PgPool> {
-    let pool = connect(config).await?;
-    migrator
-        .run(&pool)
-        .await
-        .map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
-    Ok(pool)
+/// Connects and applies the service's migrations, retrying both until they succeed (a
+/// migration interrupted by the database going away is retried, and one that cannot
+/// apply keeps the service not ready with the reason, where the operator and a human
+/// see it). sqlx takes an advisory lock while migrating, so replicas starting together
+/// apply each migration once.
+pub async fn connect_and_migrate(config: &DatabaseConfig, migrator: &Migrator) -> PgPool {
+    let pool = connect(config).await;
+    let mut retry = Backoff::default();
+    loop {
+        match migrator.run(&pool).await {
+            Ok(()) => {
+                Startup::report("database connected and migrated");
+                return pool;
+            }
+            Err(e) => retry.wait(format!("database migration failed: {e}")).await,
+        }
+    }
+}
+
+/// Waits between attempts, doubling up to [`LONGEST_RETRY`], logging and reporting why.
+#[derive(Debug)]
+struct Backoff {
+    delay: Duration,
+    attempts: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            delay: FIRST_RETRY,
+            attempts: 0,
+        }
+    }
+}
+
+impl Backoff {
+    async fn wait(&mut self, reason: String) {
+        self.attempts += 1;
+        tracing::warn!(attempt = self.attempts, retry_in = ?self.delay, "{reason}");
+        Startup::report(reason);
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(LONGEST_RETRY);
+    }
 }
 
 /// The URL without its password, for error messages.

@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod revocation;
 pub mod secret;
 pub mod server;
+pub mod startup;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

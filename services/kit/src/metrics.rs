@@ -1,7 +1,8 @@
-//! Prometheus metrics: requests by route template and status, latency, DB pool gauges.
+//! Prometheus metrics: requests by route template and status, latency, DB pool gauges, and
+//! what a service reads from its database at each scrape (rows by status, backlogs).
 
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -26,6 +27,18 @@ struct RequestLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+/// Work run before each scrape (reading a gauge from the database).
+type Refresh = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// How long the refreshes of one scrape may take: a slow database leaves the gauges at
+/// their last values rather than the scrape timing out.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     method: &'static str,
     route: String,
@@ -40,6 +53,7 @@ pub struct Metrics {
     pool_idle: Gauge,
     pool_max: Gauge,
     pool: Option<PgPool>,
+    refreshes: Mutex<Vec<Refresh>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -95,7 +109,78 @@ impl Metrics {
             pool_idle,
             pool_max,
             pool,
+            refreshes: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Registers a counter and returns it, for a service to count its own events with.
+    pub fn counter(&self, name: &str, help: &str) -> Counter {
+        let counter = Counter::default();
+        self.register(name, help, counter.clone());
+        counter
+    }
+
+    /// Runs `refresh` before each scrape (bounded by [`REFRESH_TIMEOUT`]), for gauges read
+    /// from the database: they are then as fresh as the scrape, whichever replica or
+    /// background task last changed the rows.
+    pub fn on_scrape<F, Fut>(&self, refresh: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let refresh: Refresh = Arc::new(move || Box::pin(refresh()));
+        self.refreshes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(refresh);
+    }
+
+    /// Registers `name{status}`: the rows of `table` in each of `statuses` (the values its
+    /// `status` CHECK allows, each reported even at 0, and only those: the label stays
+    /// bounded), counted at each scrape. The count lives in the database, so it is the
+    /// same on every replica (aggregate with `max`) and survives restarts; `increase()`
+    /// of a final status counts the orders (payments, reservations) that reached it.
+    pub fn rows_by_status(
+        &self,
+        name: &str,
+        help: &str,
+        pool: PgPool,
+        table: &'static str,
+        statuses: &'static [&'static str],
+    ) {
+        let family = Family::<StatusLabel, Gauge>::default();
+        for status in statuses {
+            family
+                .get_or_create(&StatusLabel {
+                    status: label_of(status),
+                })
+                .set(0);
+        }
+        self.register(name, help, family.clone());
+        let query = format!("SELECT status, count(*) FROM {table} GROUP BY status");
+        self.on_scrape(move || {
+            let (pool, family, query) = (pool.clone(), family.clone(), query.clone());
+            async move {
+                let rows: Vec<(String, i64)> = match sqlx::query_as(&query).fetch_all(&pool).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::warn!(error = %e, table, "metrics: counting rows by status failed");
+                        return;
+                    }
+                };
+                for status in statuses {
+                    let n = rows
+                        .iter()
+                        .find(|(s, _)| s == status)
+                        .map_or(0, |(_, n)| *n);
+                    family
+                        .get_or_create(&StatusLabel {
+                            status: label_of(status),
+                        })
+                        .set(n);
+                }
+            }
+        });
     }
 
     /// Registers a service's own metric next to the standard ones.
@@ -107,6 +192,22 @@ impl Metrics {
     ) {
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         registry.register(name, help, metric);
+    }
+
+    /// Runs every [`Metrics::on_scrape`] refresh, all at once, each for at most
+    /// [`REFRESH_TIMEOUT`].
+    pub async fn refresh(&self) {
+        let refreshes = self
+            .refreshes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        futures::future::join_all(
+            refreshes
+                .iter()
+                .map(|refresh| tokio::time::timeout(REFRESH_TIMEOUT, refresh())),
+        )
+        .await;
     }
 
     /// Renders the OpenMetrics text exposition.
@@ -123,6 +224,12 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &registry)?;
         Ok(out)
     }
+}
+
+/// A status as a label value: the database's `PAID` as `paid`, lower case like every
+/// other label value here.
+fn label_of(status: &str) -> String {
+    status.to_ascii_lowercase()
 }
 
 /// The methods the services answer. Any token is a valid HTTP method, so the raw method
@@ -258,6 +365,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
 
 /// `GET /metrics`.
 pub async fn handler(State(metrics): State<Arc<Metrics>>) -> Response {
+    metrics.refresh().await;
     match metrics.render() {
         Ok(body) => (
             [(

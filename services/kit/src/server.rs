@@ -22,6 +22,7 @@ use crate::config::{JwtConfig, ServerConfig};
 use crate::error::{self, ApiError};
 use crate::jwt::Verifier;
 use crate::metrics::{self, Metrics};
+use crate::startup::Gate;
 
 pub use crate::openapi::BearerAuth;
 
@@ -168,7 +169,7 @@ async fn read_body_first(State(limit): State<usize>, req: Request, next: Next) -
 /// beside it, both with the standard layers: request id + span, metrics and access log,
 /// deadline, body limit, problem+json fallbacks.
 pub fn build(api: Router, ops: Ops, config: &ServerConfig) -> Routers {
-    let metrics = ops.metrics.clone();
+    let (metrics, service) = (ops.metrics.clone(), ops.service);
     let public = api.route("/openapi.json", get(openapi).with_state(ops.clone()));
     let operational = Router::new()
         .route("/healthz", get(healthz))
@@ -179,12 +180,17 @@ pub fn build(api: Router, ops: Ops, config: &ServerConfig) -> Routers {
             get(metrics::handler).with_state(metrics.clone()),
         );
     Routers {
-        public: layered(public, metrics.clone(), config),
-        ops: layered(operational, metrics, config),
+        public: layered(public, service, metrics.clone(), config),
+        ops: layered(operational, service, metrics, config),
     }
 }
 
-fn layered(router: Router, metrics: Arc<Metrics>, config: &ServerConfig) -> Router {
+fn layered(
+    router: Router,
+    service: &'static str,
+    metrics: Arc<Metrics>,
+    config: &ServerConfig,
+) -> Router {
     router
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
@@ -199,7 +205,10 @@ fn layered(router: Router, metrics: Arc<Metrics>, config: &ServerConfig) -> Rout
         ))
         .layer(middleware::from_fn(metrics::refuse_unknown_methods))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
-        .layer(middleware::from_fn(crate::telemetry::request_id))
+        .layer(middleware::from_fn_with_state(
+            service,
+            crate::telemetry::request_id,
+        ))
 }
 
 /// The start-up skeleton every service shares. A service's configuration (parsed from
@@ -268,20 +277,63 @@ impl App {
 /// A service's whole life from its parsed configuration: [`run`] with the app built and
 /// its background work started.
 pub async fn run_service<C: ServiceConfig>(config: C) -> anyhow::Result<()> {
-    run(config.server(), async { Ok(config.build().await?.start()) }).await
+    run(C::COMPONENT, config.server(), async {
+        Ok(config.build().await?.start())
+    })
+    .await
 }
 
 /// Builds a service from `args` (the binary name first), as its binary would from the
 /// same environment, starts its background work and serves it on `listeners` (the
-/// addresses in `args` are not bound: the caller chose the ports).
+/// addresses in `args` are not bound: the caller chose the ports). Returns once the
+/// service is built (its database reached and migrated), or with the error that stopped
+/// the build.
 pub async fn spawn<C: ServiceConfig>(
     args: Vec<String>,
     listeners: Listeners,
 ) -> anyhow::Result<Spawned> {
+    spawn_starting::<C>(args, listeners)?.built().await
+}
+
+/// [`spawn`] without waiting: serves at once, answering as a starting service (`/healthz`
+/// 200, `/readyz` and the API 503 with the reason) until the service is built.
+pub fn spawn_starting<C: ServiceConfig>(
+    args: Vec<String>,
+    listeners: Listeners,
+) -> anyhow::Result<Starting> {
     let config = C::try_parse_from(args)
         .map_err(|e| anyhow::anyhow!("{} configuration: {e}", C::COMPONENT.name()))?;
-    let routers = config.build().await?.start();
-    Ok(Spawned::start_on(listeners, routers))
+    let gate = Gate::default();
+    let server = Spawned::start_on(listeners, gate.routers());
+    let build = tokio::spawn(async move {
+        let built = gate
+            .startup()
+            .scope(async { anyhow::Ok(config.build().await?.start()) })
+            .await?;
+        gate.open(built);
+        Ok(())
+    });
+    Ok(Starting { server, build })
+}
+
+/// A service serving while it is built: see [`spawn_starting`].
+#[derive(Debug)]
+pub struct Starting {
+    pub server: Spawned,
+    build: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Starting {
+    /// Waits until the service is built, or stops it and returns why its build failed.
+    pub async fn built(self) -> anyhow::Result<Spawned> {
+        let failed = match self.build.await {
+            Ok(Ok(())) => return Ok(self.server),
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::anyhow!("the build task failed: {e}"),
+        };
+        self.server.stop().await;
+        Err(failed)
+    }
 }
 
 /// The two sockets a service serves on.
@@ -302,20 +354,34 @@ impl Listeners {
 }
 
 /// A service's whole life: set up logging, bind the ports (failing fast and clearly when
-/// one is taken), build the app with `start`, then serve until SIGTERM or Ctrl-C.
+/// one is taken), serve at once as a starting service while `start` builds the app (so a
+/// database that is not there yet leaves the process running and not ready, rather than
+/// restarting it), then serve the app until SIGTERM or Ctrl-C. A build that fails for
+/// another reason (a bad key file) ends the process.
 pub async fn run(
+    component: Component,
     server: &ServerConfig,
     start: impl Future<Output = anyhow::Result<Routers>>,
 ) -> anyhow::Result<()> {
-    crate::telemetry::init(server.log_format, &server.log_level);
+    crate::telemetry::init(
+        server.log_format,
+        &server.log_level,
+        server.otel_exporter_otlp_endpoint.as_deref(),
+        component.name(),
+    );
     let listeners = Listeners::bind(server.http_addr, server.ops_addr).await?;
-    let routers = start.await?;
-    serve(
+    let gate = Gate::default();
+    let serving = serve(
         listeners,
-        routers,
+        gate.routers(),
         Duration::from_secs(server.shutdown_grace_secs),
-    )
-    .await
+    );
+    tokio::pin!(serving);
+    tokio::select! {
+        stopped = &mut serving => return stopped,
+        built = gate.startup().scope(start) => gate.open(built?),
+    }
+    serving.await
 }
 
 /// Runs `task` every `every` until the process ends, logging how much it did (when it
@@ -449,7 +515,10 @@ pub fn main<C: ServiceConfig>() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_service(config)) {
+    let result = runtime.block_on(run_service(config));
+    // The spans of the last requests, before the process goes.
+    crate::telemetry::flush_traces();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "{} service stopped", C::COMPONENT.name());
@@ -542,6 +611,7 @@ mod tests {
             ops_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log_format: LogFormat::Pretty,
             log_level: "warn".into(),
+            otel_exporter_otlp_endpoint: None,
             max_body_bytes: 1024,
             request_timeout_secs: 5,
             shutdown_grace_secs: 1,

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub mod otlp;
+
 use sqlx::{Connection, Executor, PgConnection};
 
 /// Where tests find PostgreSQL: `DATABASE_URL` (set by `make test`, which finds or starts
@@ -33,14 +35,16 @@ impl TestDb {
     }
 
     pub async fn new() -> Self {
+        let db = Self::not_created_yet();
+        db.create().await;
+        db
+    }
+
+    /// A name and URL for a database that does not exist until [`TestDb::create`] (a
+    /// service started before its database); dropped at the end all the same.
+    pub fn not_created_yet() -> Self {
         let server = server_url();
         let name = format!("mercato_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&server).await.unwrap_or_else(|e| {
-            panic!("tests need PostgreSQL at {server} (run them with `make test`, which finds or starts one): {e}")
-        });
-        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
-            .await
-            .expect("create test database");
         let mut url = url::Url::parse(&server).expect("DATABASE_URL is a URL");
         url.set_path(&name);
         Self {
@@ -48,6 +52,17 @@ impl TestDb {
             name,
             server,
         }
+    }
+
+    /// Creates the database.
+    pub async fn create(&self) {
+        let (server, name) = (&self.server, &self.name);
+        let mut conn = PgConnection::connect(server).await.unwrap_or_else(|e| {
+            panic!("tests need PostgreSQL at {server} (run them with `make test`, which finds or starts one): {e}")
+        });
+        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .await
+            .expect("create test database");
     }
 }
 
@@ -156,6 +171,21 @@ where
         value = probe().await;
     }
     value
+}
+
+/// The value of one series (`mercato_orders{status="paid"}`, exactly as exposed) in the
+/// `/metrics` of `server`'s ops port; `None` when it is not there.
+pub async fn metric(server: &crate::server::Spawned, series: &str) -> Option<f64> {
+    let text = reqwest::get(server.ops_url("/metrics"))
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("/metrics text");
+    text.lines()
+        .filter_map(|line| line.rsplit_once(' '))
+        .find(|(name, _)| *name == series)
+        .and_then(|(_, value)| value.parse().ok())
 }
 
 /// A service running on a random local port until dropped.

@@ -76,7 +76,7 @@ impl ServiceConfig for Config {
     async fn build(&self) -> anyhow::Result<App> {
         let config = self;
         let verifier = Verifier::load(&config.jwt)?;
-        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
+        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await;
         let tokens = Arc::new(TokenSource::new(&config.client, &config.upstream));
         let state = AppState {
             pool: pool.clone(),
@@ -90,6 +90,13 @@ impl ServiceConfig for Config {
         };
         let ops = Ops::new(Component::Order, Some(pool), openapi::document())
             .with_revocations(&state.verifier);
+        ops.metrics.rows_by_status(
+            "orders",
+            "Orders by status (pending, paid, cancelled, expired)",
+            state.pool.clone(),
+            "orders",
+            &["PENDING", "PAID", "CANCELLED", "EXPIRED"],
+        );
         let router = server::build(routes::router(state.clone()), ops, &config.server);
         let verifier = state.verifier.clone();
         // The sweeper that expires unpaid orders and returns their stock.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mercato_contract::scopes;
 use mercato_contract::wire::OrderStatus;
-use mercato_kit::testing::{TestService, fields, problem};
+use mercato_kit::testing::{TestService, fields, metric, problem};
 use mercato_order::Config;
 use mercato_order::orders;
 use reqwest::StatusCode;
@@ -160,6 +160,33 @@ async fn only_a_pending_order_can_be_cancelled() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(p["code"], "order_not_pending");
     assert_eq!(p["detail"], "the order is PAID");
+}
+
+#[tokio::test]
+async fn orders_by_status_show_in_metrics_as_they_move() {
+    let app = spawn_app().await;
+    let series = |status: &str| format!("mercato_orders{{status=\"{status}\"}}");
+    for status in ["pending", "paid", "cancelled", "expired"] {
+        assert_eq!(
+            metric(&app.server, &series(status)).await,
+            Some(0.0),
+            "{status}"
+        );
+    }
+    let owner = Uuid::new_v4();
+    let id = stored_order(&app, owner, OrderStatus::Pending).await;
+    assert_eq!(metric(&app.server, &series("pending")).await, Some(1.0));
+
+    let r = app
+        .post(
+            &format!("/orders/{id}/cancel"),
+            &app.customer(owner),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(metric(&app.server, &series("pending")).await, Some(0.0));
+    assert_eq!(metric(&app.server, &series("cancelled")).await, Some(1.0));
 }
 
 #[tokio::test]

@@ -90,7 +90,7 @@ impl ServiceConfig for Config {
     async fn build(&self) -> anyhow::Result<App> {
         let config = self;
         let verifier = Verifier::load(&config.jwt)?;
-        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
+        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await;
         let tokens = Arc::new(TokenSource::new(&config.client, &config.upstream));
         let state = AppState {
             pool: pool.clone(),
@@ -105,7 +105,14 @@ impl ServiceConfig for Config {
         let ops = Ops::new(Component::Payment, Some(pool), openapi::document())
             .with_revocations(&state.verifier);
         let outbox_metrics = outbox::Metrics::default();
-        outbox_metrics.register(&ops.metrics);
+        outbox_metrics.register(&ops.metrics, state.pool.clone());
+        ops.metrics.rows_by_status(
+            "payments",
+            "Payments by outcome (succeeded, declined, refunded)",
+            state.pool.clone(),
+            "payments",
+            &["SUCCEEDED", "DECLINED", "REFUNDED"],
+        );
         let router = server::build(routes::router(state.clone()), ops, &config.server);
         let verifier = state.verifier.clone();
         // The outbox dispatcher, unless another process runs it.

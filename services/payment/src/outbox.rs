@@ -9,6 +9,7 @@
 //! transaction of its own. A dispatcher that dies mid-call leaves only a lease, which
 //! expires; the event is delivered again, which the order service's dedup makes harmless.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -171,6 +172,18 @@ pub async fn dead_letters(db: &mut PgConnection) -> Result<i64, sqlx::Error> {
         .await
 }
 
+/// Events waiting for delivery (neither delivered nor dead), and the age in seconds of
+/// the oldest of them (0 when none waits).
+pub async fn backlog(db: &mut PgConnection) -> Result<(i64, f64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*),
+                COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0)
+         FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL",
+    )
+    .fetch_one(db)
+    .await
+}
+
 /// Delay before attempt `attempts + 1`: 0.5 s doubling, capped.
 pub fn backoff(attempts: i32, max: Duration) -> Duration {
     let exp = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
@@ -301,16 +314,48 @@ struct ResultLabel {
     result: &'static str,
 }
 
-/// The outbox's metrics: events by what became of them, and the dead letters now stored.
+/// The outbox's metrics: events by what became of them, the dead letters now stored, and
+/// the backlog with the age of its oldest event.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     events: Family<ResultLabel, Counter>,
     dead_letters: Gauge,
+    backlog: Gauge,
+    oldest_age: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
-    /// Registers them with the service's `/metrics`.
-    pub fn register(&self, metrics: &mercato_kit::metrics::Metrics) {
+    /// Registers them with the service's `/metrics`. The backlog is read from `db` at
+    /// each scrape, not by the dispatcher, so a dispatcher that stopped shows as a
+    /// growing backlog rather than a frozen one.
+    pub fn register(&self, metrics: &mercato_kit::metrics::Metrics, db: PgPool) {
+        metrics.register(
+            "payment_outbox_backlog",
+            "Payment events waiting for delivery",
+            self.backlog.clone(),
+        );
+        metrics.register(
+            "payment_outbox_oldest_age_seconds",
+            "Age of the oldest payment event waiting for delivery (0 when none waits)",
+            self.oldest_age.clone(),
+        );
+        let (backlog, oldest_age) = (self.backlog.clone(), self.oldest_age.clone());
+        metrics.on_scrape(move || {
+            let (db, backlog, oldest_age) = (db.clone(), backlog.clone(), oldest_age.clone());
+            async move {
+                let read = match db.acquire().await {
+                    Ok(mut conn) => self::backlog(&mut conn).await,
+                    Err(e) => Err(e),
+                };
+                match read {
+                    Ok((n, age)) => {
+                        backlog.set(n);
+                        oldest_age.set(age);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading the outbox backlog failed"),
+                }
+            }
+        });
         metrics.register(
             "payment_outbox_events",
             "Payment event delivery attempts by result (delivered, retried, dead_lettered, refunded)",

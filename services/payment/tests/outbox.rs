@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use axum::http::StatusCode;
 use mercato_contract::wire::{EventResult, Order, OrderStatus, PaymentEvent, PaymentStatus};
 use mercato_kit::ApiError;
-use mercato_kit::testing::{TestService, poll};
+use mercato_kit::testing::{TestService, metric, poll};
 use mercato_payment::checkout::Orders;
 use mercato_payment::outbox::{self, Pass, Policy};
 use mercato_payment::payments::{self, NewPayment};
@@ -288,4 +288,45 @@ async fn a_poison_event_becomes_a_dead_letter_after_its_attempts_and_metrics_cou
         payment_status(&app.pool, payment).await,
         PaymentStatus::Succeeded
     );
+}
+
+#[tokio::test]
+async fn payments_by_outcome_and_the_waiting_backlog_show_in_metrics() {
+    // No dispatcher here: the events stay waiting, as they would with it stopped.
+    let app = TestService::start::<mercato_payment::Config>(&[
+        "--order-url=http://127.0.0.1:9",
+        "--outbox-dispatch=false",
+    ])
+    .await;
+    let (backlog, age) = (
+        "mercato_payment_outbox_backlog",
+        "mercato_payment_outbox_oldest_age_seconds",
+    );
+    let payments = |status: &str| format!("mercato_payments{{status=\"{status}\"}}");
+    assert_eq!(metric(&app.server, backlog).await, Some(0.0));
+    assert_eq!(metric(&app.server, age).await, Some(0.0));
+    for status in ["succeeded", "declined", "refunded"] {
+        assert_eq!(
+            metric(&app.server, &payments(status)).await,
+            Some(0.0),
+            "{status}"
+        );
+    }
+
+    paid(&app.pool, Uuid::new_v4(), PaymentStatus::Succeeded).await;
+    paid(&app.pool, Uuid::new_v4(), PaymentStatus::Declined).await;
+    paid(&app.pool, Uuid::new_v4(), PaymentStatus::Declined).await;
+    assert_eq!(metric(&app.server, &payments("succeeded")).await, Some(1.0));
+    assert_eq!(metric(&app.server, &payments("declined")).await, Some(2.0));
+    assert_eq!(metric(&app.server, backlog).await, Some(3.0));
+    let oldest = metric(&app.server, age).await.unwrap();
+    assert!(oldest > 0.0, "{oldest}");
+    assert!(oldest < 3600.0, "{oldest}");
+
+    sqlx::query("UPDATE outbox SET delivered_at = now()")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(metric(&app.server, backlog).await, Some(0.0));
+    assert_eq!(metric(&app.server, age).await, Some(0.0));
 }

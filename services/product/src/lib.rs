@@ -69,7 +69,7 @@ impl ServiceConfig for Config {
     async fn build(&self) -> anyhow::Result<App> {
         let config = self;
         let verifier = Verifier::load(&config.jwt)?;
-        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await?;
+        let pool = mercato_kit::db::connect_and_migrate(&config.database, &MIGRATOR).await;
         let state = AppState {
             pool: pool.clone(),
             verifier,
@@ -77,14 +77,31 @@ impl ServiceConfig for Config {
         };
         let ops = Ops::new(Component::Product, Some(pool), openapi::document())
             .with_revocations(&state.verifier);
+        ops.metrics.rows_by_status(
+            "stock_reservations",
+            "Stock reservations by status (reserved, committed, released)",
+            state.pool.clone(),
+            "reservations",
+            &["RESERVED", "COMMITTED", "RELEASED"],
+        );
+        // Released covers both an order's release and the sweeper's: the expiries are
+        // counted apart, where the sweeper knows them.
+        let expiries = ops.metrics.counter(
+            "stock_reservation_expiries",
+            "Reservations released by the sweeper because they ran out",
+        );
         let router = server::build(routes::router(state.clone()), ops, &config.server);
         // The sweeper that returns the stock of expired reservations.
         let every = Duration::from_secs(config.reservation_sweep_secs);
         let (verifier, pool) = (state.verifier.clone(), state.pool.clone());
         let sweeper = move || {
             server::spawn_every(every, "expired reservations released", move || {
-                let pool = pool.clone();
-                async move { reservations::release_expired(&pool).await }
+                let (pool, expiries) = (pool.clone(), expiries.clone());
+                async move {
+                    reservations::release_expired(&pool).await.inspect(|n| {
+                        expiries.inc_by(*n);
+                    })
+                }
             });
         };
         Ok(App::new(router, verifier, &config.jwt)

@@ -5,7 +5,7 @@ use clap::Parser;
 use mercato_contract::scopes;
 use mercato_kit::jwt::Role;
 use mercato_kit::server::ServiceConfig;
-use mercato_kit::testing::{StubAuth, TestDb, TestKeys, TestServer, fields, poll};
+use mercato_kit::testing::{StubAuth, TestDb, TestKeys, TestServer, fields, metric, poll};
 use mercato_product::Config;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -546,6 +546,47 @@ async fn expired_reservations_return_their_stock() {
             .status(),
         StatusCode::CONFLICT
     );
+}
+
+#[tokio::test]
+async fn reservations_by_status_and_their_expiries_show_in_metrics() {
+    let app = spawn_app_with(&["--reservation-ttl-secs=1", "--reservation-sweep-secs=1"]).await;
+    let series = |status: &str| format!("mercato_stock_reservations{{status=\"{status}\"}}");
+    let expiries = "mercato_stock_reservation_expiries_total";
+    for status in ["reserved", "committed", "released"] {
+        assert_eq!(
+            metric(&app.server, &series(status)).await,
+            Some(0.0),
+            "{status}"
+        );
+    }
+    assert_eq!(metric(&app.server, expiries).await, Some(0.0));
+
+    let a = app.create("A", "x", 100, 10).await;
+    let a_id = a["id"].as_str().unwrap();
+    let (paid, cancelled, abandoned) = (new_id(), new_id(), new_id());
+    for order in [&paid, &cancelled, &abandoned] {
+        let r = app
+            .reserve(order, json!([{"product_id": a_id, "quantity": 1}]))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let committed = app
+        .internal(&format!("/internal/reservations/{paid}/commit"))
+        .await;
+    assert_eq!(committed.status(), StatusCode::OK);
+    let released = app
+        .internal(&format!("/internal/reservations/{cancelled}/release"))
+        .await;
+    assert_eq!(released.status(), StatusCode::OK);
+    assert_eq!(metric(&app.server, &series("committed")).await, Some(1.0));
+
+    // The abandoned one runs out and the sweeper returns it.
+    let swept = poll(50, || metric(&app.server, expiries), |n| *n == Some(1.0)).await;
+    assert_eq!(swept, Some(1.0));
+    assert_eq!(metric(&app.server, &series("reserved")).await, Some(0.0));
+    assert_eq!(metric(&app.server, &series("committed")).await, Some(1.0));
+    assert_eq!(metric(&app.server, &series("released")).await, Some(2.0));
 }
 
 #[tokio::test]

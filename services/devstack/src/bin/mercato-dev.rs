@@ -67,7 +67,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        mercato_kit::telemetry::init(mercato_kit::config::LogFormat::Pretty, &args.log_level);
+        let otlp = std::env::var(mercato_contract::env::OTEL_EXPORTER_OTLP_ENDPOINT).ok();
+        mercato_kit::telemetry::init(
+            mercato_kit::config::LogFormat::Pretty,
+            &args.log_level,
+            otlp.as_deref(),
+            "mercato-dev",
+        );
         let options = DevOptions {
             postgres_url: args.postgres_url,
             state_dir: args.state_dir,

@@ -193,8 +193,14 @@ pub fn step(
                 }
             };
             let signing_data = BTreeMap::from([
-                (secret_keys::JWT_PRIVATE_KEY.to_string(), current.pem.clone()),
-                (secret_keys::JWT_NEXT_PRIVATE_KEY.to_string(), next.pem.clone()),
+                (
+                    secret_keys::JWT_PRIVATE_KEY.to_string(),
+                    current.pem.clone(),
+                ),
+                (
+                    secret_keys::JWT_NEXT_PRIVATE_KEY.to_string(),
+                    next.pem.clone(),
+                ),
             ]);
             Ok(Step {
                 signing: changed(signing, signing_data),
@@ -288,5 +294,165 @@ pub fn step(
                 wake: None,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mercato_contract::credentials::generate_jwt_keys;
+
+    const TIMING: Timing = Timing {
+        propagation: Duration::from_secs(120),
+        token_lifetime: Duration::from_secs(930),
+    };
+
+    fn pem_data(pairs: &[(&str, &JwtKeyMaterial)]) -> Data {
+        pairs
+            .iter()
+            .map(|(k, m)| {
+                (
+                    k.to_string(),
+                    ByteString(m.private_pem.clone().into_bytes()),
+                )
+            })
+            .collect()
+    }
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + second).unwrap()
+    }
+
+    fn never() -> JwtKeyMaterial {
+        panic!("no key is generated in this step")
+    }
+
+    #[test]
+    fn the_token_lifetime_includes_the_verifiers_leeway() {
+        let timing = Timing::of(&TokenSpec::default());
+        assert_eq!(timing.propagation, Duration::from_secs(120));
+        assert_eq!(timing.token_lifetime, Duration::from_secs(15 * 60 + 30));
+    }
+
+    #[test]
+    fn a_request_during_a_rotation_waits_for_it_to_end_then_starts_another() {
+        let (old, new) = (generate_jwt_keys(), generate_jwt_keys());
+        let signing = pem_data(&[(secret_keys::JWT_PRIVATE_KEY, &new)]);
+        let jwks = jwks_data(&[
+            &key(&pem_data(&[("k", &old)]), "k").unwrap().unwrap(),
+            &key(&signing, secret_keys::JWT_PRIVATE_KEY)
+                .unwrap()
+                .unwrap(),
+        ]);
+        let retiring = SigningKeyStatus {
+            kid: new.kid.clone(),
+            phase: KeyPhase::Retiring,
+            since: Time(at(0)),
+            previous_kid: Some(old.kid.clone()),
+            rotation: Some("1".into()),
+        };
+        let step1 = step(
+            at(10),
+            Some(&retiring),
+            Some("2"),
+            &signing,
+            &jwks,
+            TIMING,
+            never,
+        )
+        .unwrap();
+        assert_eq!(
+            step1.status, retiring,
+            "the running rotation finishes first"
+        );
+        assert_eq!(step1.wake, Some(Duration::from_secs(920)));
+
+        let idle = step(
+            at(930),
+            Some(&retiring),
+            Some("2"),
+            &signing,
+            &jwks,
+            TIMING,
+            never,
+        )
+        .unwrap();
+        assert_eq!(idle.status.phase, KeyPhase::Idle);
+        assert_eq!(idle.status.rotation.as_deref(), Some("1"));
+        let jwks = idle.jwks.unwrap();
+
+        let third = generate_jwt_keys();
+        let third_kid = third.kid.clone();
+        let next = step(
+            at(931),
+            Some(&idle.status),
+            Some("2"),
+            &signing,
+            &jwks,
+            TIMING,
+            || third,
+        )
+        .unwrap();
+        assert_eq!(next.status.phase, KeyPhase::Publishing);
+        assert_eq!(next.status.kid, third_kid);
+        assert_eq!(next.status.rotation.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn a_next_key_that_went_missing_stops_the_rotation_with_a_reason() {
+        let (old, new, other) = (
+            generate_jwt_keys(),
+            generate_jwt_keys(),
+            generate_jwt_keys(),
+        );
+        let publishing = SigningKeyStatus {
+            kid: new.kid.clone(),
+            phase: KeyPhase::Publishing,
+            since: Time(at(0)),
+            previous_kid: Some(old.kid.clone()),
+            rotation: Some("1".into()),
+        };
+        // Someone replaced next.pem with a key no JWKS lists.
+        let signing = pem_data(&[
+            (secret_keys::JWT_PRIVATE_KEY, &old),
+            (secret_keys::JWT_NEXT_PRIVATE_KEY, &other),
+        ]);
+        let err = step(
+            at(200),
+            Some(&publishing),
+            None,
+            &signing,
+            &Data::new(),
+            TIMING,
+            never,
+        )
+        .unwrap_err();
+        assert_eq!(err, RotationError::LostNextKey { kid: new.kid });
+    }
+
+    #[test]
+    fn an_idle_status_follows_a_regenerated_key_pair() {
+        let (old, new) = (generate_jwt_keys(), generate_jwt_keys());
+        let idle = SigningKeyStatus {
+            kid: old.kid.clone(),
+            phase: KeyPhase::Idle,
+            since: Time(at(0)),
+            previous_kid: None,
+            rotation: None,
+        };
+        let signing = pem_data(&[(secret_keys::JWT_PRIVATE_KEY, &new)]);
+        let s = step(
+            at(5),
+            Some(&idle),
+            None,
+            &signing,
+            &Data::new(),
+            TIMING,
+            never,
+        )
+        .unwrap();
+        assert_eq!((s.signing, s.jwks, s.event), (None, None, None));
+        assert_eq!(s.status.kid, new.kid);
+        assert_eq!(s.status.since, Time(at(0)));
     }
 }

@@ -1022,9 +1022,11 @@ fn keys(h: &Harness) -> (String, Option<String>, Vec<String>) {
     };
     let signing = data("demo-jwt-signing");
     let kid = |key: &str| {
-        signing
-            .get(key)
-            .map(|pem| public_jwk_of_pem(std::str::from_utf8(&pem.0).unwrap()).unwrap().0)
+        signing.get(key).map(|pem| {
+            public_jwk_of_pem(std::str::from_utf8(&pem.0).unwrap())
+                .unwrap()
+                .0
+        })
     };
     let jwks: Value = serde_json::from_slice(&data("demo-jwks")[JWKS].0).unwrap();
     let listed = jwks["keys"]
@@ -1112,8 +1114,18 @@ async fn a_rotation_publishes_switches_and_retires_on_schedule_without_rolling_p
     assert_eq!(listed, sorted_pair(&old, &new));
     let s = key_status(&h);
     assert_eq!(
-        (s.phase, s.kid.as_str(), s.previous_kid.as_deref(), s.rotation.as_deref()),
-        (KeyPhase::Publishing, new.as_str(), Some(old.as_str()), Some("1"))
+        (
+            s.phase,
+            s.kid.as_str(),
+            s.previous_kid.as_deref(),
+            s.rotation.as_deref()
+        ),
+        (
+            KeyPhase::Publishing,
+            new.as_str(),
+            Some(old.as_str()),
+            Some("1")
+        )
     );
     assert!(
         h.events()
@@ -1193,7 +1205,11 @@ async fn a_rotation_interrupted_before_its_status_is_written_resumes_with_the_sa
     h.fake
         .fail(Method::PATCH, "stores/demo/status", 500, Some(1));
     h.reconcile().await.unwrap_err();
-    assert_eq!(key_status(&h).phase, KeyPhase::Idle, "status was not written");
+    assert_eq!(
+        key_status(&h).phase,
+        KeyPhase::Idle,
+        "status was not written"
+    );
     let (_, next, _) = keys(&h);
     let new = next.expect("the next key was stored");
 
@@ -1205,7 +1221,10 @@ async fn a_rotation_interrupted_before_its_status_is_written_resumes_with_the_sa
     );
     assert_eq!(key_status(&h).phase, KeyPhase::Publishing);
     assert_eq!(key_status(&h).kid, new);
-    assert_eq!(keys(&h), (old.clone(), Some(new.clone()), sorted_pair(&old, &new)));
+    assert_eq!(
+        keys(&h),
+        (old.clone(), Some(new.clone()), sorted_pair(&old, &new))
+    );
 
     // Stopped again, after handing auth the new key.
     age_key_phase(&h, 120);

@@ -204,8 +204,12 @@ impl Client {
         let (me, ready) = (app.server.url("/users/me"), app.server.ops_url("/readyz"));
         let http = app.http.clone();
         let task = tokio::spawn({
-            let (tokens, rounds, failures, stop) =
-                (tokens.clone(), rounds.clone(), failures.clone(), stop.clone());
+            let (tokens, rounds, failures, stop) = (
+                tokens.clone(),
+                rounds.clone(),
+                failures.clone(),
+                stop.clone(),
+            );
             async move {
                 while !stop.load(Ordering::SeqCst) {
                     let batch = tokens.lock().unwrap().clone();
@@ -225,7 +229,10 @@ impl Client {
                     }
                     let status = http.get(&ready).send().await.map(|r| r.status());
                     if !matches!(status, Ok(StatusCode::OK)) {
-                        failures.lock().unwrap().push(format!("/readyz: {status:?}"));
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("/readyz: {status:?}"));
                     }
                     rounds.fetch_add(1, Ordering::SeqCst);
                 }
@@ -247,9 +254,11 @@ impl Client {
     /// Waits until the client has made `n` more full rounds (with the tokens it has now).
     async fn rounds(&self, n: usize) {
         let target = self.rounds.load(Ordering::SeqCst) + n + 1;
-        let done = poll(100, || async { self.rounds.load(Ordering::SeqCst) }, |r| {
-            *r >= target
-        })
+        let done = poll(
+            100,
+            || async { self.rounds.load(Ordering::SeqCst) },
+            |r| *r >= target,
+        )
         .await;
         assert!(done >= target, "the client made {done} of {target} rounds");
     }
@@ -279,13 +288,18 @@ async fn tokens_from_before_during_and_after_a_rotation_are_accepted_and_no_requ
         (secret_keys::JWT_PRIVATE_KEY, &old.private_pem),
         (secret_keys::JWT_NEXT_PRIVATE_KEY, &new.private_pem),
     ]);
-    app.jwks.write(&[(secret_keys::JWKS, &jwks_of(&[&old, &new]))]);
+    app.jwks
+        .write(&[(secret_keys::JWKS, &jwks_of(&[&old, &new]))]);
     let mut both = vec![old_kid.clone(), new_kid.clone()];
     both.sort();
     let kids = poll(50, || app.published_kids(), |k| *k == both).await;
     assert_eq!(kids, both, "both keys are published");
     let during = app.login().await;
-    assert_eq!(kid_of(&during), old_kid, "auth signs with the old key until told");
+    assert_eq!(
+        kid_of(&during),
+        old_kid,
+        "auth signs with the old key until told"
+    );
     client.add(during.clone());
     client.rounds(3).await;
 
@@ -312,7 +326,11 @@ async fn tokens_from_before_during_and_after_a_rotation_are_accepted_and_no_requ
     // Idle: the old public key is withdrawn; only what it signed is refused.
     app.jwks.write(&[(secret_keys::JWKS, &new.jwks_json)]);
     let status = poll(50, || app.me(&before), |s| *s == StatusCode::UNAUTHORIZED).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "a retired key verifies nothing");
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a retired key verifies nothing"
+    );
     assert_eq!(app.me(&during).await, StatusCode::UNAUTHORIZED);
     assert_eq!(app.me(&after).await, StatusCode::OK);
     assert_eq!(app.published_kids().await, vec![new_kid.clone()]);

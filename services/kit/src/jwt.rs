@@ -553,13 +553,19 @@ mod tests {
         let both = serde_json::json!({"keys": [old_keys["keys"][0], new_keys["keys"][0]]});
         std::fs::write(&tmp, both.to_string()).unwrap();
         std::fs::rename(&tmp, &jwks_path).unwrap();
-        assert!(signer.reload_if_changed(&verifier), "tried again and switched");
+        assert!(
+            signer.reload_if_changed(&verifier),
+            "tried again and switched"
+        );
         assert_eq!(signer.kid(), new_kid);
         let token = signer
             .sign(&signer.claims("u1", None, Some("x".into()), Duration::from_secs(60)))
             .unwrap();
         assert_eq!(verifier.verify(&token).unwrap().sub, "u1");
-        assert!(!signer.reload_if_changed(&verifier), "nothing changed since");
+        assert!(
+            !signer.reload_if_changed(&verifier),
+            "nothing changed since"
+        );
     }
 
     #[test]

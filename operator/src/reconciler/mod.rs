@@ -477,7 +477,18 @@ async fn patch_status(
 async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sync, Error> {
     let mut sync = Sync::default();
     let mut secret_data = secrets::ensure(owner, ctx, &mut sync).await?;
-    sync.key = Some(rotation::advance(store, owner, ctx, &mut secret_data, &mut sync).await?);
+    // A rotation that cannot go on is reported like a child that cannot be applied (and
+    // retried with backoff); it does not keep the other children from being repaired.
+    match rotation::advance(store, owner, ctx, &mut secret_data, &mut sync).await {
+        Ok(step) => sync.key = Some(step),
+        Err(e) => sync.failed.push(ChildFailure {
+            object: format!(
+                "Secret/{}",
+                mercato_contract::names::jwt_signing_secret(&owner.name)
+            ),
+            message: e.to_string(),
+        }),
+    }
     // The Secrets were settled above: created once, never re-applied with other data.
     let children: Vec<Child> = builders::desired(owner, &store.spec, &ctx.images, &secret_data)
         .into_iter()

@@ -1252,3 +1252,44 @@ async fn a_store_created_with_the_annotation_does_not_rotate() {
     assert_eq!(s.rotation.as_deref(), Some("copied-from-another-store"));
     assert_eq!(keys(&h).1, None);
 }
+
+#[tokio::test]
+async fn a_rotation_that_cannot_go_on_is_reported_while_the_rest_is_repaired() {
+    use crate::crd::KeyPhase;
+    use base64::Engine;
+    let h = Harness::new(Store::test());
+    h.reconcile().await.unwrap();
+    request_rotation(&h, "1");
+    h.reconcile().await.unwrap();
+    // Someone puts a key no JWKS lists where the next key was.
+    let stranger = mercato_contract::credentials::generate_jwt_keys();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(stranger.private_pem);
+    h.fake.edit(
+        "secrets",
+        NAMESPACE,
+        "demo-jwt-signing",
+        "kubectl-edit",
+        json!({"data": {mercato_contract::secret_keys::JWT_NEXT_PRIVATE_KEY: encoded}}),
+    );
+    h.fake.remove("deployments", NAMESPACE, "demo-order");
+    age_key_phase(&h, 120);
+
+    let err = h.reconcile().await.unwrap_err();
+    assert_eq!(err.kind(), "children");
+    assert!(
+        h.get("deployments", "demo-order").is_some(),
+        "the rest is repaired"
+    );
+    assert_eq!(
+        keys(&h).0,
+        key_status(&h).previous_kid.unwrap(),
+        "auth keeps its key"
+    );
+    assert_eq!(key_status(&h).phase, KeyPhase::Publishing);
+    let (status, _, message) = h.condition(DEGRADED);
+    assert_eq!(status, "True");
+    assert!(
+        message.contains("Secret/demo-jwt-signing") && message.contains("cannot go on"),
+        "{message}"
+    );
+}

@@ -7,7 +7,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSON,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt};
 use mercato_contract::{Component, DEFAULT_ACCESS_TOKEN_TTL_SECS, DEFAULT_REFRESH_TOKEN_TTL_SECS};
 use schemars::JsonSchema;
@@ -267,6 +267,10 @@ impl Default for DatabaseSpec {
     }
 }
 
+/// The default bound on how long a Secret update takes to reach a pod's files: the
+/// kubelet's sync period (1 min) plus its cache TTL, plus the services' 5 s reload poll.
+pub const DEFAULT_KEY_PROPAGATION_SECS: i64 = 120;
+
 /// Token lifetimes in seconds.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
@@ -281,6 +285,11 @@ pub struct TokenSpec {
     /// Refresh token lifetime (5 minutes to 90 days).
     #[schemars(range(min = 300, max = 7776000))]
     pub refresh_token_ttl_seconds: i64,
+    /// During a signing-key rotation (annotation `mercato.dev/rotate-signing-key`), how long
+    /// a rewritten key Secret is given to reach every pod before the next step relies on
+    /// it: the kubelet's sync period plus the services' reload interval (10 s to 1 hour).
+    #[schemars(range(min = 10, max = 3600))]
+    pub key_propagation_seconds: i64,
 }
 
 impl Default for TokenSpec {
@@ -289,6 +298,7 @@ impl Default for TokenSpec {
         Self {
             access_token_ttl_seconds: DEFAULT_ACCESS_TOKEN_TTL_SECS as i64,
             refresh_token_ttl_seconds: DEFAULT_REFRESH_TOKEN_TTL_SECS as i64,
+            key_propagation_seconds: DEFAULT_KEY_PROPAGATION_SECS,
         }
     }
 }
@@ -488,6 +498,53 @@ pub struct StoreStatus {
     /// The Secret holding the first admin's credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_secret: Option<String>,
+    /// The JWT signing key and where its rotation stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<SigningKeyStatus>,
+}
+
+/// The signing key in use, and the rotation in progress if any.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKeyStatus {
+    /// Key id (RFC 7638 thumbprint) of the newest key: the one auth signs with, or will
+    /// once the phase reaches `Signing`.
+    pub kid: String,
+    pub phase: KeyPhase,
+    /// When the current phase began.
+    pub since: Time,
+    /// The key being rotated out; published until the tokens it signed have expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_kid: Option<String>,
+    /// The value of the `mercato.dev/rotate-signing-key` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<String>,
+}
+
+/// Where a signing-key rotation stands.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyPhase {
+    /// One key, published and signing.
+    Idle,
+    /// The new public key is in the JWKS beside the old one; waiting until every pod has
+    /// loaded it. Auth still signs with the old key.
+    Publishing,
+    /// Auth has been given the new key; waiting until it has loaded it.
+    Signing,
+    /// Auth signs with the new key; the old public key stays published until the last
+    /// token it signed has expired.
+    Retiring,
+}
+
+impl KeyPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyPhase::Idle => "Idle",
+            KeyPhase::Publishing => "Publishing",
+            KeyPhase::Signing => "Signing",
+            KeyPhase::Retiring => "Retiring",
+        }
+    }
 }
 
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]

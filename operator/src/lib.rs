@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod rbac;
 pub mod reconciler;
 pub mod render;
+pub mod rotation;
 pub mod server;
 pub mod status;
 

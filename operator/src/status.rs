@@ -309,6 +309,8 @@ pub fn compute(
         components,
         endpoint,
         admin_secret: Some(names::admin_secret(&name)),
+        // The rotation's own step (reconciler::rotation) sets this; kept as it was here.
+        signing_key: previous.signing_key.clone(),
     }
 }
 

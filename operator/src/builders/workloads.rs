@@ -142,7 +142,20 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
     out
 }
 
-/// The Secrets a component's pods read, whose data goes into the pod template's hash.
+/// The Secrets whose data goes into a component's pod template hash: those it reads,
+/// except the two key Secrets. The services re-read those files when they change (the
+/// JWKS in every service, the signing key in auth), and a signing-key rotation rewrites
+/// them three times: hashing them would roll every pod at each step, and a roll of a
+/// one-replica auth is a gap in logins, the outage the rotation exists to avoid.
+pub fn hashed_secrets(store: &str, c: Component) -> Vec<String> {
+    let live_reloaded = [names::jwks_secret(store), names::jwt_signing_secret(store)];
+    referenced_secrets(store, c)
+        .into_iter()
+        .filter(|s| !live_reloaded.contains(s))
+        .collect()
+}
+
+/// The Secrets a component's pods read.
 pub fn referenced_secrets(store: &str, c: Component) -> Vec<String> {
     let mut out = vec![names::jwks_secret(store)];
     if c.has_database() {
@@ -222,7 +235,7 @@ pub fn deployment(
 
     let hash = config_hash(
         secrets,
-        &referenced_secrets(&owner.name, c),
+        &hashed_secrets(&owner.name, c),
         &serde_json::json!({ "env": env, "image": image }),
     );
 

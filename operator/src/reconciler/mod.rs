@@ -6,6 +6,7 @@
 //! backoff, while every other child is still repaired in the same pass.
 
 mod cleanup;
+mod rotation;
 mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -70,6 +71,8 @@ pub enum Error {
     HalfKeyPair { present: String, missing: String },
     #[error("{}", children_message(.0))]
     Children(Vec<ChildFailure>),
+    #[error("signing-key rotation: {0}")]
+    Rotation(String),
     #[error("{0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -83,6 +86,7 @@ impl Error {
             Error::SecretIncomplete { .. } => "secret_incomplete",
             Error::HalfKeyPair { .. } => "half_key_pair",
             Error::Children(_) => "children",
+            Error::Rotation(_) => "rotation",
             Error::Finalizer(e) => match &**e {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.kind(),
@@ -302,6 +306,8 @@ struct Sync {
     overridden: Vec<String>,
     failed: Vec<ChildFailure>,
     observed: Observed,
+    /// Where the signing-key rotation stands after this pass.
+    key: Option<crate::rotation::Step>,
 }
 
 impl Sync {
@@ -334,7 +340,7 @@ impl Sync {
 
 async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
     let owner = Owner::of(store).ok_or(Error::MissingIdentity)?;
-    let sync = match sync_children(store, &owner, ctx).await {
+    let mut sync = match sync_children(store, &owner, ctx).await {
         Ok(sync) => sync,
         Err(error) => {
             let message = error.to_string();
@@ -355,15 +361,33 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
     };
     let failed = (!sync.failed.is_empty()).then(|| Error::Children(sync.failed.clone()));
     let message = failed.as_ref().map(Error::to_string);
-    let new = status::compute(
+    let mut new = status::compute(
         store,
         Some(&sync.observed),
         message.as_deref(),
         status::now(),
     );
+    let key = sync.key.take();
+    if let Some(step) = &key {
+        new.signing_key = Some(step.status.clone());
+    }
     let ready = new.phase == Some(crate::crd::Phase::Ready);
     let failing = newly_failing(store, &new);
     patch_status(store, &owner, ctx, new).await?;
+    // After the status that records it, so a failed status write repeats the step first.
+    if let Some(note) = key.as_ref().and_then(|k| k.event.clone()) {
+        let phase = key.as_ref().map_or("", |k| k.status.phase.as_str());
+        info!(store = %owner.name, namespace = %owner.namespace, phase, "{note}");
+        ctx.publish(
+            store,
+            EventType::Normal,
+            &format!("SigningKey{phase}"),
+            "RotateSigningKey",
+            note,
+        )
+        .await;
+    }
+    let wake = key.and_then(|k| k.wake);
     if let Some(note) = failing {
         warn!(store = %owner.name, namespace = %owner.namespace, "{note}");
         ctx.publish(
@@ -406,7 +430,9 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
         }
         None => {
             ctx.reset_backoff(store);
-            Ok(Action::requeue(if ready { RESYNC } else { RECHECK }))
+            let every = if ready { RESYNC } else { RECHECK };
+            // A rotation's phases are due at set times; wake for the next one.
+            Ok(Action::requeue(wake.map_or(every, |w| w.min(every))))
         }
     }
 }
@@ -457,7 +483,19 @@ async fn patch_status(
 /// other child that fails is recorded and the pass goes on.
 async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sync, Error> {
     let mut sync = Sync::default();
-    let secret_data = secrets::ensure(owner, ctx, &mut sync).await?;
+    let mut secret_data = secrets::ensure(owner, ctx, &mut sync).await?;
+    // A rotation that cannot go on is reported like a child that cannot be applied (and
+    // retried with backoff); it does not keep the other children from being repaired.
+    match rotation::advance(store, owner, ctx, &mut secret_data, &mut sync).await {
+        Ok(step) => sync.key = Some(step),
+        Err(e) => sync.failed.push(ChildFailure {
+            object: format!(
+                "Secret/{}",
+                mercato_contract::names::jwt_signing_secret(&owner.name)
+            ),
+            message: e.to_string(),
+        }),
+    }
     // The Secrets were settled above: created once, never re-applied with other data.
     let monitoring = ctx.monitoring.load(Ordering::Relaxed);
     let mut children: Vec<Child> = builders::desired(owner, &store.spec, &ctx.images, &secret_data)

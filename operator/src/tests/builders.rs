@@ -821,6 +821,45 @@ fn config_hash_follows_the_referenced_secrets_only() {
 }
 
 #[test]
+fn rewriting_the_key_secrets_rolls_no_pod() {
+    let store = Store::test();
+    let owner = store.owner();
+    let mut data = secrets::generate("demo");
+    let hash = |data: &crate::builders::SecretData, c: Component| {
+        workloads::deployment(&owner, &store.spec, &ImageDefaults::default(), c, data)
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    let before: Vec<String> = Component::ALL.into_iter().map(|c| hash(&data, c)).collect();
+    // What a rotation writes: a next key aside, then a JWKS with both keys.
+    let next = mercato_contract::credentials::generate_jwt_keys();
+    data.get_mut(&names::jwt_signing_secret("demo"))
+        .unwrap()
+        .insert(
+            secret_keys::JWT_NEXT_PRIVATE_KEY.into(),
+            ByteString(next.private_pem.into_bytes()),
+        );
+    data.get_mut(&names::jwks_secret("demo")).unwrap().insert(
+        secret_keys::JWKS.into(),
+        ByteString(next.jwks_json.into_bytes()),
+    );
+    let after: Vec<String> = Component::ALL.into_iter().map(|c| hash(&data, c)).collect();
+    assert_eq!(after, before, "the services reload these files themselves");
+    // Every other Secret auth reads still rolls it.
+    data.get_mut(&names::admin_secret("demo")).unwrap().insert(
+        secret_keys::ADMIN_PASSWORD.into(),
+        ByteString(b"changed".to_vec()),
+    );
+    assert_ne!(hash(&data, Component::Auth), before[0]);
+}
+
+#[test]
 fn pdb_only_with_more_than_one_replica() {
     let store = Store::test().with(|s| s.order.replicas = 3);
     let owner = store.owner();

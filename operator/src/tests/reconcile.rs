@@ -1098,3 +1098,296 @@ async fn without_the_prometheus_operator_nothing_of_monitoring_is_asked_for() {
     assert_eq!(asked, Vec::<String>::new());
     assert!(h.fake.names("podmonitors").is_empty());
 }
+
+/// The writes of the last reconcile other than to the Store and events, in order.
+fn writes_to_children(h: &Harness) -> Vec<String> {
+    h.fake
+        .writes()
+        .into_iter()
+        .filter(|w| !w.contains(" events") && !w.contains("stores/"))
+        .collect()
+}
+
+/// The key ids `demo-jwt-signing` holds (`private.pem`, `next.pem`) and the sorted key ids
+/// `demo-jwks` lists.
+fn keys(h: &Harness) -> (String, Option<String>, Vec<String>) {
+    use k8s_openapi::api::core::v1::Secret;
+    use mercato_contract::credentials::public_jwk_of_pem;
+    use mercato_contract::secret_keys::{JWKS, JWT_NEXT_PRIVATE_KEY, JWT_PRIVATE_KEY};
+    let data = |name: &str| {
+        let s: Secret = serde_json::from_value(h.get("secrets", name).unwrap()).unwrap();
+        s.data.unwrap()
+    };
+    let signing = data("demo-jwt-signing");
+    let kid = |key: &str| {
+        signing.get(key).map(|pem| {
+            public_jwk_of_pem(std::str::from_utf8(&pem.0).unwrap())
+                .unwrap()
+                .0
+        })
+    };
+    let jwks: Value = serde_json::from_slice(&data("demo-jwks")[JWKS].0).unwrap();
+    let listed = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect();
+    (
+        kid(JWT_PRIVATE_KEY).unwrap(),
+        kid(JWT_NEXT_PRIVATE_KEY),
+        sorted(listed),
+    )
+}
+
+fn key_status(h: &Harness) -> crate::crd::SigningKeyStatus {
+    h.store().status.unwrap().signing_key.unwrap()
+}
+
+/// Moves the start of the rotation's current phase `secs` into the past, as if that long
+/// had passed.
+fn age_key_phase(h: &Harness, secs: i64) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let status = h.store().status.unwrap();
+    let since = status.signing_key.as_ref().unwrap().since.0;
+    let mut value = serde_json::to_value(&status).unwrap();
+    value["signingKey"]["since"] = serde_json::to_value(Time(
+        k8s_openapi::jiff::Timestamp::from_second(since.as_second() - secs).unwrap(),
+    ))
+    .unwrap();
+    h.fake.set_status("stores", NAMESPACE, "demo", value);
+}
+
+fn request_rotation(h: &Harness, value: &str) {
+    h.fake.edit(
+        "stores",
+        NAMESPACE,
+        "demo",
+        "kubectl-annotate",
+        json!({"metadata": {"annotations": {mercato_contract::ROTATE_SIGNING_KEY_ANNOTATION: value}}}),
+    );
+}
+
+fn pod_template_hashes(h: &Harness) -> Vec<Value> {
+    h.fake
+        .names("deployments")
+        .iter()
+        .map(|n| {
+            h.get("deployments", n).unwrap()["spec"]["template"]["metadata"]["annotations"]
+                ["mercato.dev/config-hash"]
+                .clone()
+        })
+        .collect()
+}
+
+fn sorted_pair(a: &str, b: &str) -> Vec<String> {
+    sorted(vec![a.to_string(), b.to_string()])
+}
+
+#[tokio::test]
+async fn a_rotation_publishes_switches_and_retires_on_schedule_without_rolling_pods() {
+    use crate::crd::KeyPhase;
+    let h = Harness::new(Store::test());
+    h.reconcile().await.unwrap();
+    h.roll_out();
+    h.reconcile().await.unwrap();
+    let (old, none, listed) = keys(&h);
+    assert_eq!((none, listed), (None, vec![old.clone()]));
+    assert_eq!(key_status(&h).phase, KeyPhase::Idle);
+    assert_eq!(key_status(&h).kid, old);
+    let hashes = pod_template_hashes(&h);
+    let propagation = Duration::from_secs(120);
+
+    // Publishing: the next key is stored aside and published beside the old one.
+    request_rotation(&h, "1");
+    assert_eq!(h.reconcile().await.unwrap(), Action::requeue(propagation));
+    assert_eq!(
+        writes_to_children(&h),
+        vec!["PATCH secrets/demo-jwt-signing", "PATCH secrets/demo-jwks"],
+        "the signing Secret holds the next key before any JWKS lists it"
+    );
+    let (signing, next, listed) = keys(&h);
+    let new = next.clone().expect("the next key is stored");
+    assert_eq!(signing, old, "auth still signs with the old key");
+    assert_eq!(listed, sorted_pair(&old, &new));
+    let s = key_status(&h);
+    assert_eq!(
+        (
+            s.phase,
+            s.kid.as_str(),
+            s.previous_kid.as_deref(),
+            s.rotation.as_deref()
+        ),
+        (
+            KeyPhase::Publishing,
+            new.as_str(),
+            Some(old.as_str()),
+            Some("1")
+        )
+    );
+    assert!(
+        h.events()
+            .iter()
+            .any(|(reason, note)| reason == "SigningKeyPublishing" && note.contains(&new)),
+        "{:?}",
+        h.events()
+    );
+
+    // Not due yet: nothing is written, and the reconcile wakes when it is.
+    age_key_phase(&h, 100);
+    assert_eq!(
+        h.reconcile().await.unwrap(),
+        Action::requeue(Duration::from_secs(20))
+    );
+    assert_eq!(h.fake.writes(), Vec::<String>::new());
+
+    // Signing: auth's Secret holds only the new key; both stay published.
+    age_key_phase(&h, 20);
+    assert_eq!(h.reconcile().await.unwrap(), Action::requeue(propagation));
+    assert_eq!(
+        writes_to_children(&h),
+        vec!["PATCH secrets/demo-jwt-signing"]
+    );
+    assert_eq!(keys(&h), (new.clone(), None, sorted_pair(&old, &new)));
+    assert_eq!(key_status(&h).phase, KeyPhase::Signing);
+
+    // Retiring: auth has switched; the old key is kept for the tokens it signed, which
+    // live 900 s plus the 30 s leeway (the periodic resync comes sooner than that).
+    age_key_phase(&h, 120);
+    assert_eq!(h.reconcile().await.unwrap(), Action::requeue(RESYNC));
+    assert_eq!(writes_to_children(&h), Vec::<String>::new());
+    assert_eq!(key_status(&h).phase, KeyPhase::Retiring);
+    age_key_phase(&h, 929);
+    assert_eq!(
+        h.reconcile().await.unwrap(),
+        Action::requeue(Duration::from_secs(1))
+    );
+    assert_eq!(keys(&h).2, sorted_pair(&old, &new), "not a second early");
+
+    // Idle: the old public key is withdrawn.
+    age_key_phase(&h, 1);
+    assert_eq!(h.reconcile().await.unwrap(), Action::requeue(RESYNC));
+    assert_eq!(writes_to_children(&h), vec!["PATCH secrets/demo-jwks"]);
+    assert_eq!(keys(&h), (new.clone(), None, vec![new.clone()]));
+    let s = key_status(&h);
+    assert_eq!(
+        (s.phase, s.kid.as_str(), s.previous_kid),
+        (KeyPhase::Idle, new.as_str(), None)
+    );
+    let reasons: Vec<String> = h.events().into_iter().map(|(r, _)| r).collect();
+    for phase in ["Publishing", "Signing", "Retiring", "Idle"] {
+        assert!(
+            reasons.contains(&format!("SigningKey{phase}")),
+            "{phase}: {reasons:?}"
+        );
+    }
+
+    // Settled: nothing more, no pod rolled at any step, and the same value starts nothing.
+    h.reconcile().await.unwrap();
+    assert_eq!(h.fake.writes(), Vec::<String>::new());
+    assert_eq!(pod_template_hashes(&h), hashes);
+    request_rotation(&h, "2");
+    h.reconcile().await.unwrap();
+    assert_eq!(key_status(&h).phase, KeyPhase::Publishing);
+    assert_eq!(key_status(&h).previous_kid.as_deref(), Some(new.as_str()));
+}
+
+#[tokio::test]
+async fn a_rotation_interrupted_before_its_status_is_written_resumes_with_the_same_key() {
+    use crate::crd::KeyPhase;
+    let h = Harness::new(Store::test());
+    h.reconcile().await.unwrap();
+    let (old, _, _) = keys(&h);
+
+    request_rotation(&h, "now");
+    h.fake
+        .fail(Method::PATCH, "stores/demo/status", 500, Some(1));
+    h.reconcile().await.unwrap_err();
+    assert_eq!(
+        key_status(&h).phase,
+        KeyPhase::Idle,
+        "status was not written"
+    );
+    let (_, next, _) = keys(&h);
+    let new = next.expect("the next key was stored");
+
+    h.reconcile().await.unwrap();
+    assert_eq!(
+        writes_to_children(&h),
+        Vec::<String>::new(),
+        "the stored key is reused, not replaced"
+    );
+    assert_eq!(key_status(&h).phase, KeyPhase::Publishing);
+    assert_eq!(key_status(&h).kid, new);
+    assert_eq!(
+        keys(&h),
+        (old.clone(), Some(new.clone()), sorted_pair(&old, &new))
+    );
+
+    // Stopped again, after handing auth the new key.
+    age_key_phase(&h, 120);
+    h.fake
+        .fail(Method::PATCH, "stores/demo/status", 500, Some(1));
+    h.reconcile().await.unwrap_err();
+    assert_eq!(keys(&h).0, new);
+    h.reconcile().await.unwrap();
+    assert_eq!(writes_to_children(&h), Vec::<String>::new());
+    assert_eq!(key_status(&h).phase, KeyPhase::Signing);
+}
+
+#[tokio::test]
+async fn a_store_created_with_the_annotation_does_not_rotate() {
+    use crate::crd::KeyPhase;
+    let mut store = Store::test();
+    store.metadata.annotations = Some(std::collections::BTreeMap::from([(
+        mercato_contract::ROTATE_SIGNING_KEY_ANNOTATION.to_string(),
+        "copied-from-another-store".to_string(),
+    )]));
+    let h = Harness::new(store);
+    h.reconcile().await.unwrap();
+    let s = key_status(&h);
+    assert_eq!(s.phase, KeyPhase::Idle);
+    assert_eq!(s.rotation.as_deref(), Some("copied-from-another-store"));
+    assert_eq!(keys(&h).1, None);
+}
+
+#[tokio::test]
+async fn a_rotation_that_cannot_go_on_is_reported_while_the_rest_is_repaired() {
+    use crate::crd::KeyPhase;
+    use base64::Engine;
+    let h = Harness::new(Store::test());
+    h.reconcile().await.unwrap();
+    request_rotation(&h, "1");
+    h.reconcile().await.unwrap();
+    // Someone puts a key no JWKS lists where the next key was.
+    let stranger = mercato_contract::credentials::generate_jwt_keys();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(stranger.private_pem);
+    h.fake.edit(
+        "secrets",
+        NAMESPACE,
+        "demo-jwt-signing",
+        "kubectl-edit",
+        json!({"data": {mercato_contract::secret_keys::JWT_NEXT_PRIVATE_KEY: encoded}}),
+    );
+    h.fake.remove("deployments", NAMESPACE, "demo-order");
+    age_key_phase(&h, 120);
+
+    let err = h.reconcile().await.unwrap_err();
+    assert_eq!(err.kind(), "children");
+    assert!(
+        h.get("deployments", "demo-order").is_some(),
+        "the rest is repaired"
+    );
+    assert_eq!(
+        keys(&h).0,
+        key_status(&h).previous_kid.unwrap(),
+        "auth keeps its key"
+    );
+    assert_eq!(key_status(&h).phase, KeyPhase::Publishing);
+    let (status, _, message) = h.condition(DEGRADED);
+    assert_eq!(status, "True");
+    assert!(
+        message.contains("Secret/demo-jwt-signing") && message.contains("cannot go on"),
+        "{message}"
+    );
+}

@@ -33,7 +33,7 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub pool: PgPool,
-    pub signer: Signer,
+    pub signer: Arc<Signer>,
     pub verifier: Arc<Verifier>,
     pub hasher: passwords::Hasher,
     pub access_ttl: Duration,
@@ -73,11 +73,11 @@ impl ServiceConfig for Config {
     async fn build(&self) -> anyhow::Result<App> {
         let config = self;
         let verifier = Verifier::load(&config.jwt)?;
-        let signer = Signer::from_pem_file(
+        let signer = Arc::new(Signer::from_pem_file(
             &config.jwt_private_key_path,
             &config.jwt.jwt_issuer,
             &config.jwt.jwt_audience,
-        )?;
+        )?);
         let hasher = passwords::Hasher::new(
             config.argon2_memory_kib,
             config.argon2_iterations,
@@ -119,15 +119,12 @@ impl ServiceConfig for Config {
             edge_key: config.edge_key.clone(),
         }));
 
-        let kid = state.signer.kid().to_string();
+        let signer = state.signer.clone();
         let keys = verifier.clone();
         let ops = Ops::new(Component::Auth, Some(pool), openapi::document()).with_check(Arc::new(
             move || {
                 // Tokens signed with a key the JWKS lacks would fail everywhere else.
-                let listed = keys.jwks()["keys"]
-                    .as_array()
-                    .is_some_and(|ks| ks.iter().any(|k| k["kid"] == kid.as_str()));
-                if listed {
+                if keys.knows(&signer.kid()) {
                     Ok(())
                 } else {
                     Err("signing key is not in the JWKS".into())
@@ -147,7 +144,15 @@ impl ServiceConfig for Config {
                 },
             );
         };
-        Ok(App::new(router, state.verifier.clone(), &config.jwt).with_task(purge))
+        // A rotated signing key is picked up as the JWKS is: by polling the mounted file.
+        let (signer, keys) = (state.signer.clone(), state.verifier.clone());
+        let every = Duration::from_secs(config.jwt.jwks_reload_interval_secs.max(1));
+        let reload_signer = move || {
+            signer.spawn_reloader(&keys, every);
+        };
+        Ok(App::new(router, state.verifier.clone(), &config.jwt)
+            .with_task(purge)
+            .with_task(reload_signer))
     }
 }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 /// Seconds a token is still accepted after its `exp` (the verifier's leeway), plus a
 /// margin for `iat`s in the same second as the revocation.
-const SLACK_SECS: u64 = 30 + 2;
+const SLACK_SECS: u64 = mercato_contract::TOKEN_LEEWAY_SECS + 2;
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now()

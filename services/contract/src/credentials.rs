@@ -83,6 +83,17 @@ pub fn generate_jwt_keys() -> JwtKeyMaterial {
     }
 }
 
+/// The key id and public JWK of a PKCS#8 PEM Ed25519 private key (`None` if it is not
+/// one): what a JWKS must list for tokens signed with that key to verify.
+pub fn public_jwk_of_pem(private_pem: &str) -> Option<(String, serde_json::Value)> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    let signing = SigningKey::from_pkcs8_pem(private_pem).ok()?;
+    let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
+    let kid = ed25519_thumbprint(&x);
+    let jwk = public_jwk(&x, &kid);
+    Some((kid, jwk))
+}
+
 /// The public JWK of an Ed25519 key given its base64url `x`.
 pub fn public_jwk(x: &str, kid: &str) -> serde_json::Value {
     json!({ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig" })
@@ -111,6 +122,16 @@ pub const SECRET_LEN: usize = 32;
 mod tests {
     use super::*;
     use ed25519_dalek::pkcs8::DecodePrivateKey;
+
+    #[test]
+    fn the_public_jwk_of_a_pem_is_the_one_its_jwks_lists() {
+        let keys = generate_jwt_keys();
+        let jwks: serde_json::Value = serde_json::from_str(&keys.jwks_json).unwrap();
+        let (kid, jwk) = public_jwk_of_pem(&keys.private_pem).unwrap();
+        assert_eq!(kid, keys.kid);
+        assert_eq!(jwk, jwks["keys"][0]);
+        assert_eq!(public_jwk_of_pem("not a key"), None);
+    }
 
     #[test]
     fn generated_jwks_matches_the_private_key() {

@@ -27,6 +27,14 @@ pub const CLIENT_ADDRESS_HEADER: &str = "x-mercato-client-address";
 /// Default token lifetimes (seconds), shared by the auth service and the Store defaults.
 pub const DEFAULT_ACCESS_TOKEN_TTL_SECS: u64 = 15 * 60;
 pub const DEFAULT_REFRESH_TOKEN_TTL_SECS: u64 = 7 * 24 * 60 * 60;
+/// Seconds an access token is still accepted after its `exp` (every verifier's leeway for
+/// clock skew); a retired signing key stays published at least this long past the last
+/// token it signed.
+pub const TOKEN_LEEWAY_SECS: u64 = 30;
+
+/// Store annotation: setting it to a value it has not had starts a signing-key rotation
+/// (`kubectl annotate store demo mercato.dev/rotate-signing-key=$(date +%s) --overwrite`).
+pub const ROTATE_SIGNING_KEY_ANNOTATION: &str = "mercato.dev/rotate-signing-key";
 
 /// `iss` of every token the auth service signs, unless configured otherwise.
 pub const DEFAULT_JWT_ISSUER: &str = "mercato-auth";
@@ -233,6 +241,9 @@ pub mod env {
 pub mod secret_keys {
     /// `<store>-jwt-signing`: mounted only into auth.
     pub const JWT_PRIVATE_KEY: &str = "private.pem";
+    /// `<store>-jwt-signing`, during a rotation only: the key auth will sign with next,
+    /// kept here (auth does not read it) from the moment its public half is published.
+    pub const JWT_NEXT_PRIVATE_KEY: &str = "next.pem";
     /// `<store>-jwks`: mounted into every service.
     pub const JWKS: &str = "jwks.json";
     /// `<store>-<component>-db-credentials`.

@@ -1,5 +1,6 @@
 //! Access tokens: Ed25519 signing (the auth service only) and verification against a JWKS
-//! file that is re-read when it changes, so rotated keys reach running pods.
+//! file; both files are re-read when they change, so a rotated key reaches running pods
+//! without a restart.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -101,10 +102,14 @@ pub enum TokenError {
     RevocationsStale,
 }
 
+/// What identifies one version of a file: a Secret volume update swaps a symlink to a new
+/// file, so the inode changes even when the size and (coarse) mtime do not.
+type Stamp = (SystemTime, u64, u64);
+
 struct KeySet {
     keys: HashMap<String, DecodingKey>,
     jwks: serde_json::Value,
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<Stamp>,
 }
 
 /// Verifies access tokens against the public keys in a JWKS file.
@@ -132,7 +137,7 @@ impl Verifier {
         validation.set_issuer(&[&config.jwt_issuer]);
         validation.set_audience(&[&config.jwt_audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 30;
+        validation.leeway = mercato_contract::TOKEN_LEEWAY_SECS;
         let set = read_key_set(&config.jwks_path)?;
         Ok(Arc::new(Self {
             path: config.jwks_path.clone(),
@@ -157,6 +162,11 @@ impl Verifier {
     /// The public key set currently in force, as served on `/auth/jwks`.
     pub fn jwks(&self) -> serde_json::Value {
         self.current().jwks.clone()
+    }
+
+    /// Whether the key set currently in force holds the key `kid`.
+    pub fn knows(&self, kid: &str) -> bool {
+        self.current().keys.contains_key(kid)
     }
 
     /// Re-reads the file if its modification time or size changed. A broken file keeps
@@ -237,10 +247,11 @@ impl Verifier {
     }
 }
 
-fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+fn file_stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
     // `metadata` follows symlinks, so a swapped Secret mount changes the stamp.
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
 
 fn read_key_set(path: &Path) -> Result<KeySet, KeyError> {
@@ -283,17 +294,26 @@ fn read_key_set(path: &Path) -> Result<KeySet, KeyError> {
     })
 }
 
-/// Signs access tokens with the Ed25519 private key (auth service only).
+/// Signs access tokens with the Ed25519 private key (auth service only). A signer loaded
+/// from a file re-reads it when it changes (see [`Signer::reload_if_changed`]), which is
+/// how a signing-key rotation reaches auth without a restart.
 pub struct Signer {
-    key: EncodingKey,
-    kid: String,
+    key: RwLock<Arc<SigningKeyVersion>>,
+    /// The PEM file, when the key came from one and may be replaced.
+    path: Option<PathBuf>,
     issuer: String,
     audience: String,
 }
 
+struct SigningKeyVersion {
+    key: EncodingKey,
+    kid: String,
+    stamp: Option<Stamp>,
+}
+
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("kid", &self.kid).finish()
+        f.debug_struct("Signer").field("kid", &self.kid()).finish()
     }
 }
 
@@ -301,26 +321,96 @@ impl Signer {
     /// Reads a PKCS#8 PEM private key; its `kid` is the RFC 7638 thumbprint of the public
     /// key, the same id the generated JWKS carries.
     pub fn from_pem_file(path: &Path, issuer: &str, audience: &str) -> anyhow::Result<Self> {
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read signing key {}: {e}", path.display()))?;
-        Self::from_pem(&pem, issuer, audience)
-    }
-
-    pub fn from_pem(pem: &str, issuer: &str, audience: &str) -> anyhow::Result<Self> {
-        let signing = SigningKey::from_pkcs8_pem(pem)
-            .map_err(|e| anyhow::anyhow!("signing key is not a PKCS#8 Ed25519 key: {e}"))?;
-        let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
-        let key = EncodingKey::from_ed_pem(pem.as_bytes())?;
+        let version = read_signing_key(path)?;
         Ok(Self {
-            key,
-            kid: ed25519_thumbprint(&x),
+            key: RwLock::new(Arc::new(version)),
+            path: Some(path.to_path_buf()),
             issuer: issuer.to_string(),
             audience: audience.to_string(),
         })
     }
 
-    pub fn kid(&self) -> &str {
-        &self.kid
+    pub fn from_pem(pem: &str, issuer: &str, audience: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            key: RwLock::new(Arc::new(parse_signing_key(pem, None)?)),
+            path: None,
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
+        })
+    }
+
+    fn current(&self) -> Arc<SigningKeyVersion> {
+        match self.key.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The id of the key new tokens are signed with.
+    pub fn kid(&self) -> String {
+        self.current().kid.clone()
+    }
+
+    /// Re-reads the key file if it changed, and signs with the new key only once
+    /// `verifier` (re-read first) lists it: a token signed with a key the JWKS lacks would
+    /// be refused everywhere. A key that is unreadable or not yet published keeps the
+    /// previous one in use, and is tried again on the next call. Returns whether the key
+    /// changed.
+    pub fn reload_if_changed(&self, verifier: &Verifier) -> bool {
+        let Some(path) = &self.path else { return false };
+        let stamp = file_stamp(path);
+        let current = self.current();
+        if stamp.is_some() && stamp == current.stamp {
+            return false;
+        }
+        let next = match read_signing_key(path) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, "signing key changed but could not be loaded; keeping the previous key");
+                return false;
+            }
+        };
+        if next.kid == current.kid {
+            self.install(next);
+            return false;
+        }
+        verifier.reload_if_changed();
+        if !verifier.knows(&next.kid) {
+            tracing::warn!(kid = %next.kid, previous = %current.kid, "new signing key is not in the JWKS yet; still signing with the previous key");
+            return false;
+        }
+        tracing::info!(kid = %next.kid, previous = %current.kid, "switched to a new signing key");
+        self.install(next);
+        true
+    }
+
+    fn install(&self, next: SigningKeyVersion) {
+        match self.key.write() {
+            Ok(mut guard) => *guard = Arc::new(next),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
+        }
+    }
+
+    /// Polls the key file for changes until the signer or the verifier is dropped (see
+    /// [`Verifier::spawn_reloader`] for why polling).
+    pub fn spawn_reloader(
+        self: &Arc<Self>,
+        verifier: &Arc<Verifier>,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let signer = Arc::downgrade(self);
+        let verifier = Arc::downgrade(verifier);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let (Some(s), Some(v)) = (signer.upgrade(), verifier.upgrade()) else {
+                    break;
+                };
+                s.reload_if_changed(&v);
+            }
+        })
     }
 
     /// Claims for a new token issued now, valid for `ttl`.
@@ -346,10 +436,29 @@ impl Signer {
     }
 
     pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
+        let version = self.current();
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        Ok(jsonwebtoken::encode(&header, claims, &self.key)?)
+        header.kid = Some(version.kid.clone());
+        Ok(jsonwebtoken::encode(&header, claims, &version.key)?)
     }
+}
+
+fn read_signing_key(path: &Path) -> anyhow::Result<SigningKeyVersion> {
+    let stamp = file_stamp(path);
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read signing key {}: {e}", path.display()))?;
+    parse_signing_key(&pem, stamp)
+}
+
+fn parse_signing_key(pem: &str, stamp: Option<Stamp>) -> anyhow::Result<SigningKeyVersion> {
+    let signing = SigningKey::from_pkcs8_pem(pem)
+        .map_err(|e| anyhow::anyhow!("signing key is not a PKCS#8 Ed25519 key: {e}"))?;
+    let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
+    Ok(SigningKeyVersion {
+        key: EncodingKey::from_ed_pem(pem.as_bytes())?,
+        kid: ed25519_thumbprint(&x),
+        stamp,
+    })
 }
 
 #[cfg(test)]
@@ -409,5 +518,73 @@ mod tests {
         assert!(c.is_service());
         assert!(c.has_scope("order:read"));
         assert!(!c.has_scope("order"));
+    }
+
+    #[test]
+    fn signer_switches_to_a_new_key_file_only_once_the_jwks_lists_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (generate_jwt_keys(), generate_jwt_keys());
+        let jwks_path = dir.path().join("jwks.json");
+        let pem_path = dir.path().join("private.pem");
+        std::fs::write(&jwks_path, &old.jwks_json).unwrap();
+        std::fs::write(&pem_path, &old.private_pem).unwrap();
+        let verifier = Verifier::load(&JwtConfig {
+            jwt_issuer: "iss".into(),
+            jwt_audience: "aud".into(),
+            jwks_path: jwks_path.clone(),
+            jwks_reload_interval_secs: 1,
+        })
+        .unwrap();
+        let signer = Signer::from_pem_file(&pem_path, "iss", "aud").unwrap();
+        let old_kid = signer.kid();
+        let new_kid = Signer::from_pem(&new.private_pem, "iss", "aud")
+            .unwrap()
+            .kid();
+
+        // Written out of order: the private key before its public half.
+        let tmp = dir.path().join("tmp");
+        std::fs::write(&tmp, &new.private_pem).unwrap();
+        std::fs::rename(&tmp, &pem_path).unwrap();
+        assert!(!signer.reload_if_changed(&verifier));
+        assert_eq!(signer.kid(), old_kid, "an unpublished key is not used");
+
+        let old_keys: serde_json::Value = serde_json::from_str(&old.jwks_json).unwrap();
+        let new_keys: serde_json::Value = serde_json::from_str(&new.jwks_json).unwrap();
+        let both = serde_json::json!({"keys": [old_keys["keys"][0], new_keys["keys"][0]]});
+        std::fs::write(&tmp, both.to_string()).unwrap();
+        std::fs::rename(&tmp, &jwks_path).unwrap();
+        assert!(
+            signer.reload_if_changed(&verifier),
+            "tried again and switched"
+        );
+        assert_eq!(signer.kid(), new_kid);
+        let token = signer
+            .sign(&signer.claims("u1", None, Some("x".into()), Duration::from_secs(60)))
+            .unwrap();
+        assert_eq!(verifier.verify(&token).unwrap().sub, "u1");
+        assert!(
+            !signer.reload_if_changed(&verifier),
+            "nothing changed since"
+        );
+    }
+
+    #[test]
+    fn a_broken_key_file_keeps_the_previous_key() {
+        let (dir, verifier, _) = setup();
+        let pem_path = dir.path().join("private.pem");
+        // setup() signs from memory; sign from a file here.
+        let pair = generate_jwt_keys();
+        std::fs::write(dir.path().join("jwks.json"), &pair.jwks_json).unwrap();
+        verifier.reload_if_changed();
+        std::fs::write(&pem_path, &pair.private_pem).unwrap();
+        let signer = Signer::from_pem_file(&pem_path, "iss", "aud").unwrap();
+        let kid = signer.kid();
+        std::fs::write(&pem_path, "-----BEGIN PRIVATE KEY-----\nbroken").unwrap();
+        assert!(!signer.reload_if_changed(&verifier));
+        assert_eq!(signer.kid(), kid);
+        let token = signer
+            .sign(&signer.claims("u1", None, Some("x".into()), Duration::from_secs(60)))
+            .unwrap();
+        assert_eq!(verifier.verify(&token).unwrap().sub, "u1", "still signs");
     }
 }

@@ -75,6 +75,9 @@ pub struct StoreSpec {
     /// Prometheus Operator objects for the store (a PodMonitor and a PrometheusRule with
     /// its alerts), created when their CRDs exist in the cluster.
     pub monitoring: MonitoringSpec,
+    /// Where the services send their OpenTelemetry traces; unset, none leave the pods.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
     /// Pull policy of every container of the store.
     pub image_pull_policy: ImagePullPolicy,
     /// Secrets (of type `kubernetes.io/dockerconfigjson`, in the Store's namespace) with
@@ -360,6 +363,30 @@ impl Default for MonitoringSpec {
             prometheus: None,
         }
     }
+}
+
+/// An OpenTelemetry collector that takes OTLP over HTTP.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// The collector's OTLP/HTTP base URL, e.g.
+    /// `http://otel-collector.observability:4318` (`OTEL_EXPORTER_OTLP_ENDPOINT` of every
+    /// service and the gateway).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^https?://[^\s/]+(:[0-9]+)?(/.*)?$")
+    )]
+    pub otlp_endpoint: String,
+    /// The collector's pods, let out to by the NetworkPolicies (on `port`).
+    pub collector: PeerSpec,
+    /// The port the collector's pods take OTLP/HTTP on.
+    #[serde(default = "default_otlp_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+fn default_otlp_port() -> i32 {
+    4318
 }
 
 /// Pods in another namespace, by namespace name and labels.

@@ -115,6 +115,7 @@ pub fn desired(
                     owner,
                     c,
                     spec.monitoring.prometheus.as_ref(),
+                    spec.tracing.as_ref(),
                 ))
                 .of(c),
             );

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mercato_contract::{Component, HTTP_PORT, OPS_PORT, POSTGRES_PORT, names};
 
-use crate::crd::{DnsSpec, PeerSpec};
+use crate::crd::{DnsSpec, PeerSpec, TracingSpec};
 use crate::meta::{Owner, Role, selector, store_pods_selector};
 
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -147,10 +147,15 @@ fn peer_of(peer: &PeerSpec) -> NetworkPolicyPeer {
 
 /// A component's pods: ingress from its callers (the gateway: from anywhere) on the HTTP
 /// port, from the gateway on the ops port, and from `prometheus` (the Store's
-/// `monitoring.prometheus`) on the ops port; egress to its callees (the same ports) and
-/// its own PostgreSQL. Probes come from the kubelet on the node, which NetworkPolicies do
+/// `monitoring.prometheus`) on the ops port; egress to its callees (the same ports), its
+/// own PostgreSQL and, with `tracing`, the OpenTelemetry collector. Probes come from the kubelet on the node, which NetworkPolicies do
 /// not restrict.
-pub fn component(owner: &Owner, c: Component, prometheus: Option<&PeerSpec>) -> NetworkPolicy {
+pub fn component(
+    owner: &Owner,
+    c: Component,
+    prometheus: Option<&PeerSpec>,
+    tracing: Option<&TracingSpec>,
+) -> NetworkPolicy {
     let store = &owner.name;
     let role = Role::service(c);
     let mut ingress: Vec<NetworkPolicyIngressRule> = if c == Component::Gateway {
@@ -184,6 +189,12 @@ pub fn component(owner: &Owner, c: Component, prometheus: Option<&PeerSpec>) -> 
         egress.push(NetworkPolicyEgressRule {
             to: Some(vec![pods(store, &Role::database(c))]),
             ports: Some(vec![tcp(i32::from(POSTGRES_PORT))]),
+        });
+    }
+    if let Some(tracing) = tracing {
+        egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![peer_of(&tracing.collector)]),
+            ports: Some(vec![tcp(tracing.port)]),
         });
     }
     policy(

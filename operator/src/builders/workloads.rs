@@ -133,6 +133,12 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
             secret_keys::EDGE_KEY,
         ));
     }
+    if let Some(tracing) = &spec.tracing {
+        out.push(env_value(
+            env::OTEL_EXPORTER_OTLP_ENDPOINT,
+            tracing.otlp_endpoint.clone(),
+        ));
+    }
     if c == Component::Gateway && !spec.gateway.trusted_proxies.is_empty() {
         out.push(env_value(
             env::TRUSTED_PROXIES,

@@ -487,7 +487,7 @@ fn the_product_service_reaches_only_auth_and_its_database() {
     let owner = Store::test().owner();
     let product = env_of(&deployment(&Store::test(), Component::Product));
     assert!(var(&product, env::AUTH_URL).is_some());
-    let policy = network::component(&owner, Component::Product, None)
+    let policy = network::component(&owner, Component::Product, None, None)
         .spec
         .unwrap();
     let egress: Vec<String> = policy
@@ -498,7 +498,7 @@ fn the_product_service_reaches_only_auth_and_its_database() {
         .map(|peer| component_of(peer.pod_selector.as_ref().unwrap()))
         .collect();
     assert_eq!(egress, vec!["auth", "product-db"]);
-    let auth = network::component(&owner, Component::Auth, None)
+    let auth = network::component(&owner, Component::Auth, None, None)
         .spec
         .unwrap();
     let callers: Vec<String> = auth
@@ -947,7 +947,7 @@ fn network_policies_allow_exactly_the_flow_edges() {
     }
     let policies: Vec<NetworkPolicy> = Component::ALL
         .into_iter()
-        .map(|c| network::component(&owner, c, None))
+        .map(|c| network::component(&owner, c, None, None))
         .chain(
             Component::WITH_DATABASE
                 .into_iter()
@@ -1190,11 +1190,11 @@ fn prometheus_may_reach_the_ops_port_only_when_the_store_names_it() {
     };
     for c in Component::ALL {
         assert!(
-            from_namespace(&network::component(&owner, c, None)).is_empty(),
+            from_namespace(&network::component(&owner, c, None, None)).is_empty(),
             "{c}"
         );
         assert_eq!(
-            from_namespace(&network::component(&owner, c, Some(&prometheus))),
+            from_namespace(&network::component(&owner, c, Some(&prometheus), None)),
             vec![(
                 "monitoring".to_string(),
                 i32::from(mercato_contract::OPS_PORT)
@@ -1202,4 +1202,50 @@ fn prometheus_may_reach_the_ops_port_only_when_the_store_names_it() {
             "{c}: Prometheus on the ops port, nothing else"
         );
     }
+}
+
+#[test]
+fn with_a_collector_every_component_sends_traces_there_and_may_reach_it() {
+    let mut store = Store::test();
+    store.spec.tracing = Some(crate::crd::TracingSpec {
+        otlp_endpoint: "http://otel-collector.observability:4318".into(),
+        collector: crate::crd::PeerSpec {
+            namespace: "observability".into(),
+            pod_labels: BTreeMap::from([("app".into(), "otel-collector".into())]),
+        },
+        port: 4318,
+    });
+    let owner = store.owner();
+    for c in Component::ALL {
+        let env = env_of(&deployment(&store, c));
+        assert_eq!(
+            value(&env, env::OTEL_EXPORTER_OTLP_ENDPOINT),
+            "http://otel-collector.observability:4318",
+            "{c}"
+        );
+        let policy = network::component(&owner, c, None, store.spec.tracing.as_ref());
+        let to_collector: Vec<i32> = policy
+            .spec
+            .unwrap()
+            .egress
+            .iter()
+            .flatten()
+            .filter(|rule| {
+                rule.to.iter().flatten().any(|peer| {
+                    peer.namespace_selector.as_ref().is_some_and(|ns| {
+                        ns.match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"]
+                            == "observability"
+                    })
+                })
+            })
+            .flat_map(|rule| rule.ports.iter().flatten())
+            .filter_map(|p| match p.port {
+                Some(IntOrString::Int(n)) => Some(n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(to_collector, vec![4318], "{c}");
+    }
+    let quiet = env_of(&deployment(&Store::test(), Component::Order));
+    assert!(var(&quiet, env::OTEL_EXPORTER_OTLP_ENDPOINT).is_none());
 }

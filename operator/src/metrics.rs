@@ -1,5 +1,5 @@
 //! Prometheus metrics of the reconciler: reconciles and their duration by outcome, failures
-//! by error kind.
+//! by error kind, and when each Store's signing key began signing (for a key-age alert).
 
 use std::time::Duration;
 
@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -14,6 +15,14 @@ use prometheus_client::registry::Registry;
 pub struct OutcomeLabels {
     /// `success` or `error`.
     pub outcome: &'static str,
+}
+
+/// One Store. (`store_namespace`, not `namespace`: Prometheus sets `namespace` to the
+/// operator pod's own.)
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    pub store_namespace: String,
+    pub store: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,6 +37,7 @@ pub struct Metrics {
     reconciles: Family<OutcomeLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     duration: Family<OutcomeLabels, Histogram>,
+    key_since: Family<StoreLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -53,11 +63,18 @@ impl Default for Metrics {
             "Duration of Store reconciles by outcome",
             duration.clone(),
         );
+        let key_since = Family::<StoreLabels, Gauge>::default();
+        registry.register(
+            "signing_key_since_timestamp_seconds",
+            "When each Store's signing key settled (its last rotation ended, or the Store was created), Unix time",
+            key_since.clone(),
+        );
         Metrics {
             registry,
             reconciles,
             failures,
             duration,
+            key_since,
         }
     }
 }
@@ -78,7 +95,24 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// Records when `store`'s signing key settled (Unix seconds).
+    pub fn signing_key_since(&self, namespace: &str, store: &str, unix_seconds: i64) {
+        self.key_since
+            .get_or_create(&StoreLabels {
+                store_namespace: namespace.to_string(),
+                store: store.to_string(),
+            })
+            .set(unix_seconds);
+    }
+
+    /// Forgets a deleted Store's series.
+    pub fn forget_store(&self, namespace: &str, store: &str) {
+        self.key_since.remove(&StoreLabels {
+            store_namespace: namespace.to_string(),
+            store: store.to_string(),
+        });
+    }
+
     /// Reconciles so far with `outcome` (`success` or `error`).
     pub fn reconciles(&self, outcome: &'static str) -> u64 {
         self.reconciles

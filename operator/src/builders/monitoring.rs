@@ -182,6 +182,22 @@ pub fn rules(owner: &Owner) -> Vec<AlertRule> {
             "More than the threshold of its requests answered 5xx over 10 minutes: a dependency (its database, another service) is failing or it is overloaded.",
         ),
         alert(
+            "MercatoOutboxBacklog",
+            format!("max(mercato_payment_outbox_oldest_age_seconds{{{sel}}}) > 300"),
+            "10m",
+            "warning",
+            format!("Payment outcomes of store {store} wait more than 5 minutes to reach the order service"),
+            "The oldest event of the payment outbox is older than 5 minutes: the order service is down or refusing, so paid orders are not marked PAID yet. mercato_payment_outbox_backlog says how many wait.",
+        ),
+        alert(
+            "MercatoReservationExpiries",
+            format!("sum(increase(mercato_stock_reservation_expiries_total{{{sel}}}[1h])) > 25"),
+            "15m",
+            "warning",
+            format!("Many stock reservations of store {store} expire unpaid"),
+            "More than 25 reservations expired in the last hour: orders are not being paid in time (a failing payment path, or abandoned checkouts holding stock).",
+        ),
+        alert(
             "MercatoOutboxDeadLetters",
             format!("max(mercato_payment_outbox_dead_letters{{{sel}}}) > 0"),
             "5m",

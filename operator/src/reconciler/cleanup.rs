@@ -19,6 +19,7 @@ use crate::meta::{Owner, store_selector};
 /// owner references) goes away.
 pub(super) async fn cleanup(store: &Store, ctx: &Context) -> Result<Action, Error> {
     let owner = Owner::of(store).ok_or(Error::MissingIdentity)?;
+    ctx.metrics.forget_store(&owner.namespace, &owner.name);
     match store.spec.deletion_policy {
         DeletionPolicy::Delete => {
             // Stop the databases first, so no pod holds a claim while it is deleted.

@@ -371,6 +371,14 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
     if let Some(step) = &key {
         new.signing_key = Some(step.status.clone());
     }
+    if let Some(k) = new
+        .signing_key
+        .as_ref()
+        .filter(|k| k.phase == crate::crd::KeyPhase::Idle)
+    {
+        ctx.metrics
+            .signing_key_since(&owner.namespace, &owner.name, k.since.0.as_second());
+    }
     let ready = new.phase == Some(crate::crd::Phase::Ready);
     let failing = newly_failing(store, &new);
     patch_status(store, &owner, ctx, new).await?;

@@ -1057,6 +1057,8 @@ async fn with_the_prometheus_operator_a_store_gets_its_monitor_and_alerts_until_
         "MercatoAuthMissing",
         "MercatoGatewayMissing",
         "MercatoHighErrorRatio",
+        "MercatoOutboxBacklog",
+        "MercatoReservationExpiries",
         "MercatoOutboxDeadLetters",
     ] {
         assert!(alerts.contains(&wanted), "{wanted} in {alerts:?}");
@@ -1390,4 +1392,25 @@ async fn a_rotation_that_cannot_go_on_is_reported_while_the_rest_is_repaired() {
         message.contains("Secret/demo-jwt-signing") && message.contains("cannot go on"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn the_age_of_each_stores_signing_key_is_a_metric_until_the_store_is_gone() {
+    let h = Harness::new(Store::test());
+    h.reconcile().await.unwrap();
+    h.reconcile().await.unwrap();
+    let since = h
+        .store()
+        .status
+        .and_then(|s| s.signing_key)
+        .expect("the key's status")
+        .since
+        .0
+        .as_second();
+    let series = format!(
+        r#"mercato_operator_signing_key_since_timestamp_seconds{{store_namespace="{NAMESPACE}",store="demo"}} {since}"#
+    );
+    assert!(h.ctx.metrics.render().contains(&series), "{series}");
+    h.ctx.metrics.forget_store(NAMESPACE, "demo");
+    assert!(!h.ctx.metrics.render().contains("store=\"demo\""));
 }

@@ -38,7 +38,7 @@ fn every_alert_of_a_store_parses() {
 
 #[test]
 fn the_operators_own_alerts_in_the_chart_parse() {
-    // The template with its few placeholders filled in as helm would.
+    // The template with its few template expressions filled in as helm would.
     let text = chart_file("templates/prometheusrule.yaml")
         .replace(r#"{{ "{{" }}"#, "{{")
         .replace(r#"{{ "}}" }}"#, "}}")

@@ -1150,6 +1150,40 @@ fn dns_egress_follows_the_stores_dns_settings() {
     assert_eq!(rule.ports.as_ref().unwrap().len(), 2, "UDP and TCP 53");
 }
 
+/// (namespace, port) of every rule between the store's pods and pods of another namespace,
+/// from a policy's ingress (`from`) or egress (`to`) rules given as (peers, ports).
+fn namespace_ports<'a>(
+    rules: impl Iterator<
+        Item = (
+            Option<&'a Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>>,
+            Option<&'a Vec<k8s_openapi::api::networking::v1::NetworkPolicyPort>>,
+        ),
+    >,
+) -> Vec<(String, i32)> {
+    rules
+        .flat_map(|(peers, ports)| {
+            let ports: Vec<i32> = ports
+                .into_iter()
+                .flatten()
+                .filter_map(|p| match p.port {
+                    Some(IntOrString::Int(n)) => Some(n),
+                    _ => None,
+                })
+                .collect();
+            peers
+                .into_iter()
+                .flatten()
+                .filter_map(|peer| peer.namespace_selector.as_ref())
+                .flat_map(move |ns| {
+                    let name =
+                        ns.match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"].clone();
+                    ports.clone().into_iter().map(move |p| (name.clone(), p))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 #[test]
 fn prometheus_may_reach_the_ops_port_only_when_the_store_names_it() {
     let owner = Store::test().owner();
@@ -1157,36 +1191,17 @@ fn prometheus_may_reach_the_ops_port_only_when_the_store_names_it() {
         namespace: "monitoring".into(),
         pod_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "prometheus".into())]),
     };
-    let from_namespace = |policy: &NetworkPolicy| -> Vec<(String, i32)> {
-        policy
-            .spec
-            .as_ref()
-            .unwrap()
-            .ingress
-            .iter()
-            .flatten()
-            .flat_map(|rule| {
-                let ports: Vec<i32> = rule
-                    .ports
-                    .iter()
-                    .flatten()
-                    .filter_map(|p| match p.port {
-                        Some(IntOrString::Int(n)) => Some(n),
-                        _ => None,
-                    })
-                    .collect();
-                rule.from
-                    .iter()
-                    .flatten()
-                    .filter_map(|peer| peer.namespace_selector.as_ref())
-                    .flat_map(move |ns| {
-                        let name = ns.match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"]
-                            .clone();
-                        ports.clone().into_iter().map(move |p| (name.clone(), p))
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+    let from_namespace = |policy: &NetworkPolicy| {
+        namespace_ports(
+            policy
+                .spec
+                .as_ref()
+                .unwrap()
+                .ingress
+                .iter()
+                .flatten()
+                .map(|r| (r.from.as_ref(), r.ports.as_ref())),
+        )
     };
     for c in Component::ALL {
         assert!(
@@ -1224,27 +1239,18 @@ fn with_a_collector_every_component_sends_traces_there_and_may_reach_it() {
             "{c}"
         );
         let policy = network::component(&owner, c, None, store.spec.tracing.as_ref());
-        let to_collector: Vec<i32> = policy
-            .spec
-            .unwrap()
-            .egress
-            .iter()
-            .flatten()
-            .filter(|rule| {
-                rule.to.iter().flatten().any(|peer| {
-                    peer.namespace_selector.as_ref().is_some_and(|ns| {
-                        ns.match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"]
-                            == "observability"
-                    })
-                })
-            })
-            .flat_map(|rule| rule.ports.iter().flatten())
-            .filter_map(|p| match p.port {
-                Some(IntOrString::Int(n)) => Some(n),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(to_collector, vec![4318], "{c}");
+        let spec = policy.spec.unwrap();
+        let to_collector = namespace_ports(
+            spec.egress
+                .iter()
+                .flatten()
+                .map(|r| (r.to.as_ref(), r.ports.as_ref())),
+        );
+        assert_eq!(
+            to_collector,
+            vec![("observability".to_string(), 4318)],
+            "{c}"
+        );
     }
     let quiet = env_of(&deployment(&Store::test(), Component::Order));
     assert!(var(&quiet, env::OTEL_EXPORTER_OTLP_ENDPOINT).is_none());

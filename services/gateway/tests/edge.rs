@@ -13,7 +13,7 @@ use axum::routing::{any, get};
 use mercato_contract::CLIENT_ADDRESS_HEADER;
 use mercato_kit::edge::EdgeKey;
 use mercato_kit::server::{Listeners, Routers, Spawned, spawn};
-use mercato_kit::testing::{StubAuth, TestKeys, poll};
+use mercato_kit::testing::{TestAuth, TestKeys, poll};
 use serde_json::{Value, json};
 
 const EDGE_KEY: &str = "edge-key-for-the-gateway-tests-0123456789";
@@ -79,7 +79,7 @@ impl Edge {
     async fn start(extra: &[&str]) -> Self {
         let keys = TestKeys::new();
         // The fake auth also grants the gateway its token and serves an empty revocation feed.
-        let (auth_routes, _) = StubAuth::routes(&keys);
+        let (auth_routes, _) = TestAuth::routes(&keys);
         let mut services = vec![FakeService::start(auth_routes).await];
         for _ in 0..3 {
             services.push(FakeService::start(Router::new()).await);

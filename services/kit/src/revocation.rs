@@ -449,9 +449,9 @@ mod tests {
     #[cfg(feature = "testing")]
     #[tokio::test]
     async fn a_service_picks_up_the_feed_and_reports_it_in_metrics_and_readiness() {
-        use crate::testing::{StubAuth, TestKeys, poll};
+        use crate::testing::{TestAuth, TestKeys, poll};
         let keys = TestKeys::new();
-        let auth = StubAuth::start(&keys).await;
+        let auth = TestAuth::start(&keys).await;
         let config = crate::config::JwtConfig {
             jwt_issuer: mercato_contract::DEFAULT_JWT_ISSUER.into(),
             jwt_audience: mercato_contract::DEFAULT_JWT_AUDIENCE.into(),

@@ -213,14 +213,14 @@ pub fn fields(problem: &serde_json::Value) -> Vec<&str> {
 
 /// A stand-in for the auth service as other services use it: the client-credentials grant
 /// (any client gets a service token signed with the test keys) and the revocation feed,
-/// serving whatever the test [`StubAuth::revoke`]s.
+/// serving whatever the test [`TestAuth::revoke`]s.
 #[derive(Debug)]
-pub struct StubAuth {
+pub struct TestAuth {
     pub server: TestServer,
     entries: std::sync::Arc<std::sync::Mutex<Vec<crate::revocation::Revocation>>>,
 }
 
-impl StubAuth {
+impl TestAuth {
     pub async fn start(keys: &TestKeys) -> Self {
         let (router, entries) = Self::routes(keys);
         Self {
@@ -283,7 +283,7 @@ impl StubAuth {
         }
     }
 
-    /// The flags that point a service's client (and revocation feed) at this stub.
+    /// The flags that point a service's client (and revocation feed) at this stand-in.
     pub fn flags(&self) -> Vec<String> {
         vec![
             format!("--auth-url={}", self.server.url("")),
@@ -293,7 +293,7 @@ impl StubAuth {
     }
 }
 
-/// A service with a database on a random local port: a fresh database, test keys, a stub
+/// A service with a database on a random local port: a fresh database, test keys, a stand-in
 /// auth service for its client and revocation feed, and the service built from `extra`
 /// flags as its binary would be, background work started.
 #[derive(Debug)]
@@ -301,7 +301,7 @@ pub struct TestService {
     pub server: TestServer,
     pub http: reqwest::Client,
     pub keys: TestKeys,
-    pub auth: StubAuth,
+    pub auth: TestAuth,
     /// The service's own database, migrated.
     pub pool: sqlx::PgPool,
     pub db: TestDb,
@@ -311,7 +311,7 @@ impl TestService {
     pub async fn start<C: crate::server::ServiceConfig>(extra: &[&str]) -> Self {
         let db = TestDb::new().await;
         let keys = TestKeys::new();
-        let auth = StubAuth::start(&keys).await;
+        let auth = TestAuth::start(&keys).await;
         let mut args = vec![
             format!("mercato-{}", C::COMPONENT.name()),
             format!("--database-url={}", db.url),

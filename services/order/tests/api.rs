@@ -1,6 +1,6 @@
 //! The order service's handlers over real HTTP against a fresh database: who may see
 //! what, input errors naming their fields, and checkout's refusals as status codes. The
-//! product service is unreachable here and auth is a stub; the devstack's suites cover the
+//! product service is unreachable here and auth is a stand-in; the devstack's suites cover the
 //! flow across services.
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
@@ -17,7 +17,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-/// The product service is down (nothing listens on port 9); auth is `TestService`'s stub,
+/// The product service is down (nothing listens on port 9); auth is `TestService`'s stand-in,
 /// which serves the revocation feed.
 async fn spawn_app() -> TestService {
     TestService::start::<Config>(&["--product-url=http://127.0.0.1:9", "--upstream-retries=0"])

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-/// The order service is down (nothing listens on port 9); auth is `TestService`'s stub,
+/// The order service is down (nothing listens on port 9); auth is `TestService`'s stand-in,
 /// which serves the revocation feed.
 async fn spawn_app() -> TestService {
     TestService::start::<Config>(&[

@@ -5,7 +5,7 @@ use clap::Parser;
 use mercato_contract::scopes;
 use mercato_kit::jwt::Role;
 use mercato_kit::server::ServiceConfig;
-use mercato_kit::testing::{StubAuth, TestDb, TestKeys, TestServer, fields, metric, poll};
+use mercato_kit::testing::{TestAuth, TestDb, TestKeys, TestServer, fields, metric, poll};
 use mercato_product::Config;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -15,7 +15,7 @@ struct TestApp {
     http: reqwest::Client,
     keys: TestKeys,
     /// The revocation feed this service reads.
-    _auth: StubAuth,
+    _auth: TestAuth,
     db: TestDb,
     admin: String,
     service: String,
@@ -24,7 +24,7 @@ struct TestApp {
 async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let db = TestDb::new().await;
     let keys = TestKeys::new();
-    let auth = StubAuth::start(&keys).await;
+    let auth = TestAuth::start(&keys).await;
     let mut args = vec![
         "mercato-product".to_string(),
         format!("--database-url={}", db.url),

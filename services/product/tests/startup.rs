@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mercato_kit::server::{Listeners, spawn_starting};
-use mercato_kit::testing::{StubAuth, TestDb, TestKeys, poll, problem};
+use mercato_kit::testing::{TestAuth, TestDb, TestKeys, poll, problem};
 use serde_json::Value;
 
 async fn get(http: &reqwest::Client, url: String) -> (u16, Value) {
@@ -19,7 +19,7 @@ async fn get(http: &reqwest::Client, url: String) -> (u16, Value) {
 async fn a_service_whose_database_is_missing_stays_up_not_ready_then_serves_when_it_appears() {
     let db = TestDb::not_created_yet();
     let keys = TestKeys::new();
-    let auth = StubAuth::start(&keys).await;
+    let auth = TestAuth::start(&keys).await;
     let mut args = vec![
         "mercato-product".to_string(),
         format!("--database-url={}", db.url),
@@ -82,7 +82,7 @@ async fn a_service_whose_database_is_missing_stays_up_not_ready_then_serves_when
 async fn the_binary_waits_for_its_database_instead_of_exiting() {
     let db = TestDb::not_created_yet();
     let keys = TestKeys::new();
-    let auth = StubAuth::start(&keys).await;
+    let auth = TestAuth::start(&keys).await;
     let free_port = || {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()

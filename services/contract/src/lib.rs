@@ -54,15 +54,18 @@ pub enum Component {
     Order,
     Payment,
     Gateway,
+    /// The web shop: server-rendered pages, a client of the gateway's public API.
+    Storefront,
 }
 
 impl Component {
-    pub const ALL: [Component; 5] = [
+    pub const ALL: [Component; 6] = [
         Component::Auth,
         Component::Product,
         Component::Order,
         Component::Payment,
         Component::Gateway,
+        Component::Storefront,
     ];
 
     /// The components that own a PostgreSQL database.
@@ -81,6 +84,7 @@ impl Component {
             Component::Order => "order",
             Component::Payment => "payment",
             Component::Gateway => "gateway",
+            Component::Storefront => "storefront",
         }
     }
 
@@ -93,11 +97,12 @@ impl Component {
             Component::Order => "Order service",
             Component::Payment => "Payment service",
             Component::Gateway => "Gateway",
+            Component::Storefront => "Storefront",
         }
     }
 
     pub const fn has_database(self) -> bool {
-        !matches!(self, Component::Gateway)
+        !matches!(self, Component::Gateway | Component::Storefront)
     }
 
     /// The components this one calls over HTTP (the edges of the checkout flow).
@@ -108,7 +113,10 @@ impl Component {
                 Component::Product,
                 Component::Order,
                 Component::Payment,
+                Component::Storefront,
             ],
+            // The storefront is a client of the public API, like a browser or the CLI.
+            Component::Storefront => &[Component::Gateway],
             Component::Order => &[Component::Product, Component::Auth],
             Component::Payment => &[Component::Order, Component::Auth],
             // The product service verifies tokens against the mounted JWKS; it calls auth
@@ -126,6 +134,7 @@ impl Component {
             Component::Order => env::ORDER_URL,
             Component::Payment => env::PAYMENT_URL,
             Component::Gateway => env::GATEWAY_URL,
+            Component::Storefront => env::STOREFRONT_URL,
         }
     }
 
@@ -138,7 +147,7 @@ impl Component {
             Component::Product => Some(env::PRODUCT_OPS_URL),
             Component::Order => Some(env::ORDER_OPS_URL),
             Component::Payment => Some(env::PAYMENT_OPS_URL),
-            Component::Gateway => None,
+            Component::Gateway | Component::Storefront => None,
         }
     }
 
@@ -153,7 +162,7 @@ impl Component {
                 scopes::AUTH_REVOCATIONS,
             ]),
             Component::Product | Component::Gateway => Some(&[scopes::AUTH_REVOCATIONS]),
-            Component::Auth => None,
+            Component::Auth | Component::Storefront => None,
         }
     }
 
@@ -223,6 +232,15 @@ pub mod env {
     pub const ORDER_URL: &str = "ORDER_URL";
     pub const PAYMENT_URL: &str = "PAYMENT_URL";
     pub const GATEWAY_URL: &str = "GATEWAY_URL";
+    /// Gateway, optional: where the storefront answers; the gateway then routes `/`,
+    /// `/shop/` and `/assets/` to it. Unset, the gateway serves the API only.
+    pub const STOREFRONT_URL: &str = "STOREFRONT_URL";
+    /// Storefront only: the key (at least 32 characters) that signs its cookies and CSRF
+    /// tokens. Every replica needs the same one.
+    pub const STOREFRONT_COOKIE_KEY: &str = "STOREFRONT_COOKIE_KEY";
+    /// Storefront only: `always` marks cookies `Secure` whatever the request says;
+    /// `auto` (the default) when the request reached the gateway over HTTPS.
+    pub const STOREFRONT_SECURE_COOKIES: &str = "STOREFRONT_SECURE_COOKIES";
     /// Gateway only, optional: base URLs of the services' operational endpoints, where it
     /// probes `/readyz`. Unset: the service's host on [`super::OPS_PORT`].
     pub const AUTH_OPS_URL: &str = "AUTH_OPS_URL";
@@ -259,6 +277,8 @@ pub mod secret_keys {
     pub const ADMIN_PASSWORD: &str = "password";
     /// `<store>-edge`: the key signing the client address header (gateway and auth).
     pub const EDGE_KEY: &str = "edge-key";
+    /// `<store>-storefront`: the key signing the storefront's cookies and CSRF tokens.
+    pub const STOREFRONT_COOKIE_KEY: &str = "cookie-key";
 }
 
 /// Where Secrets are mounted in service containers.
@@ -296,6 +316,9 @@ pub mod names {
     }
     pub fn edge_secret(store: &str) -> String {
         format!("{store}-edge")
+    }
+    pub fn storefront_secret(store: &str) -> String {
+        format!("{store}-storefront")
     }
     /// The PostgreSQL database and role name a component uses.
     pub fn db_name(component: Component) -> String {

@@ -26,6 +26,8 @@ pub struct Topology {
     pub admin_password: String,
     /// The key signing the client address the gateway passes to auth.
     pub edge_key: String,
+    /// The key signing the storefront's cookies and CSRF tokens.
+    pub cookie_key: String,
     pub log_format: String,
     pub log_level: String,
 }
@@ -81,6 +83,9 @@ impl Topology {
         if matches!(component, Component::Gateway | Component::Auth) {
             vars.push((env::EDGE_KEY, self.edge_key.clone()));
         }
+        if component == Component::Storefront {
+            vars.push((env::STOREFRONT_COOKIE_KEY, self.cookie_key.clone()));
+        }
         if let Some(secret) = self.client_secrets.get(&component) {
             vars.push((env::CLIENT_ID, component.name().to_string()));
             vars.push((env::CLIENT_SECRET, secret.clone()));
@@ -133,6 +138,7 @@ mod debug_tests {
             admin_email: "admin@example.com".into(),
             admin_password: "admin-secret-1".into(),
             edge_key: "edge-secret-1-0123456789abcdef0123456789".into(),
+            cookie_key: "cookie-secret-1-0123456789abcdef0123456789".into(),
             log_format: "pretty".into(),
             log_level: "info".into(),
         };
@@ -142,6 +148,7 @@ mod debug_tests {
             "client-secret-1",
             "admin-secret-1",
             "edge-secret-1",
+            "cookie-secret-1",
         ] {
             assert!(!shown.contains(secret), "{shown}");
         }

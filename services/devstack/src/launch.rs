@@ -16,5 +16,6 @@ pub async fn launch(
         Component::Order => spawn::<mercato_order::Config>(args, listeners).await,
         Component::Payment => spawn::<mercato_payment::Config>(args, listeners).await,
         Component::Gateway => spawn::<mercato_gateway::Config>(args, listeners).await,
+        Component::Storefront => spawn::<mercato_storefront::Config>(args, listeners).await,
     }
 }

@@ -50,6 +50,10 @@ pub struct Config {
     /// Base URL of the payment service.
     #[arg(long, env = env::PAYMENT_URL)]
     pub payment_url: String,
+    /// Base URL of the storefront; set, the gateway routes `/`, `/shop/…` and `/assets/…`
+    /// to it. Unset, those paths are 404 and the gateway serves the API only.
+    #[arg(long, env = env::STOREFRONT_URL)]
+    pub storefront_url: Option<String>,
     /// How long a service may take to start answering before the client gets 504.
     #[arg(long, env = "UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
     pub upstream_timeout_ms: u64,
@@ -106,6 +110,7 @@ pub struct Upstreams {
     pub product: String,
     pub order: String,
     pub payment: String,
+    pub storefront: Option<String>,
 }
 
 impl Upstreams {
@@ -115,6 +120,7 @@ impl Upstreams {
             Component::Product => Some(&self.product),
             Component::Order => Some(&self.order),
             Component::Payment => Some(&self.payment),
+            Component::Storefront => self.storefront.as_deref(),
             Component::Gateway => None,
         }
     }
@@ -207,6 +213,10 @@ impl ServiceConfig for Config {
             product: config.product_url.trim_end_matches('/').to_string(),
             order: config.order_url.trim_end_matches('/').to_string(),
             payment: config.payment_url.trim_end_matches('/').to_string(),
+            storefront: config
+                .storefront_url
+                .as_deref()
+                .map(|u| u.trim_end_matches('/').to_string()),
         };
         let explicit = [
             config.auth_ops_url.as_deref(),
@@ -242,7 +252,18 @@ impl ServiceConfig for Config {
             health: health.clone(),
         };
         let mut api = Router::new().route("/health", get(health::health));
-        for prefix in ["/auth", "/users", "/products", "/orders", "/payments"] {
+        if state.upstreams.storefront.is_some() {
+            api = api.route("/", any(proxy::forward));
+        }
+        for prefix in [
+            "/auth",
+            "/users",
+            "/products",
+            "/orders",
+            "/payments",
+            "/shop",
+            "/assets",
+        ] {
             api = api
                 .route(prefix, any(proxy::forward))
                 .route(&format!("{prefix}/{{*rest}}"), any(proxy::forward));

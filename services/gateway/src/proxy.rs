@@ -70,6 +70,35 @@ fn set_client_headers(headers: &mut HeaderMap, g: &Gateway, peer: SocketAddr, cl
     }
 }
 
+/// Who the client is: an address this gateway signed (the storefront relays the one it got
+/// with a shopper's page request, so the API calls it makes for that shopper count against
+/// the shopper, not against the storefront), else the walk through trusted proxies.
+fn client_address(g: &Gateway, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+    if let Some(key) = &g.edge_key
+        && let Some(signed) = headers
+            .get(CLIENT_ADDRESS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| key.verify(v))
+    {
+        return signed;
+    }
+    g.trusted_proxies.client(headers, peer)
+}
+
+/// `https` when a trusted proxy in front says the client used it (the storefront then marks
+/// its cookies `Secure`), else `http`: this gateway itself speaks plain HTTP.
+fn forwarded_proto(g: &Gateway, headers: &HeaderMap, peer: IpAddr) -> HeaderValue {
+    let said_https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    if said_https && g.trusted_proxies.contains(&peer) {
+        HeaderValue::from_static("https")
+    } else {
+        HeaderValue::from_static("http")
+    }
+}
+
 pub async fn forward(
     State(g): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -89,7 +118,7 @@ async fn forward_inner(
     let path = req.uri().path().to_string();
     let component = upstream_for(&path)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "Not found"))?;
-    let client = g.trusted_proxies.client(req.headers(), peer.ip());
+    let client = client_address(g, req.headers(), peer.ip());
     if let Err(wait) = g.limiter.check(&client.to_string()) {
         return Err(ApiError::too_many_requests(
             wait.as_secs().saturating_add(1),
@@ -115,7 +144,8 @@ async fn forward_inner(
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     set_client_headers(headers, g, peer, client);
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let proto = forwarded_proto(g, headers, peer.ip());
+    headers.insert("x-forwarded-proto", proto);
     mercato_kit::telemetry::inject_trace(headers);
     if let Some(host) = original_host {
         headers.insert("x-forwarded-host", host);

@@ -1,5 +1,7 @@
 //! The routing table: which service answers which public path, and which requests need a
-//! signed-in caller before they are forwarded.
+//! signed-in caller before they are forwarded. The storefront's pages (`/`, `/shop/…`) and
+//! assets (`/assets/…`) go to the storefront, which signs its shoppers in with cookies and
+//! calls the API back through the gateway like any other client.
 
 use axum::http::Method;
 use mercato_contract::Component;
@@ -12,6 +14,7 @@ pub fn upstream_for(path: &str) -> Option<Component> {
         "products" => Some(Component::Product),
         "orders" => Some(Component::Order),
         "payments" => Some(Component::Payment),
+        "" | "shop" | "assets" => Some(Component::Storefront),
         _ => None,
     }
 }
@@ -43,7 +46,13 @@ mod tests {
         assert_eq!(upstream_for("/payments"), Some(Component::Payment));
         assert_eq!(upstream_for("/internal/orders/x"), None);
         assert_eq!(upstream_for("/productsX"), None);
-        assert_eq!(upstream_for("/"), None);
+        assert_eq!(upstream_for("/"), Some(Component::Storefront));
+        assert_eq!(upstream_for("/shop/cart"), Some(Component::Storefront));
+        assert_eq!(
+            upstream_for("/assets/style.css"),
+            Some(Component::Storefront)
+        );
+        assert_eq!(upstream_for("/shopping"), None);
     }
 
     #[test]

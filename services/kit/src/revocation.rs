@@ -298,7 +298,9 @@ impl App {
     /// (a failure is logged; the poller keeps trying, and admin tokens wait for it), then
     /// polls it once the service starts.
     pub async fn with_revocation_feed(self, client: &ServiceClientConfig) -> Self {
-        let verifier = self.verifier().clone();
+        let Some(verifier) = self.verifier().cloned() else {
+            return self;
+        };
         let list = verifier.revocations();
         list.attach_feed();
         let feed = Feed::new(client);

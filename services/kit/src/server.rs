@@ -229,7 +229,7 @@ pub trait ServiceConfig: clap::Parser + Send + Sync + 'static {
 /// always, plus the service's own periodic work).
 pub struct App {
     pub routers: Routers,
-    verifier: Arc<Verifier>,
+    verifier: Option<Arc<Verifier>>,
     reload_every: Duration,
     tasks: Vec<Box<dyn FnOnce() + Send>>,
 }
@@ -247,15 +247,26 @@ impl App {
     pub fn new(routers: Routers, verifier: Arc<Verifier>, jwt: &JwtConfig) -> Self {
         Self {
             routers,
-            verifier,
+            verifier: Some(verifier),
             reload_every: Duration::from_secs(jwt.jwks_reload_interval_secs.max(1)),
             tasks: Vec::new(),
         }
     }
 
+    /// A component that verifies no tokens itself (the storefront: a client of the API,
+    /// whose answers say what a token may do).
+    pub fn without_tokens(routers: Routers) -> Self {
+        Self {
+            routers,
+            verifier: None,
+            reload_every: Duration::ZERO,
+            tasks: Vec::new(),
+        }
+    }
+
     /// The verifier whose key set (and revocation list) the started service keeps fresh.
-    pub fn verifier(&self) -> &Arc<Verifier> {
-        &self.verifier
+    pub fn verifier(&self) -> Option<&Arc<Verifier>> {
+        self.verifier.as_ref()
     }
 
     /// Background work to start with the service (a sweep, the outbox).
@@ -266,7 +277,9 @@ impl App {
 
     /// Starts the background work and returns the routers to serve.
     pub fn start(self) -> Routers {
-        self.verifier.spawn_reloader(self.reload_every);
+        if let Some(verifier) = &self.verifier {
+            verifier.spawn_reloader(self.reload_every);
+        }
         for task in self.tasks {
             task();
         }

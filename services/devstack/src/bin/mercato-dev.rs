@@ -20,7 +20,7 @@ struct Args {
     /// Where generated keys and credentials are kept between runs.
     #[arg(long, env = "MERCATO_STATE_DIR", default_value = ".state/dev")]
     state_dir: PathBuf,
-    /// Gateway port; auth, product, order and payment use the next four; the operational
+    /// Gateway port; auth, product, order, payment and the storefront use the next five; the operational
     /// endpoints (`/metrics`, `/readyz`, `/healthz`) of each are ten ports above its own.
     #[arg(long, env = "PORT_BASE", default_value_t = 8080)]
     port_base: u16,
@@ -107,6 +107,7 @@ fn main() -> ExitCode {
         };
         println!();
         println!("  Mercato is running.");
+        println!("  Shop:     {}/ (open it in a browser)", dev.gateway_url);
         println!("  Gateway:  {}", dev.gateway_url);
         println!(
             "  Admin:    {} / {}",

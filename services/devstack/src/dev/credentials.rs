@@ -89,7 +89,18 @@ pub(super) fn ensure_keys(state: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 /// The key the gateway signs client addresses with (and auth checks them with), kept in
 /// `<state>/keys/edge-key`.
 pub(super) fn read_or_create_edge_key(state: &Path) -> anyhow::Result<String> {
-    let path = state.join("keys").join(secret_keys::EDGE_KEY);
+    read_or_create_key(state, secret_keys::EDGE_KEY)
+}
+
+/// The key signing the storefront's cookies, kept like the edge key (so sessions and carts
+/// survive a restart of `make dev`).
+pub(super) fn read_or_create_cookie_key(state: &Path) -> anyhow::Result<String> {
+    read_or_create_key(state, secret_keys::STOREFRONT_COOKIE_KEY)
+}
+
+/// A random key under `keys/<name>`: read if there, else created 0600.
+fn read_or_create_key(state: &Path, name: &str) -> anyhow::Result<String> {
+    let path = state.join("keys").join(name);
     if let Ok(key) = std::fs::read_to_string(&path) {
         return Ok(key.trim().to_string());
     }
@@ -171,5 +182,8 @@ mod tests {
         let path = state.path().join("keys").join(secret_keys::EDGE_KEY);
         assert_eq!(mode(&path), 0o600);
         assert_eq!(read_or_create_edge_key(state.path()).unwrap(), key);
+        let cookie = read_or_create_cookie_key(state.path()).unwrap();
+        assert_ne!(cookie, key, "each key is its own");
+        assert_eq!(read_or_create_cookie_key(state.path()).unwrap(), cookie);
     }
 }

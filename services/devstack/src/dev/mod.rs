@@ -37,7 +37,8 @@ pub struct DevOptions {
     pub postgres_url: String,
     /// Where keys and generated credentials are kept between runs.
     pub state_dir: PathBuf,
-    /// Gateway port; auth, product, order and payment take the next four, and each one's
+    /// Gateway port; auth, product, order, payment and the storefront take the next five,
+    /// and each one's
     /// operational endpoints are ten above its port. 0: random ports.
     pub port_base: u16,
     /// Prefix of the databases and roles (`mercato_auth`, ...).
@@ -99,11 +100,12 @@ impl std::fmt::Debug for Dev {
 }
 
 /// Start-up order: dependencies first, the gateway last.
-const ORDER: [Component; 5] = [
+const ORDER: [Component; 6] = [
     Component::Auth,
     Component::Product,
     Component::Order,
     Component::Payment,
+    Component::Storefront,
     Component::Gateway,
 ];
 
@@ -118,6 +120,7 @@ impl Dev {
         let secrets = credentials::read_or_create_secrets(&options.state_dir)?;
         let (private_key_path, jwks_path) = credentials::ensure_keys(&options.state_dir)?;
         let edge_key = credentials::read_or_create_edge_key(&options.state_dir)?;
+        let cookie_key = credentials::read_or_create_cookie_key(&options.state_dir)?;
         let database_urls = databases::prepare_databases(options, &secrets).await?;
         let topology = Topology {
             listen: listeners
@@ -140,6 +143,7 @@ impl Dev {
             admin_email: mercato_contract::DEFAULT_ADMIN_EMAIL.into(),
             admin_password: secrets.admin_password.clone(),
             edge_key,
+            cookie_key,
             log_format: options.log_format.clone(),
             log_level: options.log_level.clone(),
         };

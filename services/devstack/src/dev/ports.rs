@@ -1,4 +1,5 @@
-//! The ports of a store: the gateway on the base port, the services on the next four, and
+//! The ports of a store: the gateway on the base port, the services and the storefront on
+//! the next five, and
 //! each one's operational port ten above its own (or all random for tests), bound up front
 //! so a port in use is named before anything starts.
 
@@ -18,6 +19,7 @@ fn port_offset(c: Component) -> u16 {
         Component::Product => 2,
         Component::Order => 3,
         Component::Payment => 4,
+        Component::Storefront => 5,
     }
 }
 

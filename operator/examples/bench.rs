@@ -305,7 +305,7 @@ fn desired_state_time(fake: &FakeApi) -> anyhow::Result<Value> {
             .context("store exists")?;
         let store: Store = serde_json::from_value(live)?;
         let owner = Owner::of(&store).context("stores have a namespace and uid")?;
-        let data: SecretData = secrets::specs(&name)
+        let data: SecretData = secrets::specs(&name, &store.spec)
             .into_iter()
             .filter_map(|spec| {
                 let live = fake.get("secrets", NAMESPACE, &spec.name)?;

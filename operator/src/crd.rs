@@ -25,7 +25,7 @@ pub const MAX_STORE_NAME_LEN: usize = 40;
 pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:17";
 
 /// A Mercato online store: auth, product, order and payment services, each with its own
-/// PostgreSQL, and a gateway in front of them.
+/// PostgreSQL, a gateway in front of them, and a storefront (the web shop) behind the gateway.
 #[derive(CustomResource, JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "mercato.dev",
@@ -38,7 +38,7 @@ pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:17";
     status = "StoreStatus",
     derive = "Default",
     derive = "PartialEq",
-    doc = "A Mercato online store: auth, product, order and payment services (each with its own PostgreSQL) behind a gateway.",
+    doc = "A Mercato online store: auth, product, order and payment services (each with its own PostgreSQL) behind a gateway, and a storefront (the web shop) the gateway serves at / and /shop/.",
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -66,6 +66,9 @@ pub struct StoreSpec {
     pub payment: ServiceSpec,
     /// The gateway: the store's only entry point.
     pub gateway: GatewaySpec,
+    /// The storefront: the web shop's server-rendered pages, which the gateway serves at
+    /// `/`, `/shop/` and `/assets/`; a client of the gateway's public API.
+    pub storefront: StorefrontSpec,
     /// Lifetimes of the tokens the auth service issues.
     pub tokens: TokenSpec,
     /// What happens to the databases' volumes when the Store is deleted.
@@ -168,6 +171,37 @@ impl Default for GatewaySpec {
             resources: resources(("50m", "64Mi"), ("500m", "256Mi")),
             service: GatewayServiceSpec::default(),
             trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// The storefront: its Deployment. It has no database and no Service of its own outside the
+/// namespace: the gateway routes the shop's pages to it.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct StorefrontSpec {
+    /// Run the web shop. `false` removes its objects (its cookie key too, so sessions end)
+    /// and the gateway serves the API only.
+    pub enabled: bool,
+    /// Container image; defaults to the operator's `<registry>/storefront:<tag>` (`mercato/storefront:<operator version>` unless the operator is configured otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Pod replicas (0 stops the web shop; the gateway then answers its pages with 503).
+    #[schemars(range(min = 0, max = 50))]
+    pub replicas: i32,
+    /// Container resources.
+    #[schemars(schema_with = "resources_schema")]
+    pub resources: ResourceRequirements,
+}
+
+impl Default for StorefrontSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            image: None,
+            replicas: 1,
+            resources: resources(("50m", "64Mi"), ("500m", "256Mi")),
         }
     }
 }
@@ -589,7 +623,8 @@ pub struct ComponentStatus {
     pub replicas: i32,
     /// Replicas that are ready and run the current pod template.
     pub ready_replicas: i32,
-    /// Whether the component's PostgreSQL is ready (absent for the gateway).
+    /// Whether the component's PostgreSQL is ready (absent for the gateway and the
+    /// storefront, which have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_ready: Option<bool>,
 }
@@ -620,15 +655,33 @@ pub fn crd() -> CustomResourceDefinition {
 }
 
 impl StoreSpec {
-    /// The settings of a backend service; `None` for the gateway, which has no database.
+    /// The settings of a backend service; `None` for the gateway and the storefront, which
+    /// have no database.
     pub fn service(&self, component: Component) -> Option<&ServiceSpec> {
         match component {
             Component::Auth => Some(&self.auth),
             Component::Product => Some(&self.product),
             Component::Order => Some(&self.order),
             Component::Payment => Some(&self.payment),
-            Component::Gateway => None,
+            Component::Gateway | Component::Storefront => None,
         }
+    }
+
+    /// Whether the Store runs `component`: every one but a storefront it turned off.
+    pub fn enabled(&self, component: Component) -> bool {
+        match component {
+            Component::Storefront => self.storefront.enabled,
+            Component::Auth
+            | Component::Product
+            | Component::Order
+            | Component::Payment
+            | Component::Gateway => true,
+        }
+    }
+
+    /// The components the Store runs, in `Component::ALL` order.
+    pub fn components(&self) -> impl Iterator<Item = Component> + '_ {
+        Component::ALL.into_iter().filter(|c| self.enabled(*c))
     }
 
     /// The pods' `imagePullSecrets`; `None` when the Store names none.
@@ -645,22 +698,34 @@ impl StoreSpec {
 
     /// The workload settings every component has.
     pub fn workload(&self, component: Component) -> Workload<'_> {
-        match self.service(component) {
-            Some(s) => Workload {
-                image: s.image.as_deref(),
-                replicas: s.replicas,
-                resources: &s.resources,
-            },
-            None => Workload {
-                image: self.gateway.image.as_deref(),
-                replicas: self.gateway.replicas,
-                resources: &self.gateway.resources,
-            },
+        fn backend(s: &ServiceSpec) -> (Option<&str>, i32, &ResourceRequirements) {
+            (s.image.as_deref(), s.replicas, &s.resources)
+        }
+        let (image, replicas, resources) = match component {
+            Component::Auth => backend(&self.auth),
+            Component::Product => backend(&self.product),
+            Component::Order => backend(&self.order),
+            Component::Payment => backend(&self.payment),
+            Component::Gateway => (
+                self.gateway.image.as_deref(),
+                self.gateway.replicas,
+                &self.gateway.resources,
+            ),
+            Component::Storefront => (
+                self.storefront.image.as_deref(),
+                self.storefront.replicas,
+                &self.storefront.resources,
+            ),
+        };
+        Workload {
+            image,
+            replicas,
+            resources,
         }
     }
 }
 
-/// The part of a component's spec shared by the services and the gateway.
+/// The part of a component's spec shared by the services, the gateway and the storefront.
 #[derive(Debug, Clone, Copy)]
 pub struct Workload<'a> {
     image: Option<&'a str>,

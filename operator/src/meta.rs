@@ -155,6 +155,14 @@ impl Owner {
         &self.reference
     }
 
+    /// Whether an object with these owner references is one this Store controls (and so
+    /// one the operator may delete when the Store no longer wants it).
+    pub fn controls(&self, references: &[OwnerReference]) -> bool {
+        references
+            .iter()
+            .any(|r| r.uid == self.reference.uid && r.controller == Some(true))
+    }
+
     /// `http://<store>-<component>.<namespace>.svc:<port>`: no cluster domain, which
     /// clusters may change.
     pub fn service_url(&self, c: Component) -> String {

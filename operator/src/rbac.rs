@@ -23,11 +23,11 @@ fn as_list<S: serde::Serializer>(group: &&'static str, s: S) -> Result<S::Ok, S:
 
 /// Children: read from the watch caches (list, watch) or, before those are synced, by GET;
 /// server-side applied (patch, and create when the apply creates); replaced (update) when
-/// someone's edit makes every apply invalid (`apply::take_back`).
-const CHILD: &[&str] = &["get", "list", "watch", "create", "patch", "update"];
-/// Children that are also deleted: pruned when no longer desired (PDBs, NetworkPolicies),
-/// or stopped by the `Delete` deletion policy (the databases' StatefulSets).
-const CHILD_DELETED: &[&str] = &[
+/// someone's edit makes every apply invalid (`apply::take_back`); deleted when no longer
+/// desired (a PDB after scaling to one replica, NetworkPolicies turned off, the storefront's
+/// objects when a Store turns it off), or stopped by the `Delete` deletion policy (the
+/// databases' StatefulSets).
+const CHILD: &[&str] = &[
     "get", "list", "watch", "create", "patch", "update", "delete",
 ];
 
@@ -45,11 +45,14 @@ pub const RULES: &[Rule] = &[
         resources: &["stores/status"],
         verbs: &["patch"],
     },
-    // Created once, metadata re-applied, never replaced or deleted by the operator.
+    // Created once, metadata re-applied, never replaced. Deleted only when the Store turns
+    // off the component that reads it (the storefront's cookie key), and then only one the
+    // Store controls; the operator can already rewrite Secrets (patch), so delete grants it
+    // no new power over their contents.
     Rule {
         api_group: "",
         resources: &["secrets"],
-        verbs: &["get", "list", "watch", "create", "patch"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
     },
     Rule {
         api_group: "",
@@ -78,17 +81,17 @@ pub const RULES: &[Rule] = &[
     Rule {
         api_group: "apps",
         resources: &["statefulsets"],
-        verbs: CHILD_DELETED,
+        verbs: CHILD,
     },
     Rule {
         api_group: "policy",
         resources: &["poddisruptionbudgets"],
-        verbs: CHILD_DELETED,
+        verbs: CHILD,
     },
     Rule {
         api_group: "networking.k8s.io",
         resources: &["networkpolicies"],
-        verbs: CHILD_DELETED,
+        verbs: CHILD,
     },
     // Events are created, and patched when they repeat.
     Rule {
@@ -140,11 +143,15 @@ mod tests {
         assert!(permits("mercato.dev", "stores/status", "patch"));
         assert!(!permits("mercato.dev", "stores/status", "update"));
         assert!(
-            !permits("", "secrets", "delete"),
-            "Secrets are never deleted"
+            !permits("", "secrets", "update"),
+            "Secrets are never replaced"
         );
-        assert!(!permits("", "secrets", "update"), "nor replaced");
-        assert!(!permits("apps", "deployments", "delete"));
+        assert!(
+            !permits("", "secrets", "deletecollection"),
+            "Secrets are deleted one by one, by name"
+        );
+        assert!(permits("apps", "deployments", "delete"));
+        assert!(!permits("apps", "deployments", "deletecollection"));
         assert!(!permits("", "pods", "get"), "pods are only watched");
     }
 

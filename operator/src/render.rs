@@ -90,7 +90,7 @@ mod tests {
         )
         .len()
             + builders::monitoring(&store_owner(&store), &store.spec).len();
-        assert!(expected > secrets::specs("demo").len());
+        assert!(expected > secrets::specs("demo", &store.spec).len());
         assert_eq!(docs.len(), expected);
         for d in &docs {
             assert_eq!(d["metadata"]["namespace"].as_str(), Some("shop"));

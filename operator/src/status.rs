@@ -148,7 +148,8 @@ pub fn compute(
     let (components, endpoint, stuck) = match observed {
         Some(o) => {
             let mut components = BTreeMap::new();
-            for c in Component::ALL {
+            // A component the Store turned off has no entry, and nothing to wait for.
+            for c in store.spec.components() {
                 let ready = o.deployments.get(&c).map_or(0, deployment_ready);
                 let database_ready = c
                     .has_database()

@@ -29,7 +29,7 @@ fn every_alert_of_a_store_parses() {
     store.metadata.namespace = Some("shop".into());
     store.metadata.uid = Some("0000".into());
     let owner = Owner::of(&store).unwrap();
-    let rules = monitoring::rules(&owner);
+    let rules = monitoring::rules(&owner, &store.spec);
     assert!(rules.len() >= 8, "{} rules", rules.len());
     for rule in rules {
         parses(&rule.alert, &rule.expr);

@@ -41,17 +41,17 @@ pub fn config_hash(secrets: &SecretData, names: &[String], config: &serde_json::
     hex(&h.finalize())
 }
 
-/// The components `c` calls over HTTP: its edges in the network policies and the
-/// `<COMPONENT>_URL` variables it gets.
-pub fn callees(c: Component) -> Vec<Component> {
-    c.calls().to_vec()
+/// The components `c` calls over HTTP, of those the Store runs: its edges in the network
+/// policies and the `<COMPONENT>_URL` variables it gets (so the gateway is told
+/// `STOREFRONT_URL` only when there is a storefront).
+pub fn callees(spec: &StoreSpec, c: Component) -> Vec<Component> {
+    c.calls()
+        .iter()
+        .copied()
+        .filter(|callee| spec.enabled(*callee))
+        .collect()
 }
 
-/// Everything a Store should have, in apply order: its Secrets first (holding `secrets`,
-/// the data they have or, for `render` and tests, freshly generated data), then identities
-/// and databases, the workloads that use them, and the policies. The reconciler settles the
-/// Secrets on its own (they are created once and never re-applied with other data) and
-/// applies the rest.
 /// The Prometheus Operator objects of a Store (when its monitoring is on): applied only in a
 /// cluster that has their CRDs, which the reconciler checks.
 pub fn monitoring(owner: &Owner, spec: &StoreSpec) -> Vec<Child> {
@@ -59,25 +59,30 @@ pub fn monitoring(owner: &Owner, spec: &StoreSpec) -> Vec<Child> {
         return Vec::new();
     }
     vec![
-        Child::new(&monitoring::pod_monitor(owner, &spec.monitoring)),
-        Child::new(&monitoring::prometheus_rule(owner, &spec.monitoring)),
+        Child::new(&monitoring::pod_monitor(owner, spec)),
+        Child::new(&monitoring::prometheus_rule(owner, spec)),
     ]
 }
 
+/// Everything a Store should have, in apply order: its Secrets first (holding `secrets`,
+/// the data they have or, for `render` and tests, freshly generated data), then identities
+/// and databases, the workloads that use them, and the policies. The reconciler settles the
+/// Secrets on its own (they are created once and never re-applied with other data) and
+/// applies the rest.
 pub fn desired(
     owner: &Owner,
     spec: &StoreSpec,
     images: &ImageDefaults,
     secrets: &SecretData,
 ) -> Vec<Child> {
-    let mut out: Vec<Child> = secrets::specs(&owner.name)
+    let mut out: Vec<Child> = secrets::specs(&owner.name, spec)
         .iter()
         .map(|s| {
             let data = secrets.get(&s.name).cloned().unwrap_or_default();
             Child::new(&secrets::secret(owner, s, data))
         })
         .collect();
-    for c in Component::ALL {
+    for c in spec.components() {
         out.push(Child::new(&workloads::service_account(owner, c)).of(c));
     }
     for c in Component::WITH_DATABASE {
@@ -96,7 +101,7 @@ pub fn desired(
             );
         }
     }
-    for c in Component::ALL {
+    for c in spec.components() {
         out.push(Child::new(&workloads::service(owner, spec, c)).of(c));
         out.push(Child::new(&workloads::deployment(owner, spec, images, c, secrets)).of(c));
         if let Some(pdb) = workloads::pod_disruption_budget(owner, spec, c) {
@@ -109,20 +114,30 @@ pub fn desired(
             owner,
             &spec.network_policies.dns,
         )));
-        for c in Component::ALL {
-            out.push(
-                Child::new(&network::component(
-                    owner,
-                    c,
-                    spec.monitoring.prometheus.as_ref(),
-                    spec.tracing.as_ref(),
-                ))
-                .of(c),
-            );
+        for c in spec.components() {
+            out.push(Child::new(&network::component(owner, spec, c)).of(c));
         }
         for c in Component::WITH_DATABASE {
             out.push(Child::new(&network::database(owner, c)).of(c));
         }
     }
     out
+}
+
+/// The children a Store would have with every optional component on, less those it wants:
+/// what a component it turned off (`storefront.enabled: false`) left behind, which the
+/// reconciler deletes. The other components' children share their names whatever is
+/// turned off (only their contents differ), so none of them is listed.
+pub fn switched_off(owner: &Owner, spec: &StoreSpec, images: &ImageDefaults) -> Vec<Child> {
+    let mut everything = spec.clone();
+    everything.storefront.enabled = true;
+    let none = SecretData::new();
+    let wanted: Vec<(String, String)> = desired(owner, spec, images, &none)
+        .into_iter()
+        .map(|c| (c.kind().to_string(), c.name))
+        .collect();
+    desired(owner, &everything, images, &none)
+        .into_iter()
+        .filter(|c| !wanted.contains(&(c.kind().to_string(), c.name.clone())))
+        .collect()
 }

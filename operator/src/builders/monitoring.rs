@@ -10,11 +10,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::CustomResource;
-use mercato_contract::Component;
 use serde::{Deserialize, Serialize};
 
 use crate::builders::workloads::OPS_PORT_NAME;
-use crate::crd::MonitoringSpec;
+use crate::crd::StoreSpec;
 use crate::meta::{LABEL_INSTANCE, LABEL_NAME, LABEL_PART_OF, Owner, PART_OF, Role};
 
 /// `monitoring.coreos.com/v1` PodMonitor: which pods Prometheus scrapes, on which port.
@@ -87,14 +86,12 @@ pub fn job(owner: &Owner) -> String {
 /// The share of 5xx answers over 10 minutes above which a service is alerted on.
 pub const ERROR_RATIO_THRESHOLD: f64 = 0.05;
 
-/// Scrapes `/metrics` on the ops port of every service pod of the Store (not its databases).
-pub fn pod_monitor(owner: &Owner, spec: &MonitoringSpec) -> PodMonitor {
+/// Scrapes `/metrics` on the ops port of every component's pods the Store runs (not its
+/// databases).
+pub fn pod_monitor(owner: &Owner, spec: &StoreSpec) -> PodMonitor {
     let mut metadata = owner.child_meta(pod_monitor_name(&owner.name), &Role::store());
-    extend_labels(&mut metadata.labels, &spec.labels);
-    let services: Vec<String> = Component::ALL
-        .into_iter()
-        .map(|c| Role::service(c).name)
-        .collect();
+    extend_labels(&mut metadata.labels, &spec.monitoring.labels);
+    let services: Vec<String> = spec.components().map(|c| Role::service(c).name).collect();
     PodMonitor {
         metadata,
         spec: PodMonitorSpec {
@@ -112,7 +109,7 @@ pub fn pod_monitor(owner: &Owner, spec: &MonitoringSpec) -> PodMonitor {
             pod_metrics_endpoints: vec![PodMetricsEndpoint {
                 port: OPS_PORT_NAME.to_string(),
                 path: "/metrics".to_string(),
-                interval: spec.scrape_interval.clone(),
+                interval: spec.monitoring.scrape_interval.clone(),
             }],
         },
     }
@@ -146,8 +143,9 @@ fn alert(
 }
 
 /// The Store's alerts. Every expression selects the Store's own scrape job, so two Stores
-/// in one namespace, or one Prometheus for many namespaces, never mix.
-pub fn rules(owner: &Owner) -> Vec<AlertRule> {
+/// in one namespace, or one Prometheus for many namespaces, never mix; a component the
+/// Store turned off has no `Missing` alert.
+pub fn rules(owner: &Owner, spec: &StoreSpec) -> Vec<AlertRule> {
     let store = &owner.name;
     let job = job(owner);
     let sel = format!(r#"job="{job}""#);
@@ -159,7 +157,7 @@ pub fn rules(owner: &Owner) -> Vec<AlertRule> {
         format!("A pod of store {store} does not answer its metrics scrape"),
         "Pod {{ $labels.pod }} ({{ $labels.namespace }}) has not answered /metrics on its ops port for 2 minutes: it is down, hung or unreachable.",
     )];
-    for c in Component::ALL {
+    for c in spec.components() {
         out.push(alert(
             &format!("Mercato{}Missing", capitalised(c.name())),
             format!(r#"absent(up{{{sel},pod=~"{store}-{}-[a-z0-9]+-[a-z0-9]+"}} == 1)"#, c.name()),
@@ -218,15 +216,15 @@ fn capitalised(s: &str) -> String {
 }
 
 /// The PrometheusRule holding [`rules`].
-pub fn prometheus_rule(owner: &Owner, spec: &MonitoringSpec) -> PrometheusRule {
+pub fn prometheus_rule(owner: &Owner, spec: &StoreSpec) -> PrometheusRule {
     let mut metadata = owner.child_meta(rule_name(&owner.name), &Role::store());
-    extend_labels(&mut metadata.labels, &spec.labels);
+    extend_labels(&mut metadata.labels, &spec.monitoring.labels);
     PrometheusRule {
         metadata,
         spec: PrometheusRuleSpec {
             groups: vec![RuleGroup {
                 name: format!("mercato.{}.{}", owner.namespace, owner.name),
-                rules: rules(owner),
+                rules: rules(owner, spec),
             }],
         },
     }

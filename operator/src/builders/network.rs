@@ -1,6 +1,6 @@
 //! NetworkPolicies: deny everything for the store's pods, then allow exactly the edges of
-//! the checkout flow (`super::callees`), each service to its own PostgreSQL, DNS, and
-//! ingress to the gateway from anywhere.
+//! the checkout flow and the storefront (`super::callees`), each service to its own
+//! PostgreSQL, DNS, and ingress to the gateway from anywhere.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mercato_contract::{Component, HTTP_PORT, OPS_PORT, POSTGRES_PORT, names};
 
-use crate::crd::{DnsSpec, PeerSpec, TracingSpec};
+use crate::crd::{DnsSpec, PeerSpec, StoreSpec};
 use crate::meta::{Owner, Role, selector, store_pods_selector};
 
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -109,18 +109,19 @@ pub fn allow_dns(owner: &Owner, dns: &DnsSpec) -> NetworkPolicy {
     )
 }
 
-/// The components that call `c`.
-pub fn callers(c: Component) -> Vec<Component> {
-    Component::ALL
-        .into_iter()
-        .filter(|caller| super::callees(*caller).contains(&c))
+/// The components of the Store that call `c`.
+pub fn callers(spec: &StoreSpec, c: Component) -> Vec<Component> {
+    spec.components()
+        .filter(|caller| super::callees(spec, *caller).contains(&c))
         .collect()
 }
 
 /// The ports a caller may reach on `callee`: the API, and for the gateway, which reports
-/// every service's readiness on its `/health`, the ops port (`/readyz`).
-fn ports_to(caller: Component, _callee: Component) -> Vec<NetworkPolicyPort> {
-    if caller == Component::Gateway {
+/// the readiness of the services it has an ops URL for (`Component::ops_url_env`) on its
+/// `/health`, their ops port (`/readyz`). The storefront is not among them: the gateway
+/// only routes pages to it.
+fn ports_to(caller: Component, callee: Component) -> Vec<NetworkPolicyPort> {
+    if caller == Component::Gateway && callee.ops_url_env().is_some() {
         vec![tcp(i32::from(HTTP_PORT)), tcp(i32::from(OPS_PORT))]
     } else {
         vec![tcp(i32::from(HTTP_PORT))]
@@ -146,17 +147,14 @@ fn peer_of(peer: &PeerSpec) -> NetworkPolicyPeer {
 }
 
 /// A component's pods: ingress from its callers (the gateway: from anywhere) on the HTTP
-/// port, from the gateway on the ops port, and from `prometheus` (the Store's
-/// `monitoring.prometheus`) on the ops port; egress to its callees (the same ports), its
-/// own PostgreSQL and, with `tracing`, the OpenTelemetry collector. Probes come from the kubelet on the node, which NetworkPolicies do
-/// not restrict.
-pub fn component(
-    owner: &Owner,
-    c: Component,
-    prometheus: Option<&PeerSpec>,
-    tracing: Option<&TracingSpec>,
-) -> NetworkPolicy {
+/// port, from the gateway on the ops port of the services it probes, and from the Store's
+/// `monitoring.prometheus` on the ops port; egress to its callees (the same ports), its own
+/// PostgreSQL and, with `tracing`, the OpenTelemetry collector. Probes come from the
+/// kubelet on the node, which NetworkPolicies do not restrict.
+pub fn component(owner: &Owner, spec: &StoreSpec, c: Component) -> NetworkPolicy {
     let store = &owner.name;
+    let prometheus = spec.monitoring.prometheus.as_ref();
+    let tracing = spec.tracing.as_ref();
     let role = Role::service(c);
     let mut ingress: Vec<NetworkPolicyIngressRule> = if c == Component::Gateway {
         vec![NetworkPolicyIngressRule {
@@ -164,7 +162,7 @@ pub fn component(
             ports: Some(vec![tcp(i32::from(HTTP_PORT))]),
         }]
     } else {
-        callers(c)
+        callers(spec, c)
             .into_iter()
             .map(|caller| NetworkPolicyIngressRule {
                 from: Some(vec![pods(store, &Role::service(caller))]),
@@ -178,7 +176,7 @@ pub fn component(
             ports: Some(vec![tcp(i32::from(OPS_PORT))]),
         });
     }
-    let mut egress: Vec<NetworkPolicyEgressRule> = super::callees(c)
+    let mut egress: Vec<NetworkPolicyEgressRule> = super::callees(spec, c)
         .into_iter()
         .map(|callee| NetworkPolicyEgressRule {
             to: Some(vec![pods(store, &Role::service(callee))]),

@@ -10,7 +10,12 @@ use mercato_contract::{
     Component, DEFAULT_ADMIN_EMAIL, DEFAULT_ADMIN_USERNAME, names, secret_keys,
 };
 
+use crate::crd::StoreSpec;
 use crate::meta::{Owner, Role};
+
+/// Length of the storefront's cookie key: the storefront needs at least 32 characters;
+/// 64 alphanumerics are some 380 bits, more than its HMAC-SHA256 can use.
+pub const COOKIE_KEY_LEN: usize = 64;
 
 /// The data of every Secret of one store, by Secret name.
 pub type SecretData = BTreeMap<String, BTreeMap<String, ByteString>>;
@@ -30,8 +35,8 @@ pub struct SecretSpec {
     pub retained: bool,
 }
 
-/// Every Secret of a store, in the order they are created.
-pub fn specs(store: &str) -> Vec<SecretSpec> {
+/// Every Secret of a store that runs what `spec` turns on, in the order they are created.
+pub fn specs(store: &str, spec: &StoreSpec) -> Vec<SecretSpec> {
     let mut out = vec![
         SecretSpec {
             name: names::jwt_signing_secret(store),
@@ -62,6 +67,15 @@ pub fn specs(store: &str) -> Vec<SecretSpec> {
             retained: false,
         },
     ];
+    if spec.enabled(Component::Storefront) {
+        // Signs the shop's cookies and CSRF tokens: a new key only logs shoppers out.
+        out.push(SecretSpec {
+            name: names::storefront_secret(store),
+            role: Role::service(Component::Storefront),
+            keys: vec![secret_keys::STOREFRONT_COOKIE_KEY],
+            retained: false,
+        });
+    }
     for c in Component::WITH_DATABASE {
         out.push(SecretSpec {
             name: names::db_credentials_secret(store, c),
@@ -87,7 +101,7 @@ pub fn specs(store: &str) -> Vec<SecretSpec> {
     out
 }
 
-/// Fresh credentials for every Secret of a store. The JWT key pair is generated together, so
+/// Fresh credentials for every Secret a store can have. The JWT key pair is generated together, so
 /// `<store>-jwt-signing` and `<store>-jwks` always match when created from one call.
 pub fn generate(store: &str) -> SecretData {
     let b = |s: &str| ByteString(s.as_bytes().to_vec());
@@ -123,6 +137,13 @@ pub fn generate(store: &str) -> SecretData {
         BTreeMap::from([(
             secret_keys::EDGE_KEY.to_string(),
             b(&random_secret(SECRET_LEN)),
+        )]),
+    );
+    out.insert(
+        names::storefront_secret(store),
+        BTreeMap::from([(
+            secret_keys::STOREFRONT_COOKIE_KEY.to_string(),
+            b(&random_secret(COOKIE_KEY_LEN)),
         )]),
     );
     for c in Component::WITH_DATABASE {
@@ -185,7 +206,7 @@ mod tests {
     #[test]
     fn every_generated_secret_has_the_keys_its_spec_lists() {
         let data = generate("demo");
-        let specs = specs("demo");
+        let specs = specs("demo", &StoreSpec::default());
         assert_eq!(data.len(), specs.len());
         for spec in &specs {
             assert!(
@@ -198,7 +219,10 @@ mod tests {
 
     #[test]
     fn secret_names_follow_the_contract() {
-        let names: Vec<String> = specs("demo").into_iter().map(|s| s.name).collect();
+        let names: Vec<String> = specs("demo", &StoreSpec::default())
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         assert_eq!(
             names,
             [
@@ -206,6 +230,7 @@ mod tests {
                 "demo-jwks",
                 "demo-admin",
                 "demo-edge",
+                "demo-storefront",
                 "demo-auth-db-credentials",
                 "demo-product-db-credentials",
                 "demo-order-db-credentials",
@@ -220,7 +245,7 @@ mod tests {
 
     #[test]
     fn retained_secrets_are_those_whose_contents_a_database_also_holds() {
-        let retained: Vec<String> = specs("demo")
+        let retained: Vec<String> = specs("demo", &StoreSpec::default())
             .into_iter()
             .filter(|s| s.retained)
             .map(|s| s.name)
@@ -286,8 +311,29 @@ mod tests {
     }
 
     #[test]
+    fn the_cookie_key_is_long_fresh_and_only_for_a_store_with_a_storefront() {
+        let (a, b) = (generate("demo"), generate("demo"));
+        let key = &a["demo-storefront"][secret_keys::STOREFRONT_COOKIE_KEY];
+        assert!(key.0.len() >= 48, "{} characters", key.0.len());
+        assert!(key.0.iter().all(u8::is_ascii_alphanumeric));
+        assert_ne!(
+            key,
+            &b["demo-storefront"][secret_keys::STOREFRONT_COOKIE_KEY]
+        );
+
+        let mut without = StoreSpec::default();
+        without.storefront.enabled = false;
+        let names: Vec<String> = specs("demo", &without)
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert!(!names.contains(&"demo-storefront".to_string()), "{names:?}");
+        assert_eq!(names.len(), specs("demo", &StoreSpec::default()).len() - 1);
+    }
+
+    #[test]
     fn missing_keys_names_what_a_live_secret_lacks() {
-        let spec = &specs("demo")[2];
+        let spec = &specs("demo", &StoreSpec::default())[2];
         let mut data = generate("demo").remove("demo-admin").unwrap();
         assert!(missing_keys(spec, Some(&data)).is_empty());
         data.remove(secret_keys::ADMIN_PASSWORD);

@@ -44,6 +44,12 @@ pub fn client_secret_env(c: Component) -> String {
     format!("{}{}", env::CLIENT_SECRET_PREFIX, c.name().to_uppercase())
 }
 
+/// Whether a component verifies access tokens itself, against the mounted JWKS: every one
+/// but the storefront, which passes a shopper's token on to the gateway and reads no key.
+fn verifies_tokens(c: Component) -> bool {
+    !matches!(c, Component::Storefront)
+}
+
 /// The components that hold an OAuth2 client, i.e. auth's service clients.
 fn service_clients() -> impl Iterator<Item = Component> {
     Component::ALL
@@ -59,10 +65,14 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
         env_value(env::HTTP_ADDR, format!("0.0.0.0:{HTTP_PORT}")),
         env_value(env::OPS_ADDR, format!("0.0.0.0:{OPS_PORT}")),
         env_value(env::LOG_FORMAT, LOG_FORMAT_JSON),
-        env_value(env::JWT_ISSUER, DEFAULT_JWT_ISSUER),
-        env_value(env::JWT_AUDIENCE, DEFAULT_JWT_AUDIENCE),
-        env_value(env::JWKS_PATH, paths::JWKS_FILE),
     ];
+    if verifies_tokens(c) {
+        out.extend([
+            env_value(env::JWT_ISSUER, DEFAULT_JWT_ISSUER),
+            env_value(env::JWT_AUDIENCE, DEFAULT_JWT_AUDIENCE),
+            env_value(env::JWKS_PATH, paths::JWKS_FILE),
+        ]);
+    }
     if c.has_database() {
         let creds = names::db_credentials_secret(store, c);
         out.extend([
@@ -122,8 +132,15 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
             env_from_secret(env::CLIENT_SECRET, &client, secret_keys::CLIENT_SECRET),
         ]);
     }
-    for callee in super::callees(c) {
+    for callee in super::callees(spec, c) {
         out.push(env_value(callee.url_env(), owner.service_url(callee)));
+    }
+    if c == Component::Storefront {
+        out.push(env_from_secret(
+            env::STOREFRONT_COOKIE_KEY,
+            &names::storefront_secret(store),
+            secret_keys::STOREFRONT_COOKIE_KEY,
+        ));
     }
     if matches!(c, Component::Auth | Component::Gateway) {
         // The gateway signs the client address it settled on; auth counts logins by it.
@@ -163,7 +180,13 @@ pub fn hashed_secrets(store: &str, c: Component) -> Vec<String> {
 
 /// The Secrets a component's pods read.
 pub fn referenced_secrets(store: &str, c: Component) -> Vec<String> {
-    let mut out = vec![names::jwks_secret(store)];
+    let mut out = Vec::new();
+    if verifies_tokens(c) {
+        out.push(names::jwks_secret(store));
+    }
+    if c == Component::Storefront {
+        out.push(names::storefront_secret(store));
+    }
     if c.has_database() {
         out.push(names::db_credentials_secret(store, c));
     }
@@ -223,14 +246,15 @@ pub fn deployment(
     let name = names::component(&owner.name, c);
     let env = env(owner, spec, c);
 
-    let mut volumes = vec![
-        secret_volume(JWKS_VOLUME, names::jwks_secret(&owner.name)),
-        empty_dir(TMP_VOLUME),
-    ];
-    let mut mounts = vec![
-        mount(JWKS_VOLUME, paths::JWKS_DIR, true),
-        mount(TMP_VOLUME, "/tmp", false),
-    ];
+    let mut volumes = vec![empty_dir(TMP_VOLUME)];
+    let mut mounts = vec![mount(TMP_VOLUME, "/tmp", false)];
+    if verifies_tokens(c) {
+        volumes.insert(
+            0,
+            secret_volume(JWKS_VOLUME, names::jwks_secret(&owner.name)),
+        );
+        mounts.insert(0, mount(JWKS_VOLUME, paths::JWKS_DIR, true));
+    }
     if c == Component::Auth {
         volumes.push(secret_volume(
             SIGNING_KEY_VOLUME,
@@ -302,10 +326,11 @@ pub fn deployment(
 }
 
 /// The Service in front of a component; the gateway's type comes from the Store. The
-/// gateway's Service, the public one, exposes the API only; a backend's (reachable inside
+/// gateway's Service, the public one, exposes the API only; the others (reachable inside
 /// the namespace only, and on the ops port only from the gateway and Prometheus by
-/// NetworkPolicy) also exposes the ops port, where the gateway reads `/readyz` for its
-/// `/health`.
+/// NetworkPolicy) also expose the ops port: a backend's is where the gateway reads
+/// `/readyz` for its `/health`; the storefront's, which the gateway does not probe, is
+/// there for `kubectl port-forward` like every other one.
 pub fn service(owner: &Owner, spec: &StoreSpec, c: Component) -> Service {
     let role = Role::service(c);
     let (type_, node_port, traffic_policy) = if c == Component::Gateway {

@@ -63,7 +63,7 @@ pub(super) async fn cleanup(store: &Store, ctx: &Context) -> Result<Action, Erro
             // the first admin's), or a Store of the same name could not use its data.
             let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
             let mut kept = Vec::new();
-            for spec in secrets::specs(&owner.name)
+            for spec in secrets::specs(&owner.name, &store.spec)
                 .into_iter()
                 .filter(|s| s.retained)
             {

@@ -8,6 +8,7 @@
 mod cleanup;
 mod rotation;
 mod secrets;
+mod switched_off;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +33,7 @@ use crate::apply::{Child, Outcome, ensure};
 use crate::builders;
 use crate::builders::monitoring::{PodMonitor, PrometheusRule};
 use crate::cache::{Cached, ChildCache, observed_kinds};
-use crate::crd::{Store, StoreStatus};
+use crate::crd::{Store, StoreSpec, StoreStatus};
 use crate::images::ImageDefaults;
 use crate::meta::{FINALIZER, LABEL_COMPONENT, MANAGER, Owner, Role, store_labels, store_selector};
 use crate::metrics::Metrics;
@@ -491,7 +492,7 @@ async fn patch_status(
 /// other child that fails is recorded and the pass goes on.
 async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sync, Error> {
     let mut sync = Sync::default();
-    let mut secret_data = secrets::ensure(owner, ctx, &mut sync).await?;
+    let mut secret_data = secrets::ensure(&store.spec, owner, ctx, &mut sync).await?;
     // A rotation that cannot go on is reported like a child that cannot be applied (and
     // retried with backoff); it does not keep the other children from being repaired.
     match rotation::advance(store, owner, ctx, &mut secret_data, &mut sync).await {
@@ -538,6 +539,7 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
             }
         }
     }
+    switched_off::remove(store, owner, ctx, &mut sync).await;
     prune::<PodDisruptionBudget>(owner, ctx, &children, &mut sync).await;
     prune::<NetworkPolicy>(owner, ctx, &children, &mut sync).await;
     if monitoring {
@@ -545,14 +547,14 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
         prune::<PrometheusRule>(owner, ctx, &children, &mut sync).await;
     }
     if let Some(cache) = &ctx.cache {
-        sync.observed.causes = causes(cache, owner);
+        sync.observed.causes = causes(cache, owner, &store.spec);
     }
     Ok(sync)
 }
 
 /// Why each component and database of the store is not ready, as far as its pods and
 /// claims in the watch caches say (nothing before the caches have synced).
-fn causes(cache: &ChildCache, owner: &Owner) -> BTreeMap<String, String> {
+fn causes(cache: &ChildCache, owner: &Owner, spec: &StoreSpec) -> BTreeMap<String, String> {
     let now = k8s_openapi::jiff::Timestamp::now();
     let of = |resource: &ApiResource, role: &Role| -> Vec<DynamicObject> {
         let mut labels = store_labels(&owner.name);
@@ -564,7 +566,7 @@ fn causes(cache: &ChildCache, owner: &Owner) -> BTreeMap<String, String> {
     };
     let [pods, claims] = observed_kinds();
     let mut out = BTreeMap::new();
-    for c in Component::ALL {
+    for c in spec.components() {
         let role = Role::service(c);
         if let Some(cause) = diagnose::pods(&typed(of(&pods, &role)), now) {
             out.insert(role.component, cause);
@@ -653,10 +655,7 @@ where
         },
     };
     for (name, references) in present {
-        let ours = references
-            .iter()
-            .any(|r| r.uid == owner.reference().uid && r.controller == Some(true));
-        if !ours || keep.contains(name.as_str()) {
+        if !owner.controls(&references) || keep.contains(name.as_str()) {
             continue;
         }
         match api.delete(&name, &DeleteParams::default()).await {

@@ -41,7 +41,7 @@ pub(super) async fn advance(
     .map_err(|e| Error::Rotation(e.to_string()))?;
     for (name, wanted) in [(&signing_name, &step.signing), (&jwks_name, &step.jwks)] {
         if let Some(wanted) = wanted {
-            rewrite(owner, ctx, name, wanted.clone(), sync).await?;
+            rewrite(store, owner, ctx, name, wanted.clone(), sync).await?;
             data.insert(name.clone(), wanted.clone());
         }
     }
@@ -51,13 +51,14 @@ pub(super) async fn advance(
 /// Server-side applies a key Secret with new data: keys this manager applied before and
 /// the new data lacks (`next.pem`) are removed.
 async fn rewrite(
+    store: &Store,
     owner: &Owner,
     ctx: &Context,
     name: &str,
     data: Data,
     sync: &mut Sync,
 ) -> Result<(), Error> {
-    let spec = secrets::specs(&owner.name)
+    let spec = secrets::specs(&owner.name, &store.spec)
         .into_iter()
         .find(|s| s.name == name)
         .ok_or_else(|| Error::Rotation(format!("no Secret spec named {name}")))?;

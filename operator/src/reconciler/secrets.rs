@@ -10,18 +10,21 @@ use mercato_contract::names;
 use super::{Context, Error, Sync, api_err};
 use crate::apply::{Child, is_up_to_date};
 use crate::builders::{SecretData, secrets};
+use crate::crd::StoreSpec;
 use crate::meta::{MANAGER, Owner};
 
-/// Creates the Secrets that do not exist yet and returns the data of all of them. A Secret
-/// that exists is never rewritten: only its metadata (labels, owner) is brought back.
+/// Creates the Secrets `store` needs that do not exist yet and returns the data of all of
+/// them. A Secret that exists is never rewritten: only its metadata (labels, owner) is
+/// brought back.
 pub(super) async fn ensure(
+    store: &StoreSpec,
     owner: &Owner,
     ctx: &Context,
     sync: &mut Sync,
 ) -> Result<SecretData, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let resource = ApiResource::erase::<Secret>(&());
-    let specs = secrets::specs(&owner.name);
+    let specs = secrets::specs(&owner.name, store);
     let mut live = BTreeMap::new();
     for spec in &specs {
         let object = format!("Secret/{}", spec.name);

@@ -18,7 +18,7 @@ use crate::crd::{GatewayServiceType, ImagePullPolicy, Store, StoreSpec};
 use crate::images::ImageDefaults;
 use crate::meta::{APPLIED_HASH_ANNOTATION, CONFIG_HASH_ANNOTATION};
 
-fn deployment(store: &Store, c: Component) -> Deployment {
+pub(super) fn deployment(store: &Store, c: Component) -> Deployment {
     let data = secrets::generate("demo");
     workloads::deployment(
         &store.owner(),
@@ -29,30 +29,30 @@ fn deployment(store: &Store, c: Component) -> Deployment {
     )
 }
 
-fn pod(d: &Deployment) -> &PodSpec {
+pub(super) fn pod(d: &Deployment) -> &PodSpec {
     d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
 }
 
-fn container(d: &Deployment) -> &Container {
+pub(super) fn container(d: &Deployment) -> &Container {
     &pod(d).containers[0]
 }
 
-fn env_of(d: &Deployment) -> Vec<EnvVar> {
+pub(super) fn env_of(d: &Deployment) -> Vec<EnvVar> {
     container(d).env.clone().unwrap()
 }
 
-fn var<'a>(env: &'a [EnvVar], name: &str) -> Option<&'a EnvVar> {
+pub(super) fn var<'a>(env: &'a [EnvVar], name: &str) -> Option<&'a EnvVar> {
     env.iter().find(|e| e.name == name)
 }
 
-fn value(env: &[EnvVar], name: &str) -> String {
+pub(super) fn value(env: &[EnvVar], name: &str) -> String {
     var(env, name)
         .and_then(|e| e.value.clone())
         .unwrap_or_else(|| panic!("{name} has no plain value"))
 }
 
 /// (Secret, key) an env var is read from.
-fn secret_ref(env: &[EnvVar], name: &str) -> (String, String) {
+pub(super) fn secret_ref(env: &[EnvVar], name: &str) -> (String, String) {
     let r = var(env, name)
         .and_then(|e| e.value_from.as_ref())
         .and_then(|v| v.secret_key_ref.as_ref())
@@ -123,13 +123,13 @@ fn a_minimal_store_gets_every_child_with_defaults() {
     assert_eq!(
         kinds,
         BTreeMap::from([
-            ("Secret".into(), 12),
-            ("ServiceAccount".into(), 5),
-            ("Service".into(), 9),
+            ("Secret".into(), 13),
+            ("ServiceAccount".into(), 6),
+            ("Service".into(), 10),
             ("StatefulSet".into(), 4),
-            ("Deployment".into(), 5),
+            ("Deployment".into(), 6),
             // default deny, DNS, one per component, one per database; no PDB at 1 replica
-            ("NetworkPolicy".into(), 2 + 5 + 4),
+            ("NetworkPolicy".into(), 2 + 6 + 4),
         ])
     );
     for c in Component::ALL {
@@ -305,7 +305,7 @@ fn callers_get_their_callees_urls_and_their_own_client() {
         let env = env_of(&deployment(&store, c));
         for callee in Component::ALL {
             let url = var(&env, callee.url_env()).and_then(|e| e.value.clone());
-            if builders::callees(c).contains(&callee) {
+            if builders::callees(&store.spec, c).contains(&callee) {
                 assert_eq!(
                     url,
                     Some(format!(
@@ -336,7 +336,11 @@ fn callers_get_their_callees_urls_and_their_own_client() {
             c.has_database(),
             "{c}"
         );
-        assert_eq!(value(&env, env::JWKS_PATH), paths::JWKS_FILE, "{c}");
+        if c == Component::Storefront {
+            assert!(var(&env, env::JWKS_PATH).is_none(), "it verifies no token");
+        } else {
+            assert_eq!(value(&env, env::JWKS_PATH), paths::JWKS_FILE, "{c}");
+        }
     }
 }
 
@@ -345,14 +349,12 @@ fn callers_get_their_callees_urls_and_their_own_client() {
 /// here), and the parts that only feed `$(VAR)` references of other variables.
 #[test]
 fn each_component_gets_exactly_the_variables_its_service_reads() {
+    let addresses = [env::HTTP_ADDR, env::OPS_ADDR, env::LOG_FORMAT];
     let common = [
-        env::HTTP_ADDR,
-        env::OPS_ADDR,
-        env::LOG_FORMAT,
-        env::JWT_ISSUER,
-        env::JWT_AUDIENCE,
-        env::JWKS_PATH,
-    ];
+        &addresses[..],
+        &[env::JWT_ISSUER, env::JWT_AUDIENCE, env::JWKS_PATH],
+    ]
+    .concat();
     let database = [env::DATABASE_URL];
     let database_parts = [env::DB_USER, env::DB_PASSWORD, env::DB_NAME, env::DB_HOST];
     let client = [env::CLIENT_ID, env::CLIENT_SECRET, env::AUTH_URL];
@@ -416,6 +418,7 @@ fn each_component_gets_exactly_the_variables_its_service_reads() {
                         env::PRODUCT_URL,
                         env::ORDER_URL,
                         env::PAYMENT_URL,
+                        env::STOREFRONT_URL,
                         env::EDGE_KEY,
                     ],
                 ]
@@ -423,7 +426,19 @@ fn each_component_gets_exactly_the_variables_its_service_reads() {
                 Vec::new(),
             ),
         ),
+        (
+            Component::Storefront,
+            (
+                [
+                    &addresses[..],
+                    &[env::GATEWAY_URL, env::STOREFRONT_COOKIE_KEY],
+                ]
+                .concat(),
+                Vec::new(),
+            ),
+        ),
     ]);
+    assert_eq!(expected.len(), Component::ALL.len(), "every component");
     let store = Store::test();
     for (c, (read, parts)) in expected {
         let got: BTreeSet<String> = env_of(&deployment(&store, c))
@@ -484,10 +499,11 @@ fn the_gateway_service_keeps_client_addresses_only_when_asked() {
 /// The product service calls no one but auth, and auth only for the revocation feed.
 #[test]
 fn the_product_service_reaches_only_auth_and_its_database() {
-    let owner = Store::test().owner();
-    let product = env_of(&deployment(&Store::test(), Component::Product));
+    let store = Store::test();
+    let owner = store.owner();
+    let product = env_of(&deployment(&store, Component::Product));
     assert!(var(&product, env::AUTH_URL).is_some());
-    let policy = network::component(&owner, Component::Product, None, None)
+    let policy = network::component(&owner, &store.spec, Component::Product)
         .spec
         .unwrap();
     let egress: Vec<String> = policy
@@ -498,7 +514,7 @@ fn the_product_service_reaches_only_auth_and_its_database() {
         .map(|peer| component_of(peer.pod_selector.as_ref().unwrap()))
         .collect();
     assert_eq!(egress, vec!["auth", "product-db"]);
-    let auth = network::component(&owner, Component::Auth, None, None)
+    let auth = network::component(&owner, &store.spec, Component::Auth)
         .spec
         .unwrap();
     let callers: Vec<String> = auth
@@ -533,7 +549,10 @@ fn every_variable_reference_points_to_a_variable_defined_above_it() {
 #[test]
 fn the_signing_key_is_mounted_into_auth_only_and_jwks_into_every_service() {
     let store = Store::test();
-    for c in Component::ALL {
+    for c in Component::ALL
+        .into_iter()
+        .filter(|c| *c != Component::Storefront)
+    {
         let d = deployment(&store, c);
         let secrets_mounted: BTreeMap<String, String> = pod(&d)
             .volumes
@@ -682,7 +701,8 @@ fn postgres_runs_as_999_with_pgdata_in_a_subdirectory_and_writable_run_and_tmp()
 
 /// Probes reach `/healthz` and `/readyz` on the ops port. The public Service (the
 /// gateway's) exposes the API only; a backend's Service also carries the ops port, where the
-/// gateway reads `/readyz` for its `/health`.
+/// gateway reads `/readyz` for its `/health`, and so does the storefront's, for
+/// `kubectl port-forward`.
 #[test]
 fn services_are_probed_on_healthz_and_readyz_at_the_ops_port_the_public_service_hides() {
     let store = Store::test();
@@ -921,19 +941,21 @@ fn service_accounts_mount_no_token() {
 }
 
 /// The component a selector picks out, by its `app.kubernetes.io/component` label.
-fn component_of(sel: &LabelSelector) -> String {
+pub(super) fn component_of(sel: &LabelSelector) -> String {
     sel.match_labels.as_ref().unwrap()["app.kubernetes.io/component"].clone()
 }
 
 #[test]
 fn network_policies_allow_exactly_the_flow_edges() {
-    let owner = Store::test().owner();
+    let store = Store::test();
+    let owner = store.owner();
     let mut expected: BTreeSet<(String, String, i32)> = BTreeSet::new();
     for c in Component::ALL {
-        for callee in builders::callees(c) {
+        for callee in builders::callees(&store.spec, c) {
             expected.insert((c.name().into(), callee.name().into(), i32::from(HTTP_PORT)));
-            if c == Component::Gateway {
-                // The gateway's /health reads every service's /readyz on the ops port.
+            if c == Component::Gateway && callee != Component::Storefront {
+                // The gateway's /health reads every service's /readyz on the ops port (not
+                // the storefront's: it only routes pages there).
                 expected.insert((
                     c.name().into(),
                     callee.name().into(),
@@ -947,7 +969,7 @@ fn network_policies_allow_exactly_the_flow_edges() {
     }
     let policies: Vec<NetworkPolicy> = Component::ALL
         .into_iter()
-        .map(|c| network::component(&owner, c, None, None))
+        .map(|c| network::component(&owner, &store.spec, c))
         .chain(
             Component::WITH_DATABASE
                 .into_iter()
@@ -996,7 +1018,21 @@ fn network_policies_allow_exactly_the_flow_edges() {
         }
     }
     assert_eq!(egress, expected, "egress edges");
-    assert_eq!(ingress, expected, "ingress edges");
+    // The gateway's API port is open to all (the storefront's calls included), so its
+    // callers need no rule of their own.
+    let to_the_gateway = |(_, callee, port): &(String, String, i32)| {
+        callee == "gateway" && *port == i32::from(HTTP_PORT)
+    };
+    assert!(
+        expected.iter().any(to_the_gateway),
+        "the storefront calls it"
+    );
+    let expected_ingress: BTreeSet<_> = expected
+        .iter()
+        .filter(|e| !to_the_gateway(e))
+        .cloned()
+        .collect();
+    assert_eq!(ingress, expected_ingress, "ingress edges");
     assert_eq!(
         open_ingress,
         vec![("gateway".to_string(), i32::from(HTTP_PORT))],
@@ -1203,13 +1239,14 @@ fn prometheus_may_reach_the_ops_port_only_when_the_store_names_it() {
                 .map(|r| (r.from.as_ref(), r.ports.as_ref())),
         )
     };
+    let watched = Store::test().with(|s| s.monitoring.prometheus = Some(prometheus));
     for c in Component::ALL {
         assert!(
-            from_namespace(&network::component(&owner, c, None, None)).is_empty(),
+            from_namespace(&network::component(&owner, &Store::test().spec, c)).is_empty(),
             "{c}"
         );
         assert_eq!(
-            from_namespace(&network::component(&owner, c, Some(&prometheus), None)),
+            from_namespace(&network::component(&owner, &watched.spec, c)),
             vec![(
                 "monitoring".to_string(),
                 i32::from(mercato_contract::OPS_PORT)
@@ -1238,7 +1275,7 @@ fn with_a_collector_every_component_sends_traces_there_and_may_reach_it() {
             "http://otel-collector.observability:4318",
             "{c}"
         );
-        let policy = network::component(&owner, c, None, store.spec.tracing.as_ref());
+        let policy = network::component(&owner, &store.spec, c);
         let spec = policy.spec.unwrap();
         let to_collector = namespace_ports(
             spec.egress

@@ -25,7 +25,7 @@ async fn the_controller_builds_a_new_store_and_puts_back_a_deleted_child() {
     // The finalizer patch is seen through the Store watch and leads to the reconcile that
     // creates the children.
     eventually("every Deployment exists", || {
-        fake.names("deployments").len() == 5
+        fake.names("deployments").len() == mercato_contract::Component::ALL.len()
     })
     .await;
     eventually("the status is set", || {

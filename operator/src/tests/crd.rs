@@ -307,6 +307,16 @@ fn ranges_and_enums_are_in_the_schema() {
     assert!(
         spec["auth"]["properties"]["database"]["properties"]["storageSize"]["pattern"].is_string()
     );
+    let storefront = &spec["storefront"]["properties"];
+    assert_eq!(
+        (
+            storefront["replicas"]["minimum"].as_f64(),
+            storefront["replicas"]["maximum"].as_f64()
+        ),
+        (Some(0.0), Some(50.0))
+    );
+    assert_eq!(storefront["enabled"]["type"], "boolean");
+    assert_eq!(storefront["image"]["minLength"].as_f64(), Some(1.0));
     let access = &spec["tokens"]["properties"]["accessTokenTtlSeconds"];
     assert_eq!(
         (access["minimum"].as_f64(), access["maximum"].as_f64()),
@@ -422,4 +432,41 @@ fn dns_settings_are_checked() {
                                            "cidrs": ["169.254.20.10/32", "fd00::a/128"]}}}),
     );
     assert_eq!(violations(&fine, None), Vec::<String>::new());
+}
+
+#[test]
+fn a_store_gets_a_storefront_unless_it_turns_it_off() {
+    let defaulted = apply_defaults(&schema(), &store("demo", json!({})));
+    let storefront = &defaulted["spec"]["storefront"];
+    assert_eq!(storefront["enabled"], true);
+    assert_eq!(storefront["replicas"], 1);
+    assert_eq!(storefront["resources"]["limits"]["memory"], "256Mi");
+    assert!(storefront.get("image").is_none(), "the operator's image");
+    let spec: StoreSpec = serde_json::from_value(defaulted["spec"].clone()).unwrap();
+    assert!(spec.enabled(Component::Storefront));
+    assert_eq!(spec.components().count(), Component::ALL.len());
+    assert_eq!(spec.workload(Component::Storefront).replicas, 1);
+    assert!(spec.service(Component::Storefront).is_none(), "no database");
+
+    // Turning it off keeps the other defaults and takes it out of the Store's components.
+    let off = store("demo", json!({"storefront": {"enabled": false}}));
+    assert_eq!(violations(&off, None), Vec::<String>::new());
+    let spec: StoreSpec =
+        serde_json::from_value(apply_defaults(&schema(), &off)["spec"].clone()).unwrap();
+    assert!(!spec.enabled(Component::Storefront));
+    assert_eq!(spec.storefront.replicas, 1);
+    assert!(!spec.components().any(|c| c == Component::Storefront));
+    assert!(spec.enabled(Component::Gateway));
+
+    // (Its ranges are in `ranges_and_enums_are_in_the_schema`; the API server checks them.)
+    let bad = store(
+        "demo",
+        json!({"storefront": {"resources": {"limits": {"memory": "256MB"}}}}),
+    );
+    let v = violations(&bad, None);
+    assert!(
+        v.iter()
+            .any(|m| m.starts_with(".spec.storefront.resources.limits.memory")),
+        "{v:?}"
+    );
 }

@@ -26,3 +26,4 @@ mod crd;
 pub mod fake_api;
 pub mod fixtures;
 mod reconcile;
+mod storefront;

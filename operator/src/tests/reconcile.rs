@@ -223,8 +223,10 @@ async fn first_reconcile_creates_every_child_and_sets_status() {
         .iter()
         .filter(|w| w.starts_with("PATCH ") && !w.contains("stores/"))
         .count();
-    assert_eq!(secrets, 12);
-    assert_eq!(applies, children.len() - 12);
+    let secret_count = children.iter().filter(|c| c.kind() == "Secret").count();
+    assert_eq!(secrets, 13);
+    assert_eq!(secret_count, 13);
+    assert_eq!(applies, children.len() - secret_count);
     for r in h
         .fake
         .requests()
@@ -603,6 +605,155 @@ async fn scaling_down_removes_the_disruption_budget_and_turning_policies_off_rem
         h.get("deployments", "demo-gateway").unwrap()["spec"]["replicas"],
         1
     );
+}
+
+/// Every object named `demo-storefront`, as `plural/name`.
+fn storefront_objects(h: &Harness) -> Vec<String> {
+    [
+        "secrets",
+        "serviceaccounts",
+        "services",
+        "deployments",
+        "poddisruptionbudgets",
+        "networkpolicies",
+    ]
+    .into_iter()
+    .filter(|plural| h.get(plural, "demo-storefront").is_some())
+    .map(|plural| format!("{plural}/demo-storefront"))
+    .collect()
+}
+
+/// The gateway's `STOREFRONT_URL`, as its Deployment has it.
+fn gateway_storefront_url(h: &Harness) -> Option<String> {
+    let gateway = h.get("deployments", "demo-gateway").expect("a gateway");
+    gateway["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == mercato_contract::env::STOREFRONT_URL)
+        .map(|e| e["value"].as_str().unwrap_or_default().to_string())
+}
+
+fn set_storefront(h: &Harness, enabled: bool) {
+    h.fake.edit(
+        "stores",
+        NAMESPACE,
+        "demo",
+        "kubectl-edit",
+        json!({"spec": {"storefront": {"enabled": enabled}}}),
+    );
+}
+
+#[tokio::test]
+async fn turning_the_storefront_off_deletes_its_objects_and_the_store_stays_ready() {
+    let h = Harness::new(Store::test().with(|s| s.storefront.replicas = 2));
+    h.reconcile().await.unwrap();
+    h.roll_out();
+    assert_eq!(h.reconcile().await.unwrap(), Action::requeue(RESYNC));
+    assert_eq!(h.store().status.unwrap().phase, Some(Phase::Ready));
+    assert_eq!(
+        storefront_objects(&h),
+        [
+            "secrets/demo-storefront",
+            "serviceaccounts/demo-storefront",
+            "services/demo-storefront",
+            "deployments/demo-storefront",
+            "poddisruptionbudgets/demo-storefront",
+            "networkpolicies/demo-storefront",
+        ]
+    );
+    assert_eq!(
+        gateway_storefront_url(&h).as_deref(),
+        Some("http://demo-storefront.shop.svc:8080")
+    );
+    let status = h.store().status.unwrap();
+    assert_eq!(
+        (
+            status.components["storefront"].replicas,
+            status.components["storefront"].ready_replicas,
+            status.components["storefront"].database_ready
+        ),
+        (2, 2, None)
+    );
+    let old_key = h.get("secrets", "demo-storefront").unwrap()["data"]["cookie-key"].clone();
+
+    set_storefront(&h, false);
+    h.reconcile().await.unwrap();
+    assert_eq!(
+        writes_to_children(&h),
+        [
+            // The gateway stops routing to it first, then it goes, policy and workload
+            // before the identity and the key.
+            "PATCH deployments/demo-gateway",
+            "PATCH networkpolicies/demo-gateway",
+            "DELETE networkpolicies/demo-storefront",
+            "DELETE poddisruptionbudgets/demo-storefront",
+            "DELETE deployments/demo-storefront",
+            "DELETE services/demo-storefront",
+            "DELETE serviceaccounts/demo-storefront",
+            "DELETE secrets/demo-storefront",
+        ]
+    );
+    assert_eq!(storefront_objects(&h), Vec::<String>::new());
+    assert_eq!(gateway_storefront_url(&h), None);
+    assert!(
+        h.events().iter().any(
+            |(reason, note)| reason == "Deleted" && note.contains("Deployment/demo-storefront")
+        ),
+        "{:?}",
+        h.events()
+    );
+
+    // Once the gateway has rolled, the store is Ready without it, and nothing is written.
+    h.roll_out();
+    h.reconcile().await.unwrap();
+    let status = h.store().status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Ready), "{:?}", status.conditions);
+    assert!(!status.components.contains_key("storefront"));
+    assert_eq!(h.reconcile().await.unwrap(), Action::requeue(RESYNC));
+    assert_eq!(h.fake.writes(), Vec::<String>::new());
+
+    // Back on: everything returns, with a cookie key of its own.
+    set_storefront(&h, true);
+    h.reconcile().await.unwrap();
+    assert_eq!(storefront_objects(&h).len(), 6);
+    assert!(gateway_storefront_url(&h).is_some());
+    let new_key = h.get("secrets", "demo-storefront").unwrap()["data"]["cookie-key"].clone();
+    assert!(new_key.is_string());
+    assert_ne!(new_key, old_key);
+}
+
+#[tokio::test]
+async fn a_storefront_object_the_store_does_not_control_is_left_alone() {
+    let h = Harness::new(Store::test().with(|s| s.storefront.enabled = false));
+    h.fake.insert(
+        "services",
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "demo-storefront", "namespace": NAMESPACE},
+               "spec": {"ports": [{"port": 80}]}}),
+    );
+    h.reconcile().await.unwrap();
+    assert!(h.get("services", "demo-storefront").is_some());
+    assert!(
+        !h.fake.writes().iter().any(|w| w.starts_with("DELETE")),
+        "{:?}",
+        h.fake.writes()
+    );
+    assert_eq!(gateway_storefront_url(&h), None);
+}
+
+#[tokio::test]
+async fn a_store_without_a_storefront_becomes_ready_and_then_writes_nothing() {
+    let h = Harness::new(Store::test().with(|s| s.storefront.enabled = false));
+    h.reconcile().await.unwrap();
+    assert_eq!(storefront_objects(&h), Vec::<String>::new());
+    h.reconcile().await.unwrap();
+    assert_eq!(h.fake.writes(), Vec::<String>::new());
+    h.roll_out();
+    h.reconcile().await.unwrap();
+    assert_eq!(h.store().status.unwrap().phase, Some(Phase::Ready));
+    assert_eq!(h.reconcile().await.unwrap(), Action::requeue(RESYNC));
+    assert_eq!(h.fake.writes(), Vec::<String>::new());
 }
 
 fn pvc(name: &str, store: &str) -> Value {
@@ -1043,7 +1194,8 @@ async fn with_the_prometheus_operator_a_store_gets_its_monitor_and_alerts_until_
             "mercato-product",
             "mercato-order",
             "mercato-payment",
-            "mercato-gateway"
+            "mercato-gateway",
+            "mercato-storefront"
         ],
         "the services, not their databases"
     );

@@ -3,8 +3,9 @@
 #   docker build --build-arg BIN=mercato-operator -t mercato/operator:0.1.0 .
 #   docker build --build-arg BIN=mercato-auth     -t mercato/auth:0.1.0 .
 #
-# (BIN is mercato-operator, mercato-auth, mercato-product, mercato-order, mercato-payment
-# or mercato-gateway; the image names are the Store's and the chart's defaults.)
+# (BIN is mercato-operator, mercato-auth, mercato-product, mercato-order, mercato-payment,
+# mercato-gateway or mercato-storefront; the image names are the Store's and the chart's
+# defaults.)
 #
 # Stages: `planner` reduces the workspace to a cargo-chef recipe (manifests and lock file
 # only), `builder` compiles the dependencies from that recipe in a layer of their own, so
@@ -57,7 +58,8 @@ LABEL org.opencontainers.image.title="${BIN}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /out/bin/ /usr/local/bin/
 USER 65532:65532
-# 8080: the API (services) or /metrics and probes (operator); 9090: a service's /healthz,
-# /readyz and /metrics, which no Service exposes.
+# 8080: the API (services), the shop's pages (storefront) or /metrics and probes (operator);
+# 9090: a service's /healthz, /readyz and /metrics, which the public Service does not
+# expose.
 EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/entrypoint"]

@@ -5,8 +5,9 @@
 //! It installs the CRD, runs the operator in this process (watching one fresh namespace
 //! that enforces the `restricted` Pod Security Standard), applies `examples/store.yaml`,
 //! waits for every child, checks them, edits and deletes children and sees them put back,
-//! checks that a settled Store costs no writes, that invalid Stores are refused, and that
-//! deleting Stores honours their deletion policy. Without a cluster configuration it says
+//! checks that a settled Store costs no writes, that invalid Stores are refused, that a Store
+//! can turn its storefront off and on, and that deleting Stores honours their deletion
+//! policy. Without a cluster configuration it says
 //! so and exits 0.
 //!
 //! Why an example and not a test: `cargo nextest run --workspace` must not touch a cluster,
@@ -452,6 +453,9 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     step("a component whose image cannot be had is named, with the cause, in the status");
     image_that_cannot_be_pulled(client, ns).await?;
 
+    step("the gateway routes to the storefront; turning it off removes it, and back on");
+    storefront_off_and_on(client, ns, &name).await?;
+
     step("deleting the Store with deletionPolicy Retain keeps the volume claims");
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     delete_store(&stores, &name).await?;
@@ -646,4 +650,91 @@ async fn image_that_cannot_be_pulled(client: &Client, ns: &str) -> anyhow::Resul
     .await?;
     step(&format!("Degraded: {message}"));
     delete_store(&stores, "broken").await
+}
+
+/// The gateway's `STOREFRONT_URL`, if its Deployment sets one.
+fn storefront_url(gateway: &Deployment) -> Option<String> {
+    gateway
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers[0].env.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|e| e.name == mercato_contract::env::STOREFRONT_URL)
+        .and_then(|e| e.value)
+}
+
+/// The storefront's Deployment, Service, ServiceAccount and Secret exist and the gateway is
+/// told where it answers; `storefront.enabled: false` removes all four and the variable;
+/// turned on again, it comes back with a cookie key of its own.
+async fn storefront_off_and_on(client: &Client, ns: &str, store: &str) -> anyhow::Result<()> {
+    let stores: Api<Store> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let name = mercato_contract::names::component(store, mercato_contract::Component::Storefront);
+    let secret = mercato_contract::names::storefront_secret(store);
+    let gateway = mercato_contract::names::component(store, mercato_contract::Component::Gateway);
+    let wanted = format!("http://{name}.{ns}.svc:{}", mercato_contract::HTTP_PORT);
+
+    ensure!(
+        deployments.get_opt(&name).await?.is_some() && services.get_opt(&name).await?.is_some(),
+        "no Deployment and Service {name}"
+    );
+    let url = storefront_url(&deployments.get(&gateway).await?);
+    ensure!(
+        url.as_deref() == Some(wanted.as_str()),
+        "{gateway} has STOREFRONT_URL {url:?}, not {wanted}"
+    );
+    let key = secrets.get(&secret).await?.data;
+
+    let switch = |enabled: bool| {
+        let stores = stores.clone();
+        async move {
+            stores
+                .patch(
+                    store,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"storefront": {"enabled": enabled}}})),
+                )
+                .await
+        }
+    };
+    switch(false).await?;
+    wait_for(
+        "the storefront's objects and STOREFRONT_URL to be gone",
+        TIMEOUT,
+        || async {
+            let gone = deployments.get_opt(&name).await?.is_none()
+                && services.get_opt(&name).await?.is_none()
+                && accounts.get_opt(&name).await?.is_none()
+                && secrets.get_opt(&secret).await?.is_none()
+                && storefront_url(&deployments.get(&gateway).await?).is_none();
+            Ok(gone.then_some(()))
+        },
+    )
+    .await?;
+    let status = stores.get(store).await?.status.unwrap_or_default();
+    ensure!(
+        !status.components.contains_key("storefront"),
+        "status.components still lists the storefront"
+    );
+
+    switch(true).await?;
+    wait_for("the storefront to come back", TIMEOUT, || async {
+        let back = deployments.get_opt(&name).await?.is_some()
+            && services.get_opt(&name).await?.is_some()
+            && storefront_url(&deployments.get(&gateway).await?).as_deref()
+                == Some(wanted.as_str());
+        Ok(back.then_some(()))
+    })
+    .await?;
+    ensure!(
+        secrets.get(&secret).await?.data != key,
+        "{secret} came back with the old cookie key"
+    );
+    Ok(())
 }

@@ -21,9 +21,12 @@ import re
 import sys
 import tomllib
 
-# What cargo reads besides the manifests and the sources, at the root or in a crate.
+# What cargo reads besides the manifests and the sources, at the root or in a crate: a
+# crate's migrations (sqlx::migrate!), its compile-time checked SQL, a build script, and the
+# files its macros read at compile time (askama's templates and askama.toml, the assets a
+# crate include_str!s: the storefront's).
 ROOT_EXTRAS = [".cargo/config.toml", ".cargo/config", "rust-toolchain", "rust-toolchain.toml", ".sqlx"]
-CRATE_EXTRAS = ["migrations", ".sqlx", "build.rs"]
+CRATE_EXTRAS = ["migrations", ".sqlx", "build.rs", "templates", "askama.toml", "assets"]
 
 
 def load(path):
@@ -159,7 +162,7 @@ def main():
     needed = ["Cargo.toml", "Cargo.lock"]
     for m in members():
         needed.append(f"{m}/Cargo.toml")
-        for sub in ("src", "migrations", "build.rs", ".sqlx", "benches", "examples"):
+        for sub in ["src", "benches", "examples"] + CRATE_EXTRAS:
             if os.path.exists(os.path.join(m, sub)):
                 needed.append(f"{m}/{sub}")
     kept_out = ["target", ".git", ".tools", ".state", "operator/target", "charts", "Tiltfile"]
@@ -169,8 +172,8 @@ def main():
     for e in errors:
         print(f"FAIL {e}")
     if not errors:
-        print(f"ok   .dockerignore keeps the {len(members())} workspace members' manifests, sources and "
-              f"migrations and Cargo.lock, and leaves out {', '.join(kept_out)}")
+        print(f"ok   .dockerignore keeps the {len(members())} workspace members' manifests, sources, "
+              f"migrations, templates and assets and Cargo.lock, and leaves out {', '.join(kept_out)}")
         print("ok   every member's targets are src/lib.rs and src/main.rs (or auto-discovered) and none has a "
               "build script, as the Dockerfile planner's stand-in sources assume")
     return 1 if errors else 0

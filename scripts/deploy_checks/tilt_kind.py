@@ -39,7 +39,7 @@ from build_context import binaries, binary_context  # noqa: E402
 from crd_validate import StoreValidator  # noqa: E402
 from tilt_assembly import KindSelector, assemble  # noqa: E402
 
-COMPONENTS = ["auth", "product", "order", "payment", "gateway"]
+COMPONENTS = ["auth", "product", "order", "payment", "gateway", "storefront"]
 
 
 class Fail(Exception):

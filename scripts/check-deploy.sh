@@ -12,7 +12,9 @@
 # (elsewhere, point HELM at a helm 3.8+ or 4 binary).
 #
 # Environment: MERCATO_TOOLS_DIR (default .tools), KUBE_VERSIONS (Kubernetes versions to
-# validate against, comma-separated), HELM (a helm binary to use instead of the pinned one).
+# validate against, comma-separated), HELM (a helm binary to use instead of the pinned one),
+# CARGO (the cargo to build the operator with, as the Makefile's CARGO; `make check-deploy
+# CARGO=...` passes it on).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # ROOT, TOOLS, CHECKS, say and ensure_tools (shared with scripts/check-docs.sh).
@@ -20,6 +22,7 @@ source scripts/tools.sh
 # The oldest Kubernetes the operator supports (k8s-openapi's v1_33 API level, the chart's
 # kubeVersion) and the newest release kubernetes-validate has schemas for.
 KUBE_VERSIONS=${KUBE_VERSIONS:-1.33.0,1.37.0}
+CARGO=${CARGO:-cargo}
 NEWEST_KUBE=${KUBE_VERSIONS##*,}
 CHART=charts/mercato-operator
 RELEASE=mercato-operator
@@ -75,8 +78,8 @@ crd_copy() {
 step "CRD: the chart's copy is crds/store.yaml" crd_copy
 
 operator_outputs() {
-  cargo build --quiet -p mercato-operator || return 1
-  cargo run --quiet -p mercato-operator -- crd >"$OUT/crd.yaml" || return 1
+  "$CARGO" build --quiet -p mercato-operator || return 1
+  "$CARGO" run --quiet -p mercato-operator -- crd >"$OUT/crd.yaml" || return 1
   if ! cmp -s "$OUT/crd.yaml" crds/store.yaml; then
     say "FAIL crds/store.yaml is not what \`mercato-operator crd\` prints: run \`make crds\`"
     diff -u crds/store.yaml "$OUT/crd.yaml" | head -40
@@ -84,7 +87,7 @@ operator_outputs() {
   fi
   say "ok   crds/store.yaml is what \`mercato-operator crd\` prints"
   for example in store store-full; do
-    cargo run --quiet -p mercato-operator -- render -f "examples/$example.yaml" -n "$STORE_NS" \
+    "$CARGO" run --quiet -p mercato-operator -- render -f "examples/$example.yaml" -n "$STORE_NS" \
       >"$OUT/operator-$example.yaml" || return 1
     say "ok   mercato-operator render -f examples/$example.yaml: $(grep -c '^kind:' "$OUT/operator-$example.yaml") objects"
   done

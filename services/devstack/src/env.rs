@@ -60,8 +60,11 @@ impl Topology {
             (env::OPS_ADDR, self.ops_listen[&component].to_string()),
             (env::LOG_FORMAT, self.log_format.clone()),
             (env::LOG_LEVEL, self.log_level.clone()),
-            (env::JWKS_PATH, self.jwks_path.display().to_string()),
         ];
+        // The storefront verifies no tokens: the API it calls does.
+        if component != Component::Storefront {
+            vars.push((env::JWKS_PATH, self.jwks_path.display().to_string()));
+        }
         if let Some(url) = self.database_urls.get(&component) {
             vars.push((env::DATABASE_URL, url.clone()));
         }

@@ -193,6 +193,10 @@ pub struct StorefrontSpec {
     /// Container resources.
     #[schemars(schema_with = "resources_schema")]
     pub resources: ResourceRequirements,
+    /// When the shop's cookies are marked `Secure`: `Auto` when the request reached the
+    /// gateway over HTTPS (as a proxy in `gateway.trustedProxies` says); `Always` when the
+    /// shop is only ever served over HTTPS, whatever the hops in front of it say.
+    pub secure_cookies: SecureCookies,
 }
 
 impl Default for StorefrontSpec {
@@ -202,6 +206,25 @@ impl Default for StorefrontSpec {
             image: None,
             replicas: 1,
             resources: resources(("50m", "64Mi"), ("500m", "256Mi")),
+            secure_cookies: SecureCookies::default(),
+        }
+    }
+}
+
+/// `spec.storefront.secureCookies`: the storefront's `STOREFRONT_SECURE_COOKIES`.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecureCookies {
+    #[default]
+    Auto,
+    Always,
+}
+
+impl SecureCookies {
+    /// The value the storefront reads.
+    pub fn as_env(self) -> &'static str {
+        match self {
+            SecureCookies::Auto => "auto",
+            SecureCookies::Always => "always",
         }
     }
 }

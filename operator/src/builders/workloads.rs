@@ -136,11 +136,22 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
         out.push(env_value(callee.url_env(), owner.service_url(callee)));
     }
     if c == Component::Storefront {
-        out.push(env_from_secret(
-            env::STOREFRONT_COOKIE_KEY,
-            &names::storefront_secret(store),
-            secret_keys::STOREFRONT_COOKIE_KEY,
-        ));
+        out.extend([
+            env_from_secret(
+                env::STOREFRONT_COOKIE_KEY,
+                &names::storefront_secret(store),
+                secret_keys::STOREFRONT_COOKIE_KEY,
+            ),
+            env_value(
+                env::STOREFRONT_SECURE_COOKIES,
+                spec.storefront.secure_cookies.as_env(),
+            ),
+            // A shopper's session cookie lives as long as the refresh token it holds.
+            env_value(
+                env::REFRESH_TOKEN_TTL_SECS,
+                spec.tokens.refresh_token_ttl_seconds.to_string(),
+            ),
+        ]);
     }
     if matches!(c, Component::Auth | Component::Gateway) {
         // The gateway signs the client address it settled on; auth counts logins by it.

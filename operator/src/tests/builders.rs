@@ -431,7 +431,12 @@ fn each_component_gets_exactly_the_variables_its_service_reads() {
             (
                 [
                     &addresses[..],
-                    &[env::GATEWAY_URL, env::STOREFRONT_COOKIE_KEY],
+                    &[
+                        env::GATEWAY_URL,
+                        env::STOREFRONT_COOKIE_KEY,
+                        env::STOREFRONT_SECURE_COOKIES,
+                        env::REFRESH_TOKEN_TTL_SECS,
+                    ],
                 ]
                 .concat(),
                 Vec::new(),

@@ -316,6 +316,10 @@ fn ranges_and_enums_are_in_the_schema() {
         (Some(0.0), Some(50.0))
     );
     assert_eq!(storefront["enabled"]["type"], "boolean");
+    assert_eq!(
+        storefront["secureCookies"]["enum"],
+        json!(["Auto", "Always"])
+    );
     assert_eq!(storefront["image"]["minLength"].as_f64(), Some(1.0));
     let access = &spec["tokens"]["properties"]["accessTokenTtlSeconds"];
     assert_eq!(
@@ -442,6 +446,7 @@ fn a_store_gets_a_storefront_unless_it_turns_it_off() {
     assert_eq!(storefront["replicas"], 1);
     assert_eq!(storefront["resources"]["limits"]["memory"], "256Mi");
     assert!(storefront.get("image").is_none(), "the operator's image");
+    assert_eq!(storefront["secureCookies"], "Auto");
     let spec: StoreSpec = serde_json::from_value(defaulted["spec"].clone()).unwrap();
     assert!(spec.enabled(Component::Storefront));
     assert_eq!(spec.components().count(), Component::ALL.len());

@@ -74,9 +74,16 @@ fn the_storefront_reads_the_gateway_url_and_its_cookie_key_and_nothing_else() {
             env::OPS_ADDR,
             env::LOG_FORMAT,
             env::GATEWAY_URL,
-            env::STOREFRONT_COOKIE_KEY
+            env::STOREFRONT_COOKIE_KEY,
+            env::STOREFRONT_SECURE_COOKIES,
+            env::REFRESH_TOKEN_TTL_SECS,
         ],
         "no JWKS, database, client credentials or edge key"
+    );
+    assert_eq!(value(&env, env::STOREFRONT_SECURE_COOKIES), "auto");
+    assert_eq!(
+        value(&env, env::REFRESH_TOKEN_TTL_SECS),
+        mercato_contract::DEFAULT_REFRESH_TOKEN_TTL_SECS.to_string()
     );
     assert_eq!(
         value(&env, env::GATEWAY_URL),
@@ -147,6 +154,8 @@ fn with_tracing_the_storefront_sends_its_traces_to_the_collector() {
 #[test]
 fn the_storefront_settings_come_from_the_store() {
     let store = Store::test().with(|s| {
+        s.storefront.secure_cookies = crate::crd::SecureCookies::Always;
+        s.tokens.refresh_token_ttl_seconds = 3600;
         s.storefront.image = Some("registry.example.com/shop/storefront:1.2.3".into());
         s.storefront.replicas = 3;
         s.storefront.resources.limits = Some(
@@ -163,6 +172,13 @@ fn the_storefront_settings_come_from_the_store() {
         Some("registry.example.com/shop/storefront:1.2.3")
     );
     assert_eq!(d.spec.as_ref().unwrap().replicas, Some(3));
+    let env = env_of(&d);
+    assert_eq!(value(&env, env::STOREFRONT_SECURE_COOKIES), "always");
+    assert_eq!(
+        value(&env, env::REFRESH_TOKEN_TTL_SECS),
+        "3600",
+        "the session cookie lives as long as the refresh token in it"
+    );
     assert_eq!(
         container(&d)
             .resources

@@ -13,10 +13,10 @@ setup: ## Fetch dependencies and check for PostgreSQL and cargo-nextest
 	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 	@scripts/postgres.sh >/dev/null && echo "setup: PostgreSQL is available"
 
-SERVICE_BINS := -p mercato-auth -p mercato-product -p mercato-order -p mercato-payment -p mercato-gateway -p mercato-devstack
+SERVICE_BINS := -p mercato-auth -p mercato-product -p mercato-order -p mercato-payment -p mercato-gateway -p mercato-storefront -p mercato-devstack
 BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/debug
 
-dev: ## Run the whole store here: gateway on 127.0.0.1:8080 (PORT_BASE=9080 to move it)
+dev: ## Run the whole store here: the shop and its API on http://127.0.0.1:8080/ (PORT_BASE=9080 to move it)
 	@$(CARGO) build -q --bins $(SERVICE_BINS)
 	@url="$$(scripts/postgres.sh)" && \
 	MERCATO_POSTGRES_URL="$$url" MERCATO_BIN_DIR="$(BIN_DIR)" exec $(BIN_DIR)/mercato-dev
@@ -40,9 +40,10 @@ bench: ## Benchmark the store and the operator (optimised build); writes bench/r
 FUZZ_EXAMPLES ?= 100
 TEST_FUZZ_EXAMPLES ?= 10
 
-test: ## Check the README's and NOTES.txt's commands, run every test against a real PostgreSQL, then a short `make fuzz`
+test: ## Check the README's and NOTES.txt's commands, run every test (real PostgreSQL, headless Chromium), then a short `make fuzz`
 	@scripts/check-docs.sh
-	@url="$$(scripts/postgres.sh)" && \
+	@url="$$(scripts/postgres.sh)" && browser="$$(scripts/chromium.sh)" && eval "$$browser" && \
+	export CHROMIUM CHROMEDRIVER && \
 	if command -v cargo-nextest >/dev/null; then \
 	  DATABASE_URL="$$url" $(CARGO) nextest run --workspace --all-features --no-fail-fast; \
 	else \

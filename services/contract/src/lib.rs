@@ -24,6 +24,11 @@ pub const POSTGRES_PORT: u16 = 5432;
 /// so a service trusts it only from the gateway.
 pub const CLIENT_ADDRESS_HEADER: &str = "x-mercato-client-address";
 
+/// The header in which the storefront vouches for the shopper it calls the API for: the
+/// shopper's address and the time, signed with the edge key. The gateway believes it for a
+/// minute and never passes it on.
+pub const RELAYED_CLIENT_HEADER: &str = "x-mercato-relayed-client";
+
 /// Default token lifetimes (seconds), shared by the auth service and the Store defaults.
 pub const DEFAULT_ACCESS_TOKEN_TTL_SECS: u64 = 15 * 60;
 pub const DEFAULT_REFRESH_TOKEN_TTL_SECS: u64 = 7 * 24 * 60 * 60;
@@ -250,8 +255,9 @@ pub mod env {
     /// Gateway only: CIDRs of the proxies in front of it (comma separated; empty trusts
     /// none). The client address is taken from `X-Forwarded-For` only through them.
     pub const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES";
-    /// Gateway and auth: the key that signs the client address the gateway passes on
-    /// ([`super::CLIENT_ADDRESS_HEADER`]).
+    /// Gateway, auth and the storefront: the key that signs the client address the gateway
+    /// passes on ([`super::CLIENT_ADDRESS_HEADER`]) and the storefront's relays
+    /// ([`super::RELAYED_CLIENT_HEADER`]).
     pub const EDGE_KEY: &str = "EDGE_KEY";
 }
 

@@ -83,7 +83,10 @@ impl Topology {
                 }
             }
         }
-        if matches!(component, Component::Gateway | Component::Auth) {
+        if matches!(
+            component,
+            Component::Gateway | Component::Auth | Component::Storefront
+        ) {
             vars.push((env::EDGE_KEY, self.edge_key.clone()));
         }
         if component == Component::Storefront {

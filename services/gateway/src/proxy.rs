@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mercato_contract::CLIENT_ADDRESS_HEADER;
+use mercato_contract::{CLIENT_ADDRESS_HEADER, RELAYED_CLIENT_HEADER};
 use mercato_kit::ApiError;
 
 use crate::Gateway;
@@ -49,6 +49,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// `X-Forwarded-For` with the peer appended, keeping earlier hops only from a trusted peer.
 fn set_client_headers(headers: &mut HeaderMap, g: &Gateway, peer: SocketAddr, client: IpAddr) {
     headers.remove(CLIENT_ADDRESS_HEADER);
+    headers.remove(RELAYED_CLIENT_HEADER);
     if let Some(key) = &g.edge_key
         && let Ok(v) = HeaderValue::from_str(&key.sign(client))
     {
@@ -70,17 +71,17 @@ fn set_client_headers(headers: &mut HeaderMap, g: &Gateway, peer: SocketAddr, cl
     }
 }
 
-/// Who the client is: an address this gateway signed (the storefront relays the one it got
-/// with a shopper's page request, so the API calls it makes for that shopper count against
-/// the shopper, not against the storefront), else the walk through trusted proxies.
+/// Who the client is: the shopper a fresh storefront relay vouches for (so the API calls the
+/// storefront makes for a shopper count against that shopper, not against the storefront),
+/// else the walk through trusted proxies.
 fn client_address(g: &Gateway, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
     if let Some(key) = &g.edge_key
-        && let Some(signed) = headers
-            .get(CLIENT_ADDRESS_HEADER)
+        && let Some(relayed) = headers
+            .get(RELAYED_CLIENT_HEADER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| key.verify(v))
+            .and_then(|v| key.verify_relay(v, time::OffsetDateTime::now_utc().unix_timestamp()))
     {
-        return signed;
+        return relayed;
     }
     g.trusted_proxies.client(headers, peer)
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{any, get};
-use mercato_contract::CLIENT_ADDRESS_HEADER;
+use mercato_contract::{CLIENT_ADDRESS_HEADER, RELAYED_CLIENT_HEADER};
 use mercato_kit::edge::EdgeKey;
 use mercato_kit::server::{Listeners, Routers, Spawned, spawn};
 use mercato_kit::testing::{TestAuth, TestKeys, poll};
@@ -57,6 +57,7 @@ impl FakeService {
             axum::Json(json!({
                 "client_address": all(CLIENT_ADDRESS_HEADER),
                 "forwarded_for": all("x-forwarded-for"),
+                "relayed": all(RELAYED_CLIENT_HEADER),
             }))
         };
         let public = routes.route("/{*rest}", any(echo));
@@ -272,6 +273,48 @@ async fn the_gateway_overwrites_a_client_supplied_client_address() {
             "{supplied}"
         );
         assert_eq!(seen["forwarded_for"], json!(["127.0.0.1"]));
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_storefront_relay_names_the_shopper_and_a_stale_or_forged_one_does_not() {
+    let edge = Edge::start(&[
+        &format!("--edge-key={EDGE_KEY}"),
+        "--rate-limit-per-minute=2",
+    ])
+    .await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let shopper = |n: u8| edge_key().sign_relay(format!("203.0.113.{n}").parse().unwrap(), now);
+    // Two shoppers behind the one storefront: each has the whole allowance.
+    for n in [1, 2] {
+        for _ in 0..2 {
+            let r = edge.login(&[(RELAYED_CLIENT_HEADER, &shopper(n))]).await;
+            assert_eq!(r.status(), 200);
+            let seen: Value = r.json().await.unwrap();
+            let value = seen["client_address"][0].as_str().unwrap();
+            assert_eq!(
+                edge_key().verify(value),
+                Some(format!("203.0.113.{n}").parse().unwrap())
+            );
+            assert_eq!(seen["relayed"], json!([]), "never passed on");
+        }
+        assert_eq!(
+            edge.login(&[(RELAYED_CLIENT_HEADER, &shopper(n))])
+                .await
+                .status(),
+            429
+        );
+    }
+    // A relay two minutes old, or signed with another key, is the peer's own request.
+    let stale = edge_key().sign_relay("203.0.113.9".parse().unwrap(), now - 120);
+    let other: EdgeKey = "some-other-key-some-other-key-0123456".parse().unwrap();
+    let forged = other.sign_relay("203.0.113.9".parse().unwrap(), now);
+    for relay in [stale, forged] {
+        let r = edge.login(&[(RELAYED_CLIENT_HEADER, &relay)]).await;
+        let seen: Value = r.json().await.unwrap();
+        let value = seen["client_address"][0].as_str().unwrap();
+        assert_eq!(edge_key().verify(value), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(seen["relayed"], json!([]), "never passed on");
     }
 }
 

@@ -3,6 +3,13 @@
 //! was told to trust ([`TrustedProxies`]); it passes that address on in
 //! [`CLIENT_ADDRESS_HEADER`](mercato_contract::CLIENT_ADDRESS_HEADER), signed with the edge
 //! key ([`EdgeKey`]), so a service believes the header only when the gateway wrote it.
+//!
+//! The storefront calls the API back through the gateway for the shopper whose page it
+//! renders; it vouches for that shopper's address with a *relay*
+//! ([`RELAYED_CLIENT_HEADER`](mercato_contract::RELAYED_CLIENT_HEADER)): the address and
+//! the time, signed with the same key for that purpose only. The gateway believes a relay
+//! for a minute, so a relay that leaked cannot be replayed for long, and it never believes
+//! a client-address header a client sent, however it is signed.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -109,6 +116,10 @@ impl FromStr for EdgeKey {
 }
 
 const SIGNATURE: &str = ";sig=";
+const RELAY_TIME: &str = ";at=";
+
+/// How long a relay is believed after it was signed (either way, for clock skew).
+pub const RELAY_VALID_SECS: i64 = 60;
 
 impl EdgeKey {
     fn mac(&self, addr: &str) -> Hmac<Sha256> {
@@ -133,11 +144,52 @@ impl EdgeKey {
         self.mac(addr).verify_slice(&sig).ok()?;
         addr.parse().ok()
     }
+
+    /// A relay of `addr` signed at `now` (unix seconds):
+    /// `1.2.3.4;at=1700000000;sig=<HMAC of "relay 1.2.3.4;at=1700000000">`.
+    pub fn sign_relay(&self, addr: IpAddr, now: i64) -> String {
+        let body = format!("{addr}{RELAY_TIME}{now}");
+        let tag = self.mac(&format!("relay {body}")).finalize().into_bytes();
+        format!("{body}{SIGNATURE}{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    /// The address of a relay this key signed less than [`RELAY_VALID_SECS`] from `now`.
+    pub fn verify_relay(&self, value: &str, now: i64) -> Option<IpAddr> {
+        let (body, sig) = value.split_once(SIGNATURE)?;
+        let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
+        self.mac(&format!("relay {body}")).verify_slice(&sig).ok()?;
+        let (addr, at) = body.split_once(RELAY_TIME)?;
+        let at: i64 = at.parse().ok()?;
+        if (now - at).abs() > RELAY_VALID_SECS {
+            return None;
+        }
+        addr.parse().ok()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relay_is_believed_for_a_minute_and_is_no_client_address() {
+        let key: EdgeKey = "relay-test-key-0123456789abcdef0123456789".parse().unwrap();
+        let addr: IpAddr = "203.0.113.7".parse().unwrap();
+        let relay = key.sign_relay(addr, 1_000);
+        assert_eq!(key.verify_relay(&relay, 1_000), Some(addr));
+        assert_eq!(key.verify_relay(&relay, 1_059), Some(addr));
+        assert_eq!(key.verify_relay(&relay, 1_061), None, "too old");
+        assert_eq!(key.verify_relay(&relay, 930), None, "from the future");
+        let forged = relay.replace("203.0.113.7", "203.0.113.8");
+        assert_eq!(key.verify_relay(&forged, 1_000), None);
+        let later = relay.replace(";at=1000", ";at=1050");
+        assert_eq!(key.verify_relay(&later, 1_050), None, "its time is signed");
+        // Neither kind of value passes for the other.
+        assert_eq!(key.verify(&relay), None);
+        assert_eq!(key.verify_relay(&key.sign(addr), 1_000), None);
+        let other: EdgeKey = "another-key-another-key-another-key-x".parse().unwrap();
+        assert_eq!(other.verify_relay(&relay, 1_000), None);
+    }
 
     fn xff(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

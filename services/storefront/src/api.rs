@@ -210,10 +210,10 @@ impl Api {
         if let Some(etag) = call.if_match {
             request = request.header("if-match", etag);
         }
-        // The shopper's address, as the gateway signed it: the gateway counts these calls
-        // against the shopper (rate limits, login lock-outs), not against the storefront.
-        if let Some(client) = &visit.client {
-            request = request.header(mercato_contract::CLIENT_ADDRESS_HEADER, client.clone());
+        // Vouches for the shopper: the gateway counts these calls against the shopper (rate
+        // limits, login lock-outs), not against the storefront.
+        if let Some(relay) = &visit.relay {
+            request = request.header(mercato_contract::RELAYED_CLIENT_HEADER, relay.clone());
         }
         if let Some(id) = &visit.request_id {
             request = request.header("x-request-id", id.clone());

@@ -22,6 +22,7 @@ use axum::response::Response;
 use clap::{Parser, ValueEnum};
 use mercato_contract::{Component, DEFAULT_REFRESH_TOKEN_TTL_SECS, env};
 use mercato_kit::config::ServerConfig;
+use mercato_kit::edge::EdgeKey;
 use mercato_kit::server::{self, App, Ops, ServiceConfig};
 
 use crate::api::Api;
@@ -54,6 +55,12 @@ pub struct Config {
     /// When cookies are marked `Secure`.
     #[arg(long, env = env::STOREFRONT_SECURE_COOKIES, value_enum, default_value = "auto")]
     pub storefront_secure_cookies: SecureCookies,
+    /// The store's edge key (at least 32 characters): with it the storefront believes the
+    /// shopper's address the gateway signed, and vouches for it on the API calls it makes
+    /// for that shopper, so rate limits and login lock-outs count each shopper, not the
+    /// storefront. Unset, every shopper counts as the storefront.
+    #[arg(long, env = env::EDGE_KEY, hide_env_values = true)]
+    pub edge_key: Option<EdgeKey>,
     /// How long a call to the API may take, in milliseconds.
     #[arg(long, env = "UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
     pub upstream_timeout_ms: u64,
@@ -69,6 +76,7 @@ pub struct Shop {
     pub key: CookieKey,
     pub secure_cookies: SecureCookies,
     pub session_ttl_secs: u64,
+    pub edge_key: Option<EdgeKey>,
     pub categories: Arc<views::CategoryCache>,
 }
 
@@ -125,6 +133,7 @@ impl Config {
             key: self.storefront_cookie_key.clone(),
             secure_cookies: self.storefront_secure_cookies,
             session_ttl_secs: self.refresh_token_ttl_secs,
+            edge_key: self.edge_key.clone(),
             categories: Arc::default(),
         })
     }
@@ -146,6 +155,12 @@ impl ServiceConfig for Config {
 
     async fn build(&self) -> anyhow::Result<App> {
         let shop = self.shop()?;
+        if shop.edge_key.is_none() {
+            tracing::warn!(
+                "no {} set: the gateway will count every shopper's API calls as the storefront's",
+                env::EDGE_KEY
+            );
+        }
         let ops = Ops::new(
             Component::Storefront,
             None,

@@ -106,8 +106,9 @@ pub struct Visit {
     pub session: Option<Session>,
     pub cart: Cart,
     pub flash: Option<Flash>,
-    /// The signed client address the gateway sent, passed back on API calls.
-    pub client: Option<HeaderValue>,
+    /// The shopper's address vouched for on API calls (a relay signed with the edge key),
+    /// when the gateway said who the shopper is.
+    pub relay: Option<HeaderValue>,
     pub request_id: Option<HeaderValue>,
     /// The page asked for (path and query), to come back to after logging in.
     pub path: String,
@@ -185,7 +186,11 @@ impl Visit {
             session,
             cart,
             flash,
-            client: headers.get(CLIENT_ADDRESS_HEADER).cloned(),
+            relay: shop.edge_key.as_ref().and_then(|key| {
+                let addr = key.verify(headers.get(CLIENT_ADDRESS_HEADER)?.to_str().ok()?)?;
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                HeaderValue::from_str(&key.sign_relay(addr, now)).ok()
+            }),
             request_id: headers.get("x-request-id").cloned(),
             path: "/".into(),
             secure,

@@ -2,6 +2,7 @@
 //! whole store (every service, the gateway and the storefront, on real PostgreSQL). Every
 //! page visited is saved as a PNG under `target/browser-screenshots/<test>/`.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 mod support;
 
 use support::browser::Browser;

@@ -2,6 +2,7 @@
 //! cookies and headers, CSRF, double submits, sessions that end, a service that is down,
 //! escaping, and whose address the API calls count against.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 mod support;
 
 use base64::Engine as _;

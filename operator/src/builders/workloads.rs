@@ -50,6 +50,14 @@ fn verifies_tokens(c: Component) -> bool {
     !matches!(c, Component::Storefront)
 }
 
+/// Whether a component reads the edge key (`<store>-edge`), which signs client addresses.
+fn uses_edge_key(c: Component) -> bool {
+    matches!(
+        c,
+        Component::Auth | Component::Gateway | Component::Storefront
+    )
+}
+
 /// The components that hold an OAuth2 client, i.e. auth's service clients.
 fn service_clients() -> impl Iterator<Item = Component> {
     Component::ALL
@@ -153,8 +161,10 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
             ),
         ]);
     }
-    if matches!(c, Component::Auth | Component::Gateway) {
-        // The gateway signs the client address it settled on; auth counts logins by it.
+    if uses_edge_key(c) {
+        // The gateway signs the client address it settled on; auth counts logins by it; the
+        // storefront believes the address the gateway signed on a page request and vouches
+        // for it on the API calls it makes for that shopper.
         out.push(env_from_secret(
             env::EDGE_KEY,
             &names::edge_secret(store),
@@ -209,7 +219,7 @@ pub fn referenced_secrets(store: &str, c: Component) -> Vec<String> {
     if c.service_client_scopes().is_some() {
         out.push(names::client_secret(store, c));
     }
-    if matches!(c, Component::Auth | Component::Gateway) {
+    if uses_edge_key(c) {
         out.push(names::edge_secret(store));
     }
     out.sort();

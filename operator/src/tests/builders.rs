@@ -433,6 +433,7 @@ fn each_component_gets_exactly_the_variables_its_service_reads() {
                     &addresses[..],
                     &[
                         env::GATEWAY_URL,
+                        env::EDGE_KEY,
                         env::STOREFRONT_COOKIE_KEY,
                         env::STOREFRONT_SECURE_COOKIES,
                         env::REFRESH_TOKEN_TTL_SECS,
@@ -470,7 +471,10 @@ fn the_gateway_trusts_only_the_proxies_the_store_names_and_signs_what_it_settled
     for c in Component::ALL {
         let env = env_of(&deployment(&store, c));
         let edge = env.iter().find(|e| e.name == env::EDGE_KEY);
-        let expected = matches!(c, Component::Auth | Component::Gateway);
+        let expected = matches!(
+            c,
+            Component::Auth | Component::Gateway | Component::Storefront
+        );
         assert_eq!(edge.is_some(), expected, "{c}");
         if let Some(edge) = edge {
             let from = edge

@@ -63,7 +63,7 @@ fn policy(store: &Store, c: Component) -> NetworkPolicy {
 }
 
 #[test]
-fn the_storefront_reads_the_gateway_url_and_its_cookie_key_and_nothing_else() {
+fn the_storefront_reads_the_gateway_url_its_keys_and_nothing_else() {
     let store = Store::test();
     let env = env_of(&deployment(&store, Component::Storefront));
     let names_set: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
@@ -77,8 +77,17 @@ fn the_storefront_reads_the_gateway_url_and_its_cookie_key_and_nothing_else() {
             env::STOREFRONT_COOKIE_KEY,
             env::STOREFRONT_SECURE_COOKIES,
             env::REFRESH_TOKEN_TTL_SECS,
+            env::EDGE_KEY,
         ],
-        "no JWKS, database, client credentials or edge key"
+        "no JWKS, database or client credentials"
+    );
+    assert_eq!(
+        secret_ref(&env, env::EDGE_KEY),
+        (
+            names::edge_secret("demo"),
+            secret_keys::EDGE_KEY.to_string()
+        ),
+        "the shopper's address, signed by the gateway, is relayed on the API calls"
     );
     assert_eq!(value(&env, env::STOREFRONT_SECURE_COOKIES), "auto");
     assert_eq!(
@@ -199,7 +208,7 @@ fn the_storefront_settings_come_from_the_store() {
 }
 
 #[test]
-fn a_new_cookie_key_rolls_the_storefront_and_nothing_else() {
+fn a_new_cookie_key_rolls_the_storefront_and_nothing_else_and_a_new_edge_key_rolls_it_too() {
     let store = Store::test();
     let owner = store.owner();
     let mut data = secrets::generate("demo");
@@ -219,13 +228,19 @@ fn a_new_cookie_key_rolls_the_storefront_and_nothing_else() {
         secret_keys::STOREFRONT_COOKIE_KEY.into(),
         ByteString(b"a-key-someone-set-by-hand-0123456789abcdefghijklmnop".to_vec()),
     );
-    for (c, before) in Component::ALL.iter().zip(before) {
+    for (c, before) in Component::ALL.iter().zip(&before) {
         assert_eq!(
-            hash(&data, *c) != before,
+            hash(&data, *c) != *before,
             *c == Component::Storefront,
             "{c}"
         );
     }
+    let storefront = hash(&data, Component::Storefront);
+    data.get_mut("demo-edge").unwrap().insert(
+        secret_keys::EDGE_KEY.into(),
+        ByteString(b"an-edge-key-someone-set-by-hand-0123456789abcdef".to_vec()),
+    );
+    assert_ne!(hash(&data, Component::Storefront), storefront);
 }
 
 #[test]

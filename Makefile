@@ -8,10 +8,11 @@ CARGO ?= cargo
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-setup: ## Fetch dependencies and check for PostgreSQL and cargo-nextest
+setup: ## Fetch dependencies and check for PostgreSQL, Chromium and cargo-nextest
 	$(CARGO) fetch
 	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 	@scripts/postgres.sh >/dev/null && echo "setup: PostgreSQL is available"
+	@scripts/chromium.sh >/dev/null && echo "setup: Chromium and ChromeDriver are available"
 
 SERVICE_BINS := -p mercato-auth -p mercato-product -p mercato-order -p mercato-payment -p mercato-gateway -p mercato-storefront -p mercato-devstack
 BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/debug

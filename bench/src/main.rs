@@ -166,6 +166,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 json!(shop.ops_per_sec / db.ops_per_sec),
             );
         }
+        if let (Some(page), Some(api)) = (
+            find(&results, "storefront", c),
+            find(&results, "catalog", c),
+        ) {
+            ratios.insert(
+                format!("storefront_p50_vs_catalog_api_at_{c}"),
+                json!(page.p50_ms / api.p50_ms),
+            );
+        }
         if let (Some(gw), Some(direct)) = (
             find(&results, "product-via-gateway", c),
             find(&results, "product-direct", c),
@@ -277,6 +286,25 @@ async fn measure(
                         format!("{}/products?category=bench&limit=20", s.gateway)
                     } else {
                         format!("{}/products/{}", s.gateway, p[(w + i as usize) % p.len()])
+                    };
+                    check(s.http.get(url).send().await).await
+                }
+            })
+            .await,
+        );
+
+        // The same mix as `catalog`, as pages: the storefront renders each from the API,
+        // through the gateway (the page request, then its API call, both cross it).
+        eprintln!("storefront at concurrency {c}…");
+        let (s, p) = (shop.clone(), products.clone());
+        results.push(
+            load::run("storefront", c, duration, move |w, i| {
+                let (s, p) = (s.clone(), p.clone());
+                async move {
+                    let url = if i % 2 == 0 {
+                        format!("{}/?category=bench", s.gateway)
+                    } else {
+                        format!("{}/shop/products/{}", s.gateway, p[(w + i as usize) % p.len()])
                     };
                     check(s.http.get(url).send().await).await
                 }

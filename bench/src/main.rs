@@ -304,7 +304,11 @@ async fn measure(
                     let url = if i % 2 == 0 {
                         format!("{}/?category=bench", s.gateway)
                     } else {
-                        format!("{}/shop/products/{}", s.gateway, p[(w + i as usize) % p.len()])
+                        format!(
+                            "{}/shop/products/{}",
+                            s.gateway,
+                            p[(w + i as usize) % p.len()]
+                        )
                     };
                     check(s.http.get(url).send().await).await
                 }

@@ -131,6 +131,21 @@ async fn a_shopper_filters_the_catalogue_buys_two_products_and_sees_the_order_pa
     let orders = api.orders(&admin).await;
     assert_eq!(orders.len(), 1, "one order");
     assert_eq!(orders[0]["status"], "PAID");
+
+    // On a phone-sized screen every page fits its width: nothing to scroll sideways.
+    b.client.set_window_size(390, 844).await.unwrap();
+    for (path, name) in [("/", "phone-catalogue"), ("/shop/orders", "phone-orders")] {
+        b.open(path, name).await;
+        let overflow = b
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(overflow, 0, "{path} is wider than the phone");
+    }
     b.close().await;
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
 pub struct Browser {
@@ -80,8 +81,7 @@ impl Browser {
         );
         let mut last = None;
         for _ in 0..100 {
-            match ClientBuilder::rustls()
-                .expect("a TLS configuration")
+            match ClientBuilder::new(HttpConnector::new())
                 .capabilities(caps.clone())
                 .connect(&url)
                 .await

@@ -110,10 +110,17 @@ pub async fn index(
         }
         Err(e) => return fail(visit, e, "/"),
     };
-    let categories = match categories(&shop, &mut visit).await {
+    let mut categories = match categories(&shop, &mut visit).await {
         Ok(c) => c,
         Err(e) => return fail(visit, e, "/"),
     };
+    // The cached list may predate a product on this page: its category is offered too.
+    for p in &page.items {
+        if !categories.contains(&p.category) {
+            categories.push(p.category.clone());
+        }
+    }
+    categories.sort();
     let title = category.clone().unwrap_or_else(|| "Catalogue".into());
     let next_url = page
         .next_cursor

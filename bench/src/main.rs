@@ -105,6 +105,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             vec![
                 format!("--login-attempts-per-username={high}"),
                 format!("--login-attempts-per-client={high}"),
+                // The bench registers one customer per worker, from one address.
+                format!("--registrations-per-client={high}"),
                 format!("--argon2-memory-kib={}", ARGON2.0),
                 format!("--argon2-iterations={}", ARGON2.1),
                 format!("--argon2-parallelism={}", ARGON2.2),

@@ -1,11 +1,15 @@
 //! Products: the validated input types, the view, and their SQL.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mercato_kit::{ApiError, FieldError};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use crate::cache::ListKey;
 
 /// 100 million currency units, in minor units.
 pub const MAX_PRICE: i64 = 10_000_000_000;
@@ -233,6 +237,40 @@ pub async fn deactivate(db: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
     .execute(db)
     .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// A page of the catalog, and where the next one starts.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProductPage {
+    pub items: Vec<Product>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+fn encode_cursor(p: &Product) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{}", p.created_at.unix_timestamp_nanos(), p.id))
+}
+
+/// Where a `next_cursor` this API returned points; `None` for anything else.
+pub fn decode_cursor(cursor: &str) -> Option<(OffsetDateTime, Uuid)> {
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    let (nanos, id) = raw.split_once(':')?;
+    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos.parse().ok()?).ok()?;
+    Some((at, id.parse().ok()?))
+}
+
+/// The page `key` names (its `limit` at least 1).
+pub async fn page(db: &PgPool, key: &ListKey) -> Result<ProductPage, sqlx::Error> {
+    // One extra row tells whether another page exists.
+    let mut items = list(db, key.category.as_deref(), key.after, key.limit + 1).await?;
+    let next_cursor = if items.len() as i64 > key.limit {
+        items.truncate(usize::try_from(key.limit).unwrap_or(usize::MAX));
+        items.last().map(encode_cursor)
+    } else {
+        None
+    };
+    Ok(ProductPage { items, next_cursor })
 }
 
 /// A page of the catalog after `after` (keyset on creation time and id, so pages stay

@@ -504,3 +504,168 @@ async fn each_shopper_counts_against_the_rate_limit_not_the_storefront() {
     // Ann's page loads and the API calls made for her used up her allowance, not Ben's.
     assert_eq!(ben.get("/").await.status, StatusCode::OK);
 }
+
+/// Logs the shopper in through the login form; the CSRF token of the page.
+async fn log_in(shopper: &Shopper, username: &str, password: &str) -> String {
+    let csrf = shopper.csrf().await;
+    let page = shopper
+        .post(
+            "/shop/login",
+            &[("csrf", &csrf), ("username", username), ("password", password)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    csrf
+}
+
+#[tokio::test]
+async fn a_shopper_changes_their_email_and_password_and_wrong_input_changes_nothing() {
+    let store = store().await;
+    let api = Api::of(&store);
+    let shopper = Shopper::new(&store);
+    shopper.register("nina").await;
+    let csrf = log_in(&shopper, "nina", "correct horse battery").await;
+    let profile = shopper.get("/shop/profile").await;
+    assert!(profile.body.contains("nina@example.com"));
+
+    let bad = shopper
+        .post("/shop/profile", &[("csrf", &csrf), ("change", "email"), ("email", "not an email")])
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("field-error"), "{}", bad.body);
+    let ok = shopper
+        .post("/shop/profile", &[("csrf", &csrf), ("change", "email"), ("email", "nina@example.org")])
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    assert!(shopper.get("/shop/profile").await.body.contains("nina@example.org"));
+
+    let wrong = shopper
+        .post(
+            "/shop/profile",
+            &[("csrf", &csrf), ("change", "password"), ("current_password", "nope"),
+              ("password", "a brand new passphrase")],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(wrong.body.contains("The current password is incorrect"), "{}", wrong.body);
+    let changed = shopper
+        .post(
+            "/shop/profile",
+            &[("csrf", &csrf), ("change", "password"),
+              ("current_password", "correct horse battery"),
+              ("password", "a brand new passphrase")],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
+    // Still signed in (with the new password), and only the new password logs in.
+    assert!(shopper.get("/shop/profile").await.body.contains("Password changed"));
+    let old = api
+        .http
+        .post(format!("{}/auth/login", api.base))
+        .json(&serde_json::json!({"username": "nina", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+    api.login("nina", "a brand new passphrase").await;
+}
+
+#[tokio::test]
+async fn an_admin_edits_prices_and_stock_deletes_products_and_manages_users() {
+    let mut store = store().await;
+    let api = Api::of(&store);
+    let admin_token = api.admin(&mut store).await;
+    let (user, password) = {
+        let dev = store.dev();
+        (dev.admin_username.clone(), dev.admin_password.clone())
+    };
+    let id = api.product(&admin_token, "Desk lamp", 3_000, 4).await;
+    let admin = Shopper::new(&store);
+    let csrf = log_in(&admin, &user, &password).await;
+
+    // An edit made from a page that is out of date (an order took stock meanwhile) is refused.
+    let form = admin.get(&format!("/shop/admin/products/{id}")).await;
+    let version = form.field("version");
+    let customer = Api::of(&store);
+    customer_order(&customer, &store, &id).await;
+    let edit = |price: &'static str, stock: &'static str, version: String| {
+        let (admin, csrf, id) = (&admin, csrf.clone(), id.clone());
+        async move {
+            admin
+                .post(
+                    &format!("/shop/admin/products/{id}"),
+                    &[("csrf", csrf.as_str()), ("version", &version), ("name", "Desk lamp"),
+                      ("description", ""), ("category", "tests"), ("price", price),
+                      ("currency", "EUR"), ("stock", stock)],
+                )
+                .await
+        }
+    };
+    let stale = edit("25.00", "10", version).await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED, "{}", stale.body);
+    assert!(stale.body.contains("Nothing was saved"));
+    assert_eq!(api.stock(&id).await, 3, "the order's reservation stands");
+    // The page it shows instead carries the current version; saving from it works.
+    let fresh = stale.field("version");
+    let typo = edit("25.0.0", "10", fresh.clone()).await;
+    assert_eq!(typo.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(typo.body.contains("Price must be an amount"), "{}", typo.body);
+    let saved = edit("25.00", "10", fresh).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let product = api.get(&format!("/products/{id}"), None).await;
+    assert_eq!((product["price"].as_i64(), product["stock"].as_i64()), (Some(2_500), Some(10)));
+
+    // Delete: gone from the catalogue.
+    let deleted = admin.post(&format!("/shop/admin/products/{id}/delete"), &[("csrf", &csrf)]).await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    assert!(!admin.get("/shop/admin/products").await.body.contains("Desk lamp"));
+
+    // Users: promote, then disable; a disabled user cannot log in.
+    let shopper = Shopper::new(&store);
+    shopper.register("omar").await;
+    let users = admin.get("/shop/admin/users").await;
+    assert!(users.body.contains("omar@example.com"));
+    let omar = api.get("/users?limit=100", Some(&admin_token)).await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "omar")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let promoted = admin
+        .post(&format!("/shop/admin/users/{omar}"), &[("csrf", &csrf), ("role", "admin")])
+        .await;
+    assert_eq!(promoted.status, StatusCode::SEE_OTHER);
+    let disabled = admin
+        .post(&format!("/shop/admin/users/{omar}"), &[("csrf", &csrf), ("disabled", "true")])
+        .await;
+    assert_eq!(disabled.status, StatusCode::SEE_OTHER);
+    let view = api.get(&format!("/users/{omar}"), Some(&admin_token)).await;
+    assert_eq!((view["role"].as_str(), view["disabled"].as_bool()), (Some("admin"), Some(true)));
+    let login = api
+        .http
+        .post(format!("{}/auth/login", api.base))
+        .json(&serde_json::json!({"username": "omar", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A customer orders one of `product` through the API.
+async fn customer_order(api: &Api, store: &TestStore, product: &str) {
+    let buyer = Shopper::new(store);
+    buyer.register("buyer").await;
+    let token = api.login("buyer", "correct horse battery").await;
+    let r = api
+        .http
+        .post(format!("{}/orders", api.base))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"product_id": product, "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}

@@ -135,4 +135,32 @@ mod tests {
         let product = &doc["components"]["schemas"]["Product"]["properties"];
         assert!(product["version"].is_object());
     }
+
+    #[test]
+    fn public_reads_document_if_none_match_the_304_and_their_validators() {
+        let doc = serde_json::to_value(document()).unwrap_or_default();
+        for path in ["/products", "/products/{id}"] {
+            let op = &doc["paths"][path]["get"];
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let asked = params
+                .iter()
+                .find(|p| p["name"] == "If-None-Match" && p["in"] == "header")
+                .unwrap_or_else(|| panic!("{path}: no If-None-Match"));
+            assert_eq!(asked["schema"]["type"], "string", "{path}: {asked}");
+            assert_ne!(asked["required"], true, "{path}");
+            for status in ["200", "304"] {
+                let headers = &op["responses"][status]["headers"];
+                for header in ["ETag", "Cache-Control"] {
+                    assert!(
+                        headers[header].is_object(),
+                        "{path} {status} {header}: {op}"
+                    );
+                }
+            }
+            assert!(
+                op["responses"]["304"]["content"].is_null(),
+                "{path}: a 304 has no body"
+            );
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! Stock reservations: taken for a whole order at once (all or nothing, idempotent per
-//! order id), then committed when paid or released when cancelled or expired.
+//! order id), then committed when paid or released when cancelled or expired. Names, prices
+//! and stock are read here from the product rows this transaction locks, never from the
+//! catalogue cache (`crate::cache`), so an order is never priced or stocked from a stale copy.
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! The product service's HTTP routes.
 
+pub mod conditional;
 pub mod products;
 pub mod reservations;
 

@@ -4,17 +4,16 @@ use axum::extract::State;
 use axum::http::header::{ETAG, IF_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mercato_kit::auth::Admin;
 use mercato_kit::{ApiError, ApiResult, Json, Path, Query};
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
+use super::conditional;
 use crate::AppState;
-use crate::catalog::{self, Product, ProductFields, Updated};
+use crate::cache::{Change, ListKey, reads};
+use crate::catalog::{self, Product, ProductFields, ProductPage, Updated};
 
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
@@ -33,52 +32,40 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ProductPage {
-    pub items: Vec<Product>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-fn encode_cursor(p: &Product) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{}", p.created_at.unix_timestamp_nanos(), p.id))
-}
-
-fn decode_cursor(cursor: &str) -> Option<(OffsetDateTime, Uuid)> {
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
-    let (nanos, id) = raw.split_once(':')?;
-    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos.parse().ok()?).ok()?;
-    Some((at, id.parse().ok()?))
-}
-
-#[utoipa::path(get, path = "/products", tag = "products", params(ListQuery),
-    responses((status = 200, body = ProductPage)))]
+/// The catalog, a page at a time, for anyone. Answered from the replica's cache while its
+/// change listener is connected, so it is as fresh as the last change notified to it
+/// (milliseconds after the change commits).
+#[utoipa::path(get, path = "/products", tag = "products",
+    params(ListQuery, ("If-None-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)$"#, description = "ETags of copies the client holds (or `*`): if one is still current, the answer is 304 with no body. Optional")),
+    responses((status = 200, body = ProductPage, headers(
+            ("ETag" = String, description = "A strong tag of this page as it is now: send it back as If-None-Match"),
+            ("Cache-Control" = String, description = "`public, max-age=N` (CATALOG_MAX_AGE_SECS, 1 by default): shared caches may serve this page, stock included, up to N seconds old"))),
+        (status = 304, description = "Not modified: the page is still the one tagged in If-None-Match; no body", headers(
+            ("ETag" = String, description = "The page's current tag"),
+            ("Cache-Control" = String, description = "As for 200")))))]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<ProductPage>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit < 1 {
         return Err(ApiError::field("limit", "must be at least 1"));
     }
-    let limit = limit.min(MAX_LIMIT);
     let after = match q.cursor.as_deref() {
         Some(c) => Some(
-            decode_cursor(c)
+            catalog::decode_cursor(c)
                 .ok_or_else(|| ApiError::field("cursor", "is not a cursor this API returned"))?,
         ),
         None => None,
     };
-    // One extra row tells whether another page exists.
-    let mut items = catalog::list(&state.pool, q.category.as_deref(), after, limit + 1).await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        items.last().map(encode_cursor)
-    } else {
-        None
+    let key = ListKey {
+        category: q.category,
+        after,
+        limit: limit.min(MAX_LIMIT),
     };
-    Ok(Json(ProductPage { items, next_cursor }))
+    let page = reads::page(&state.catalog, &state.pool, key).await?;
+    Ok(conditional::answer(&headers, &page, &state.cache_control))
 }
 
 /// The strong entity tag of a product as it is now: its version, quoted.
@@ -131,14 +118,30 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<Vec<i64>>, ApiError> {
     Ok(Some(versions))
 }
 
-#[utoipa::path(get, path = "/products/{id}", tag = "products", params(("id" = Uuid, Path, description = "The product's id")),
-    responses((status = 200, body = Product, headers(("ETag" = String, description = "The product's version, quoted: send it back as If-Match"))),
+/// One product, for anyone; from the replica's cache, as fresh as the catalog page.
+#[utoipa::path(get, path = "/products/{id}", tag = "products",
+    params(("id" = Uuid, Path, description = "The product's id"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)$"#, description = "ETags of copies the client holds (or `*`): if one is still current, the answer is 304 with no body. Optional")),
+    responses((status = 200, body = Product, headers(
+            ("ETag" = String, description = "The product's version, quoted: send it back as If-Match (edits) or If-None-Match (reads)"),
+            ("Cache-Control" = String, description = "`public, max-age=N` (CATALOG_MAX_AGE_SECS, 1 by default): shared caches may serve this product, stock included, up to N seconds old"))),
+        (status = 304, description = "Not modified: the product is still at the version tagged in If-None-Match; no body", headers(
+            ("ETag" = String, description = "The product's current version, quoted"),
+            ("Cache-Control" = String, description = "As for 200"))),
         (status = 404, description = "No such product")))]
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<Response> {
-    catalog::get(&state.pool, id)
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let product = reads::product(&state.catalog, &state.pool, id)
         .await?
-        .map(|p| tagged(StatusCode::OK, p))
-        .ok_or_else(|| ApiError::not_found("Product not found"))
+        .ok_or_else(|| ApiError::not_found("Product not found"))?;
+    Ok(conditional::answer(
+        &headers,
+        &product,
+        &state.cache_control,
+    ))
 }
 
 #[utoipa::path(post, path = "/products", tag = "products", security(("bearer" = [])), request_body = ProductFields,
@@ -150,6 +153,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let changes = fields.parse(true)?;
     let product = catalog::insert(&state.pool, &changes).await?;
+    state.catalog.apply(Change::Product(product.id));
     tracing::info!(product = %product.id, "product created");
     Ok(tagged(StatusCode::CREATED, product))
 }
@@ -171,7 +175,10 @@ pub async fn replace(
 ) -> ApiResult<Response> {
     let versions = if_match(&headers)?;
     let changes = fields.parse(true)?;
-    updated(catalog::update(&state.pool, id, &changes, versions.as_deref()).await?)
+    updated(
+        &state,
+        catalog::update(&state.pool, id, &changes, versions.as_deref()).await?,
+    )
 }
 
 /// Partial update, e.g. `{"price": 1299}`. With `If-Match`, only if the product has not
@@ -191,12 +198,18 @@ pub async fn patch(
 ) -> ApiResult<Response> {
     let versions = if_match(&headers)?;
     let changes = fields.parse(false)?;
-    updated(catalog::update(&state.pool, id, &changes, versions.as_deref()).await?)
+    updated(
+        &state,
+        catalog::update(&state.pool, id, &changes, versions.as_deref()).await?,
+    )
 }
 
-fn updated(outcome: Updated) -> ApiResult<Response> {
+fn updated(state: &AppState, outcome: Updated) -> ApiResult<Response> {
     match outcome {
-        Updated::Done(product) => Ok(tagged(StatusCode::OK, product)),
+        Updated::Done(product) => {
+            state.catalog.apply(Change::Product(product.id));
+            Ok(tagged(StatusCode::OK, product))
+        }
         Updated::Stale(now) => Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
             "precondition_failed",
@@ -221,6 +234,7 @@ pub async fn delete(
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
     if catalog::deactivate(&state.pool, id).await? {
+        state.catalog.apply(Change::Product(id));
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("Product not found"))

@@ -10,7 +10,17 @@ use mercato_kit::{ApiError, ApiResult, Json, Path};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::cache::Change;
 use crate::reservations::{self, Reservation, ReserveRequest};
+
+/// Drops this replica's cached copies of the products whose stock `reservation` moved, at
+/// once, so its own next read shows the new stock (other replicas hear of it from the
+/// database's notification, as this one does too).
+fn stock_moved(state: &AppState, reservation: &Reservation) {
+    for item in &reservation.items {
+        state.catalog.apply(Change::Product(item.product_id));
+    }
+}
 
 /// Reserves stock for every item of an order, or for none. Repeating the call for the
 /// same order id returns the first reservation (200) instead of reserving twice.
@@ -26,6 +36,7 @@ pub async fn reserve(
     let (status, reservation) =
         reservations::reserve(&state.pool, &req, state.reservation_ttl).await?;
     if status == StatusCode::CREATED {
+        stock_moved(&state, &reservation);
         tracing::info!(order = %req.order_id, total = reservation.total, "stock reserved");
     }
     Ok((status, Json(reservation)))
@@ -63,5 +74,7 @@ pub async fn release(
     _caller: Service<ProductReserve>,
     Path(order_id): Path<Uuid>,
 ) -> ApiResult<Json<Reservation>> {
-    Ok(Json(reservations::release(&state.pool, order_id).await?))
+    let reservation = reservations::release(&state.pool, order_id).await?;
+    stock_moved(&state, &reservation);
+    Ok(Json(reservation))
 }

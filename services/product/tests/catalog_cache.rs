@@ -10,7 +10,7 @@ use clap::Parser;
 use mercato_contract::scopes;
 use mercato_kit::jwt::Role;
 use mercato_kit::server::ServiceConfig;
-use mercato_kit::testing::{TestAuth, TestDb, TestKeys, TestServer, metric, poll};
+use mercato_kit::testing::{TestAuth, TestDb, TestKeys, TestServer, metric, poll, server_url};
 use mercato_product::Config;
 use mercato_product::cache::listener::APPLICATION_NAME;
 use reqwest::StatusCode;
@@ -451,20 +451,25 @@ async fn while_the_listener_is_down_reads_go_to_the_database() {
     }
 
     // Cut every listener off and keep them off: no new connection to this database is
-    // allowed (the services' pools keep the ones they have).
-    let mut sql = s.sql().await;
+    // allowed (the services' pools keep the ones they have). Said from another database,
+    // as PostgreSQL asks.
     let name: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&mut sql)
+        .fetch_one(&mut s.sql().await)
         .await
         .unwrap();
+    let mut server = PgConnection::connect(&server_url()).await.unwrap();
     let allow = |yes: bool| format!(r#"ALTER DATABASE "{name}" ALLOW_CONNECTIONS {yes}"#);
-    sqlx::query(&allow(false)).execute(&mut sql).await.unwrap();
+    sqlx::query(&allow(false))
+        .execute(&mut server)
+        .await
+        .unwrap();
     let cut: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND application_name = $1",
+         WHERE datname = $1 AND application_name = $2",
     )
+    .bind(&name)
     .bind(APPLICATION_NAME)
-    .fetch_all(&mut sql)
+    .fetch_all(&mut server)
     .await
     .unwrap();
     assert_eq!(cut, [true, true], "one listener per replica");
@@ -482,7 +487,10 @@ async fn while_the_listener_is_down_reads_go_to_the_database() {
     assert_eq!(misses(&s.b).await, misses_before + 2.0);
 
     // Back on: everything from before was dropped, and the cache is used again.
-    sqlx::query(&allow(true)).execute(&mut sql).await.unwrap();
+    sqlx::query(&allow(true))
+        .execute(&mut server)
+        .await
+        .unwrap();
     assert_eq!(connected(&s.b).await, Some(1.0), "B listens again");
     for _ in 0..2 {
         assert_eq!(s.product(&s.b, &id).await.body["price"], 900);

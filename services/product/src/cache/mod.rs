@@ -40,6 +40,7 @@ pub struct CacheMetrics {
     misses: Counter,
     connected: Gauge,
     entries: Gauge,
+    bytes: Gauge,
 }
 
 impl CacheMetrics {
@@ -65,6 +66,11 @@ impl CacheMetrics {
             "catalog_cache_entries",
             "Products and pages the catalogue cache holds",
             m.entries.clone(),
+        );
+        metrics.register(
+            "catalog_cache_bytes",
+            "Memory the catalogue cache's entries are counted as (bounded by CATALOG_CACHE_MIB)",
+            m.bytes.clone(),
         );
         m
     }
@@ -192,9 +198,9 @@ impl CatalogCache {
     }
 
     fn count(&self, state: &State) {
-        self.metrics
-            .entries
-            .set(i64::try_from(state.store.len()).unwrap_or(i64::MAX));
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.entries.set(gauge(state.store.entries()));
+        self.metrics.bytes.set(gauge(state.store.bytes()));
     }
 }
 

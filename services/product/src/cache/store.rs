@@ -147,7 +147,7 @@ impl Store {
             Key::Item(id) => self.items.insert(self.next, id, cost, value),
             Key::List(list) => self.lists.insert(self.next, list, cost, value),
         }
-        while self.len() > self.limits.entries || self.bytes() > self.limits.bytes {
+        while self.entries() > self.limits.entries || self.bytes() > self.limits.bytes {
             self.evict_oldest();
         }
     }
@@ -172,14 +172,12 @@ impl Store {
         self.lists = Fifo::default();
     }
 
-    pub fn len(&self) -> usize {
+    /// How many products and pages it holds.
+    pub fn entries(&self) -> usize {
         self.items.slots.len() + self.lists.slots.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
+    /// What they weigh, as counted against the budget.
     pub fn bytes(&self) -> usize {
         self.items.bytes + self.lists.bytes
     }
@@ -215,7 +213,7 @@ mod tests {
         store.insert(page("a"), value(10));
         store.insert(Key::Item(ids[1]), value(10));
         store.insert(Key::Item(ids[2]), value(10));
-        assert_eq!(store.len(), 3);
+        assert_eq!(store.entries(), 3);
         assert!(store.get(&Key::Item(ids[0])).is_none(), "the oldest went");
         store.insert(page("b"), value(10));
         assert!(store.get(&page("a")).is_none(), "then the oldest page");
@@ -233,9 +231,9 @@ mod tests {
             store.insert(Key::Item(Uuid::new_v4()), value(1000));
             assert!(store.bytes() <= 10 * (1000 + ENTRY_OVERHEAD + 16));
         }
-        assert_eq!(store.len(), 10);
+        assert_eq!(store.entries(), 10);
         store.insert(Key::Item(Uuid::new_v4()), value(1 << 20));
-        assert_eq!(store.len(), 10, "a value over the whole budget is not kept");
+        assert_eq!(store.entries(), 10, "a value over the whole budget is not kept");
     }
 
     #[test]
@@ -248,7 +246,7 @@ mod tests {
         store.insert(Key::Item(id), value(100));
         let once = store.bytes();
         store.insert(Key::Item(id), value(100));
-        assert_eq!((store.len(), store.bytes()), (1, once));
+        assert_eq!((store.entries(), store.bytes()), (1, once));
     }
 
     #[test]
@@ -268,7 +266,7 @@ mod tests {
         assert!(store.get(&Key::Item(other)).is_some());
         assert_eq!(store.bytes(), value(10).cost(16));
         store.clear();
-        assert!(store.is_empty());
+        assert_eq!(store.entries(), 0);
         assert_eq!(store.bytes(), 0);
     }
 }

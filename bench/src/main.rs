@@ -3,6 +3,7 @@
 //! PostgreSQL for the database's own limit, and prints and saves the results.
 
 mod load;
+mod pgbench;
 mod replay;
 
 use std::collections::BTreeMap;
@@ -141,59 +142,50 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let database_urls = dev.topology.database_urls.clone();
     dev.stop().await;
     let outcome = match outcome {
-        Ok((mut results, product_ids)) => {
+        Ok((mut results, product_ids, commits)) => {
             measure_database(&database_urls, product_ids, &levels, duration)
                 .await
                 .map(|db| {
                     results.extend(db);
-                    results
+                    (results, commits)
                 })
         }
         Err(e) => Err(e),
     };
     let cleanup = mercato_devstack::dev::reset(&options).await;
-    let results = outcome?;
+    let (results, commits) = outcome?;
     cleanup?;
 
     println!();
     print_table(&results);
-    let mut ratios = serde_json::Map::new();
-    for &c in &levels {
-        if let (Some(shop), Some(db)) = (
-            find(&results, "checkout", c),
-            find(&results, "db-replay-checkout", c),
-        ) {
-            ratios.insert(
-                format!("checkout_vs_db_at_{c}"),
-                json!(shop.ops_per_sec / db.ops_per_sec),
-            );
-        }
-        if let (Some(page), Some(api)) = (
-            find(&results, "storefront", c),
-            find(&results, "catalog", c),
-        ) {
-            ratios.insert(
-                format!("storefront_p50_vs_catalog_api_at_{c}"),
-                json!(page.p50_ms / api.p50_ms),
-            );
-        }
-        if let (Some(gw), Some(direct)) = (
-            find(&results, "product-via-gateway", c),
-            find(&results, "product-direct", c),
-        ) {
-            ratios.insert(
-                format!("gateway_p50_overhead_at_{c}"),
-                json!(gw.p50_ms / direct.p50_ms),
-            );
-            ratios.insert(
-                format!("gateway_throughput_ratio_at_{c}"),
-                json!(gw.ops_per_sec / direct.ops_per_sec),
-            );
-        }
-    }
+    let ratios = ratios(&results, &levels);
     println!();
-    for (k, v) in &ratios {
-        println!("{k:<36} {:.3}", v.as_f64().unwrap_or(0.0));
+    println!(
+        "{:<40} {:>9}  {:<10} met",
+        "ratio (one run)", "value", "target"
+    );
+    for r in &ratios {
+        let (target, met) = match r.target {
+            Some((Goal::AtLeast, t)) => {
+                (format!(">= {t}"), if r.value >= t { "yes" } else { "NO" })
+            }
+            Some((Goal::AtMost, t)) => (format!("<= {t}"), if r.value <= t { "yes" } else { "NO" }),
+            None => (String::new(), ""),
+        };
+        println!("{:<40} {:>9.3}  {target:<10} {met}", r.name, r.value);
+    }
+    let ratios: serde_json::Map<String, Value> = ratios
+        .iter()
+        .map(|r| (r.name.clone(), json!(r.value)))
+        .collect();
+    println!();
+    for c in &commits {
+        println!(
+            "commits per checkout at {:<3} {:.2} ({})",
+            c["concurrency"],
+            c["total"].as_f64().unwrap_or(0.0),
+            c["per_checkout"]
+        );
     }
     println!();
     for (service, kib) in &rss {
@@ -217,6 +209,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         "results": results,
         "ratios": ratios,
+        "commits_per_checkout": commits,
         "peak_rss_kib": rss,
     });
     if let Some(dir) = args.out.parent() {
@@ -227,11 +220,82 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    AtLeast,
+    AtMost,
+}
+
+/// One figure held against a limit, and the target the store aims for (issue 15).
+#[derive(Debug)]
+struct Ratio {
+    name: String,
+    value: f64,
+    target: Option<(Goal, f64)>,
+}
+
+/// The store against its limits, at each level: catalogue reads through the gateway against
+/// PostgreSQL running the same statement, checkout against its own SQL, the gateway against
+/// calling the product service directly, and a storefront page against the API read it
+/// makes.
+fn ratios(results: &[Stats], levels: &[usize]) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    let mut push = |name: String, value: f64, target: Option<(Goal, f64)>| {
+        out.push(Ratio {
+            name,
+            value,
+            target,
+        });
+    };
+    for &c in levels {
+        let pair = |a: &str, b: &str| Option::zip(find(results, a, c), find(results, b, c));
+        for (http, db) in [
+            ("catalog-item", "pgbench-item"),
+            ("catalog-list", "pgbench-list"),
+        ] {
+            if let Some((h, d)) = pair(http, db) {
+                push(
+                    format!("{http}_vs_pgbench_at_{c}"),
+                    h.ops_per_sec / d.ops_per_sec,
+                    Some((Goal::AtLeast, 1.5)),
+                );
+            }
+        }
+        if let Some((shop, db)) = pair("checkout", "db-replay-checkout") {
+            push(
+                format!("checkout_vs_db_at_{c}"),
+                shop.ops_per_sec / db.ops_per_sec,
+                None,
+            );
+        }
+        if let Some((gw, direct)) = pair("product-via-gateway", "product-direct") {
+            push(
+                format!("gateway_throughput_ratio_at_{c}"),
+                gw.ops_per_sec / direct.ops_per_sec,
+                Some((Goal::AtLeast, 0.93)),
+            );
+            push(
+                format!("gateway_p50_overhead_ms_at_{c}"),
+                gw.p50_ms - direct.p50_ms,
+                Some((Goal::AtMost, 0.05)),
+            );
+        }
+        if let Some((page, api)) = pair("storefront", "catalog") {
+            push(
+                format!("storefront_p50_vs_catalog_api_at_{c}"),
+                page.p50_ms / api.p50_ms,
+                None,
+            );
+        }
+    }
+    out
+}
+
 async fn measure(
     dev: &Dev,
     levels: &[usize],
     duration: Duration,
-) -> anyhow::Result<(Vec<Stats>, Vec<Uuid>)> {
+) -> anyhow::Result<(Vec<Stats>, Vec<Uuid>, Vec<Value>)> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
@@ -276,6 +340,7 @@ async fn measure(
     }
     let customers = Arc::new(customers);
     let mut results = Vec::new();
+    let mut commits = Vec::new();
 
     for &c in levels {
         eprintln!("catalog at concurrency {c}…");
@@ -294,6 +359,26 @@ async fn measure(
             })
             .await,
         );
+
+        // Each half of that mix alone, to hold against pgbench running the same statement.
+        for (scenario, list) in [("catalog-item", false), ("catalog-list", true)] {
+            eprintln!("{scenario} at concurrency {c}…");
+            let (s, p) = (shop.clone(), products.clone());
+            results.push(
+                load::run(scenario, c, duration, move |w, i| {
+                    let (s, p) = (s.clone(), p.clone());
+                    async move {
+                        let url = if list {
+                            format!("{}/products?category=bench&limit=20", s.gateway)
+                        } else {
+                            format!("{}/products/{}", s.gateway, p[(w + i as usize) % p.len()])
+                        };
+                        check(s.http.get(url).send().await).await
+                    }
+                })
+                .await,
+            );
+        }
 
         // The same mix as `catalog`, as pages: the storefront renders each from the API,
         // through the gateway (the page request, then its API call, both cross it).
@@ -320,6 +405,7 @@ async fn measure(
 
         eprintln!("checkout at concurrency {c}…");
         let (s, p, u) = (shop.clone(), products.clone(), customers.clone());
+        let before = committed(&dev.topology.database_urls).await?;
         results.push(
             load::run("checkout", c, duration, move |w, i| {
                 let (s, p, u) = (s.clone(), p.clone(), u.clone());
@@ -341,6 +427,23 @@ async fn measure(
             })
             .await,
         );
+        if let Some(run) = results.last() {
+            // Backends report their commits within PostgreSQL's 10 s idle flush interval.
+            tokio::time::sleep(STATS_FLUSH).await;
+            let after = committed(&dev.topology.database_urls).await?;
+            let checkouts = (run.ops - run.errors).max(1) as f64;
+            let per: BTreeMap<String, f64> = after
+                .iter()
+                .map(|(db, n)| {
+                    (
+                        db.clone(),
+                        (n - before.get(db).copied().unwrap_or(0)) as f64 / checkouts,
+                    )
+                })
+                .collect();
+            commits.push(json!({"concurrency": c, "per_checkout": per,
+                                "total": per.values().sum::<f64>()}));
+        }
 
         eprintln!("login at concurrency {c}…");
         let s = shop.clone();
@@ -381,7 +484,7 @@ async fn measure(
         }
     }
     let product_ids = products.iter().filter_map(|id| id.parse().ok()).collect();
-    Ok((results, product_ids))
+    Ok((results, product_ids, commits))
 }
 
 /// The database alone, once the services have stopped (so their pools neither compete
@@ -392,9 +495,16 @@ async fn measure_database(
     levels: &[usize],
     duration: Duration,
 ) -> anyhow::Result<Vec<Stats>> {
+    let items: Vec<String> = product_ids.iter().map(|id| item_statement(*id)).collect();
+    let list = vec![list_statement()];
     let product_ids = Arc::new(product_ids);
     let mut results = Vec::new();
     for &c in levels {
+        for (scenario, statements) in [("pgbench-item", &items), ("pgbench-list", &list)] {
+            eprintln!("{scenario} at concurrency {c}…");
+            let url = &database_urls[&Component::Product];
+            results.push(pgbench::run(scenario, url, statements, c, duration).await?);
+        }
         eprintln!("db-replay-checkout at concurrency {c}…");
         let pools = replay::Pools {
             product: connect(&database_urls[&Component::Product], c).await?,
@@ -417,6 +527,42 @@ async fn measure_database(
         pools.payment.close().await;
     }
     Ok(results)
+}
+
+/// How long PostgreSQL may take to count a backend's commits in `pg_stat_database` (an idle
+/// backend reports at most 10 s late).
+const STATS_FLUSH: Duration = Duration::from_secs(11);
+
+/// Transactions committed so far in the product, order and payment databases (each reading
+/// is one commit more, which is nothing beside thousands of checkouts).
+async fn committed(urls: &BTreeMap<Component, String>) -> anyhow::Result<BTreeMap<String, i64>> {
+    use sqlx::Connection;
+    let mut out = BTreeMap::new();
+    for c in [Component::Product, Component::Order, Component::Payment] {
+        let mut conn = sqlx::PgConnection::connect(&urls[&c]).await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        conn.close().await?;
+        out.insert(c.name().to_string(), n);
+    }
+    Ok(out)
+}
+
+/// The product service's statement for `GET /products/{id}`, for this product.
+fn item_statement(id: Uuid) -> String {
+    mercato_product::catalog::ITEM_QUERY.replace("$1", &format!("'{id}'"))
+}
+
+/// The product service's statement for `GET /products?category=bench&limit=20`.
+fn list_statement() -> String {
+    mercato_product::catalog::LIST_QUERY
+        .replace("$1", "'bench'")
+        .replace("$2", "NULL")
+        .replace("$3", "NULL")
+        .replace("$4", "20")
 }
 
 /// The services' own pool size (`DATABASE_MAX_CONNECTIONS` default), so the database

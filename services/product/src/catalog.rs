@@ -154,7 +154,34 @@ impl ProductFields {
     }
 }
 
-const COLUMNS: &str = "id, name, description, category, price, currency::text AS currency, stock, version, created_at, updated_at";
+/// The columns of a [`Product`], in every statement that returns one.
+macro_rules! columns {
+    () => {
+        "id, name, description, category, price, currency::text AS currency, stock, version, created_at, updated_at"
+    };
+}
+
+const COLUMNS: &str = columns!();
+
+/// The statement behind `GET /products/{id}` (`$1`: the id). Public so that `make bench`
+/// can hold the service against PostgreSQL running exactly this.
+pub const ITEM_QUERY: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM products WHERE id = $1 AND active"
+);
+
+/// The statement behind `GET /products` (`$1` category or NULL, `$2`/`$3` the cursor's
+/// creation time and id or NULL, `$4` the page size): keyset pagination on creation time
+/// and id, so pages stay stable while products are added.
+pub const LIST_QUERY: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM products
+     WHERE active AND ($1::text IS NULL OR category = $1)
+       AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+     ORDER BY created_at, id LIMIT $4"
+);
 
 pub async fn insert(db: &PgPool, c: &Changes) -> Result<Product, sqlx::Error> {
     sqlx::query_as(&format!(
@@ -220,12 +247,7 @@ pub async fn update(
 }
 
 pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<Product>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM products WHERE id = $1 AND active"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    sqlx::query_as(ITEM_QUERY).bind(id).fetch_optional(db).await
 }
 
 /// Hides a product from the catalog; orders that reference it keep their snapshot.
@@ -282,16 +304,11 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Product>, sqlx::Error> {
     let (after_at, after_id) = after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM products
-         WHERE active AND ($1::text IS NULL OR category = $1)
-           AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
-         ORDER BY created_at, id LIMIT $4"
-    ))
-    .bind(category)
-    .bind(after_at)
-    .bind(after_id)
-    .bind(limit)
-    .fetch_all(db)
-    .await
+    sqlx::query_as(LIST_QUERY)
+        .bind(category)
+        .bind(after_at)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(db)
+        .await
 }

@@ -233,7 +233,11 @@ mod tests {
         }
         assert_eq!(store.entries(), 10);
         store.insert(Key::Item(Uuid::new_v4()), value(1 << 20));
-        assert_eq!(store.entries(), 10, "a value over the whole budget is not kept");
+        assert_eq!(
+            store.entries(),
+            10,
+            "a value over the whole budget is not kept"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ impl Page {
             .unwrap_or_else(|| panic!("no {name} field in {}", self.body))
             + marker.len();
         let end = self.body[start..].find('"').unwrap() + start;
-        self.body[start..end].to_string()
+        unescape(&self.body[start..end])
     }
 
     fn set_cookies(&self) -> Vec<String> {
@@ -48,6 +48,15 @@ impl Page {
             .map(|v| v.to_str().unwrap().to_string())
             .collect()
     }
+}
+
+/// An attribute's value as a browser reads it (the templates escape `&"'<>`).
+fn unescape(html: &str) -> String {
+    html.replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&#38;", "&")
 }
 
 impl Shopper {
@@ -511,7 +520,11 @@ async fn log_in(shopper: &Shopper, username: &str, password: &str) -> String {
     let page = shopper
         .post(
             "/shop/login",
-            &[("csrf", &csrf), ("username", username), ("password", password)],
+            &[
+                ("csrf", &csrf),
+                ("username", username),
+                ("password", password),
+            ],
         )
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
@@ -529,36 +542,73 @@ async fn a_shopper_changes_their_email_and_password_and_wrong_input_changes_noth
     assert!(profile.body.contains("nina@example.com"));
 
     let bad = shopper
-        .post("/shop/profile", &[("csrf", &csrf), ("change", "email"), ("email", "not an email")])
+        .post(
+            "/shop/profile",
+            &[
+                ("csrf", &csrf),
+                ("change", "email"),
+                ("email", "not an email"),
+            ],
+        )
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad.body.contains("field-error"), "{}", bad.body);
     let ok = shopper
-        .post("/shop/profile", &[("csrf", &csrf), ("change", "email"), ("email", "nina@example.org")])
+        .post(
+            "/shop/profile",
+            &[
+                ("csrf", &csrf),
+                ("change", "email"),
+                ("email", "nina@example.org"),
+            ],
+        )
         .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER);
-    assert!(shopper.get("/shop/profile").await.body.contains("nina@example.org"));
+    assert!(
+        shopper
+            .get("/shop/profile")
+            .await
+            .body
+            .contains("nina@example.org")
+    );
 
     let wrong = shopper
         .post(
             "/shop/profile",
-            &[("csrf", &csrf), ("change", "password"), ("current_password", "nope"),
-              ("password", "a brand new passphrase")],
+            &[
+                ("csrf", &csrf),
+                ("change", "password"),
+                ("current_password", "nope"),
+                ("password", "a brand new passphrase"),
+            ],
         )
         .await;
     assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(wrong.body.contains("The current password is incorrect"), "{}", wrong.body);
+    assert!(
+        wrong.body.contains("The current password is incorrect"),
+        "{}",
+        wrong.body
+    );
     let changed = shopper
         .post(
             "/shop/profile",
-            &[("csrf", &csrf), ("change", "password"),
-              ("current_password", "correct horse battery"),
-              ("password", "a brand new passphrase")],
+            &[
+                ("csrf", &csrf),
+                ("change", "password"),
+                ("current_password", "correct horse battery"),
+                ("password", "a brand new passphrase"),
+            ],
         )
         .await;
     assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
     // Still signed in (with the new password), and only the new password logs in.
-    assert!(shopper.get("/shop/profile").await.body.contains("Password changed"));
+    assert!(
+        shopper
+            .get("/shop/profile")
+            .await
+            .body
+            .contains("Password changed")
+    );
     let old = api
         .http
         .post(format!("{}/auth/login", api.base))
@@ -594,31 +644,61 @@ async fn an_admin_edits_prices_and_stock_deletes_products_and_manages_users() {
             admin
                 .post(
                     &format!("/shop/admin/products/{id}"),
-                    &[("csrf", csrf.as_str()), ("version", &version), ("name", "Desk lamp"),
-                      ("description", ""), ("category", "tests"), ("price", price),
-                      ("currency", "EUR"), ("stock", stock)],
+                    &[
+                        ("csrf", csrf.as_str()),
+                        ("version", &version),
+                        ("name", "Desk lamp"),
+                        ("description", ""),
+                        ("category", "tests"),
+                        ("price", price),
+                        ("currency", "EUR"),
+                        ("stock", stock),
+                    ],
                 )
                 .await
         }
     };
     let stale = edit("25.00", "10", version).await;
-    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED, "{}", stale.body);
+    assert_eq!(
+        stale.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        stale.body
+    );
     assert!(stale.body.contains("Nothing was saved"));
     assert_eq!(api.stock(&id).await, 3, "the order's reservation stands");
     // The page it shows instead carries the current version; saving from it works.
     let fresh = stale.field("version");
     let typo = edit("25.0.0", "10", fresh.clone()).await;
     assert_eq!(typo.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(typo.body.contains("Price must be an amount"), "{}", typo.body);
+    assert!(
+        typo.body.contains("Price must be an amount"),
+        "{}",
+        typo.body
+    );
     let saved = edit("25.00", "10", fresh).await;
     assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
     let product = api.get(&format!("/products/{id}"), None).await;
-    assert_eq!((product["price"].as_i64(), product["stock"].as_i64()), (Some(2_500), Some(10)));
+    assert_eq!(
+        (product["price"].as_i64(), product["stock"].as_i64()),
+        (Some(2_500), Some(10))
+    );
 
     // Delete: gone from the catalogue.
-    let deleted = admin.post(&format!("/shop/admin/products/{id}/delete"), &[("csrf", &csrf)]).await;
+    let deleted = admin
+        .post(
+            &format!("/shop/admin/products/{id}/delete"),
+            &[("csrf", &csrf)],
+        )
+        .await;
     assert_eq!(deleted.status, StatusCode::SEE_OTHER);
-    assert!(!admin.get("/shop/admin/products").await.body.contains("Desk lamp"));
+    assert!(
+        !admin
+            .get("/shop/admin/products")
+            .await
+            .body
+            .contains("Desk lamp")
+    );
 
     // Users: promote, then disable; a disabled user cannot log in.
     let shopper = Shopper::new(&store);
@@ -635,15 +715,24 @@ async fn an_admin_edits_prices_and_stock_deletes_products_and_manages_users() {
         .unwrap()
         .to_string();
     let promoted = admin
-        .post(&format!("/shop/admin/users/{omar}"), &[("csrf", &csrf), ("role", "admin")])
+        .post(
+            &format!("/shop/admin/users/{omar}"),
+            &[("csrf", &csrf), ("role", "admin")],
+        )
         .await;
     assert_eq!(promoted.status, StatusCode::SEE_OTHER);
     let disabled = admin
-        .post(&format!("/shop/admin/users/{omar}"), &[("csrf", &csrf), ("disabled", "true")])
+        .post(
+            &format!("/shop/admin/users/{omar}"),
+            &[("csrf", &csrf), ("disabled", "true")],
+        )
         .await;
     assert_eq!(disabled.status, StatusCode::SEE_OTHER);
     let view = api.get(&format!("/users/{omar}"), Some(&admin_token)).await;
-    assert_eq!((view["role"].as_str(), view["disabled"].as_bool()), (Some("admin"), Some(true)));
+    assert_eq!(
+        (view["role"].as_str(), view["disabled"].as_bool()),
+        (Some("admin"), Some(true))
+    );
     let login = api
         .http
         .post(format!("{}/auth/login", api.base))

@@ -812,22 +812,30 @@ fn selectors_match_the_pod_labels() {
     }
 }
 
+/// The config hash in the pod template of `c`'s Deployment, built from `data`.
+pub(super) fn config_hash(store: &Store, c: Component, data: &builders::SecretData) -> String {
+    workloads::deployment(
+        &store.owner(),
+        &store.spec,
+        &ImageDefaults::default(),
+        c,
+        data,
+    )
+    .spec
+    .unwrap()
+    .template
+    .metadata
+    .unwrap()
+    .annotations
+    .unwrap()[CONFIG_HASH_ANNOTATION]
+        .clone()
+}
+
 #[test]
 fn config_hash_follows_the_referenced_secrets_only() {
     let store = Store::test();
-    let owner = store.owner();
     let mut data = secrets::generate("demo");
-    let hash = |data: &crate::builders::SecretData, c: Component| {
-        workloads::deployment(&owner, &store.spec, &ImageDefaults::default(), c, data)
-            .spec
-            .unwrap()
-            .template
-            .metadata
-            .unwrap()
-            .annotations
-            .unwrap()[CONFIG_HASH_ANNOTATION]
-            .clone()
-    };
+    let hash = |data: &crate::builders::SecretData, c: Component| config_hash(&store, c, data);
     let before: BTreeMap<Component, String> = Component::ALL
         .into_iter()
         .map(|c| (c, hash(&data, c)))
@@ -852,19 +860,8 @@ fn config_hash_follows_the_referenced_secrets_only() {
 #[test]
 fn rewriting_the_key_secrets_rolls_no_pod() {
     let store = Store::test();
-    let owner = store.owner();
     let mut data = secrets::generate("demo");
-    let hash = |data: &crate::builders::SecretData, c: Component| {
-        workloads::deployment(&owner, &store.spec, &ImageDefaults::default(), c, data)
-            .spec
-            .unwrap()
-            .template
-            .metadata
-            .unwrap()
-            .annotations
-            .unwrap()[CONFIG_HASH_ANNOTATION]
-            .clone()
-    };
+    let hash = |data: &crate::builders::SecretData, c: Component| config_hash(&store, c, data);
     let before: Vec<String> = Component::ALL.into_iter().map(|c| hash(&data, c)).collect();
     // What a rotation writes: a next key aside, then a JWKS with both keys.
     let next = mercato_contract::credentials::generate_jwt_keys();

@@ -8,12 +8,13 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mercato_contract::{Component, HTTP_PORT, OPS_PORT, env, names, secret_keys};
 
-use super::builders::{component_of, container, deployment, env_of, pod, secret_ref, value, var};
+use super::builders::{
+    component_of, config_hash, container, deployment, env_of, pod, secret_ref, value, var,
+};
 use super::fixtures::NAMESPACE;
 use crate::builders::{self, monitoring, network, secrets, workloads};
 use crate::crd::{PeerSpec, Store};
 use crate::images::ImageDefaults;
-use crate::meta::CONFIG_HASH_ANNOTATION;
 
 fn without_storefront() -> Store {
     Store::test().with(|s| s.storefront.enabled = false)
@@ -210,19 +211,8 @@ fn the_storefront_settings_come_from_the_store() {
 #[test]
 fn a_new_cookie_key_rolls_the_storefront_and_nothing_else_and_a_new_edge_key_rolls_it_too() {
     let store = Store::test();
-    let owner = store.owner();
     let mut data = secrets::generate("demo");
-    let hash = |data: &builders::SecretData, c: Component| {
-        workloads::deployment(&owner, &store.spec, &ImageDefaults::default(), c, data)
-            .spec
-            .unwrap()
-            .template
-            .metadata
-            .unwrap()
-            .annotations
-            .unwrap()[CONFIG_HASH_ANNOTATION]
-            .clone()
-    };
+    let hash = |data: &builders::SecretData, c: Component| config_hash(&store, c, data);
     let before: Vec<String> = Component::ALL.iter().map(|c| hash(&data, *c)).collect();
     data.get_mut("demo-storefront").unwrap().insert(
         secret_keys::STOREFRONT_COOKIE_KEY.into(),

@@ -36,7 +36,7 @@ pub struct ListQuery {
 /// change listener is connected, so it is as fresh as the last change notified to it
 /// (milliseconds after the change commits).
 #[utoipa::path(get, path = "/products", tag = "products",
-    params(ListQuery, ("If-None-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)$"#, description = "ETags of copies the client holds (or `*`): if one is still current, the answer is 304 with no body. Optional")),
+    params(ListQuery, ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETags of copies the client holds (`\"3\", W/\"4\"`) or `*`: if one is still current, the answer is 304 with no body. A value that is not such a list is ignored (the full answer comes), as RFC 9110 lets a cache do. Optional")),
     responses((status = 200, body = ProductPage, headers(
             ("ETag" = String, description = "A strong tag of this page as it is now: send it back as If-None-Match"),
             ("Cache-Control" = String, description = "`public, max-age=N` (CATALOG_MAX_AGE_SECS, 1 by default): shared caches may serve this page, stock included, up to N seconds old"))),
@@ -121,7 +121,7 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<Vec<i64>>, ApiError> {
 /// One product, for anyone; from the replica's cache, as fresh as the catalog page.
 #[utoipa::path(get, path = "/products/{id}", tag = "products",
     params(("id" = Uuid, Path, description = "The product's id"),
-        ("If-None-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)$"#, description = "ETags of copies the client holds (or `*`): if one is still current, the answer is 304 with no body. Optional")),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETags of copies the client holds (`\"3\", W/\"4\"`) or `*`: if one is still current, the answer is 304 with no body. A value that is not such a list is ignored (the full answer comes), as RFC 9110 lets a cache do. Optional")),
     responses((status = 200, body = Product, headers(
             ("ETag" = String, description = "The product's version, quoted: send it back as If-Match (edits) or If-None-Match (reads)"),
             ("Cache-Control" = String, description = "`public, max-age=N` (CATALOG_MAX_AGE_SECS, 1 by default): shared caches may serve this product, stock included, up to N seconds old"))),

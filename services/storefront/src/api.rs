@@ -11,44 +11,43 @@ use serde_json::Value;
 
 use crate::visit::{Session, Visit};
 
-/// One field the API refused, as its problem+json names it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
+/// The API's problem+json, as kit defines it for every service.
+pub use mercato_kit::error::{FieldError, Problem};
+
+/// What a page says of a problem.
+pub trait Explain {
+    /// What to tell the shopper: the title, and the detail if any.
+    fn message(&self) -> String;
+    /// The message for `field`, if the API named it.
+    fn field(&self, field: &str) -> Option<&str>;
 }
 
-/// An answer the API gave instead of what was asked.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Problem {
-    #[serde(default)]
-    pub status: u16,
-    #[serde(default)]
-    pub code: String,
-    #[serde(default)]
-    pub title: String,
-    #[serde(default)]
-    pub detail: Option<String>,
-    #[serde(default)]
-    pub errors: Vec<FieldError>,
-}
-
-impl Problem {
-    /// What to tell the shopper: the detail, else the title.
-    pub fn message(&self) -> String {
-        let mut out = self.title.clone();
-        if let Some(d) = &self.detail {
-            out = format!("{out}: {d}");
+impl Explain for Problem {
+    fn message(&self) -> String {
+        match &self.detail {
+            Some(d) => format!("{}: {d}", self.title),
+            None => self.title.clone(),
         }
-        out
     }
 
-    /// The message for `field`, if the API named it.
-    pub fn field(&self, field: &str) -> Option<&str> {
+    fn field(&self, field: &str) -> Option<&str> {
         self.errors
             .iter()
             .find(|e| e.field == field)
             .map(|e| e.message.as_str())
+    }
+}
+
+/// A problem the storefront itself states about an answer (`code`, `title`).
+fn problem(status: u16, code: &str, title: &str) -> Problem {
+    Problem {
+        type_: "about:blank".into(),
+        title: title.into(),
+        status,
+        detail: None,
+        code: code.into(),
+        errors: Vec::new(),
+        request_id: None,
     }
 }
 
@@ -274,21 +273,19 @@ async fn read<T: DeserializeOwned>(response: reqwest::Response) -> Result<Answer
             .map(|body| Answer { body, etag })
             .map_err(|e| {
                 tracing::error!(error = %e, "the API answered with an unexpected body");
-                Failure::Refused(Problem {
-                    status: 502,
-                    code: "bad_answer".into(),
-                    title: "The store gave an answer this page does not understand".into(),
-                    detail: None,
-                    errors: Vec::new(),
-                })
+                Failure::Refused(problem(
+                    502,
+                    "bad_answer",
+                    "The store gave an answer this page does not understand",
+                ))
             });
     }
-    let mut problem: Problem = serde_json::from_slice(&bytes).unwrap_or(Problem {
-        status: status.as_u16(),
-        code: String::new(),
-        title: status.canonical_reason().unwrap_or("Error").to_string(),
-        detail: None,
-        errors: Vec::new(),
+    let mut problem: Problem = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        problem(
+            status.as_u16(),
+            "",
+            status.canonical_reason().unwrap_or("Error"),
+        )
     });
     problem.status = status.as_u16();
     if matches!(status.as_u16(), 502..=504) {

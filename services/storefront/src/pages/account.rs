@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{Plain, Posted, fail, render, safe_next};
 use crate::Shop;
-use crate::api::{Call, Failure, Tokens};
+use crate::api::{Call, Explain, Failure, Tokens};
 use crate::views::{Chrome, User};
 use crate::visit::{Flash, Session, Visit};
 

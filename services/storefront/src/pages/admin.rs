@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{Plain, Posted, encode, error_page, fail, render};
 use crate::Shop;
-use crate::api::{Call, Failure, Problem};
+use crate::api::{Call, Explain, Failure, Problem};
 use crate::views::{Chrome, Product, ProductPage, User, UserPage, parse_money};
 use crate::visit::{Flash, Visit};
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Posted, error_page, fail, render};
 use crate::Shop;
-use crate::api::{Call, Failure, Problem};
+use crate::api::{Call, Explain, Failure, Problem};
 use crate::views::{Chrome, Order, Product, money};
 use crate::visit::{Flash, MAX_LINES, MAX_QUANTITY, Visit};
 
@@ -288,14 +288,13 @@ mod tests {
         let a = Uuid::new_v4();
         let b = Uuid::new_v4();
         let p = Problem {
+            type_: "about:blank".into(),
             status: 409,
             code: "insufficient_stock".into(),
             title: "Not enough stock".into(),
             detail: None,
-            errors: vec![FieldError {
-                field: "items[1].quantity".into(),
-                message: "only 2 in stock".into(),
-            }],
+            errors: vec![FieldError::new("items[1].quantity", "only 2 in stock")],
+            request_id: None,
         };
         let refused = refused_lines(&p, &[a, b]);
         assert_eq!(refused.len(), 1);

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
 use crate::Shop;
-use crate::api::Failure;
+use crate::api::{Explain, Failure};
 use crate::views::Chrome;
 use crate::visit::{Flash, Visit};
 
@@ -262,6 +262,6 @@ impl<T: DeserializeOwned> FromRequest<Shop> for Posted<T> {
     }
 }
 
-/// The form fields every state-changing form has.
+/// A form with nothing in it but its CSRF token (logout, cancel, delete).
 #[derive(Debug, serde::Deserialize)]
 pub(crate) struct Plain {}

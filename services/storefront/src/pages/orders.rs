@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{Plain, Posted, error_page, fail, render};
 use crate::Shop;
-use crate::api::{Call, Failure};
+use crate::api::{Call, Explain, Failure};
 use crate::views::{Chrome, Order, OrderPage, Payment};
 use crate::visit::{Flash, Visit};
 

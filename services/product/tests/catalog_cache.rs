@@ -172,6 +172,14 @@ async fn connected(on: &TestServer) -> Option<f64> {
     poll(2 * POLLS, || metric(on, series), |v| *v == Some(1.0)).await
 }
 
+/// Waits until `on` has heard of `changes` changes in all (every write so far, so a late
+/// notification cannot drop what a test is about to read from memory).
+async fn heard(on: &TestServer, changes: f64) {
+    let series = "mercato_catalog_cache_changes_heard_total";
+    let got = poll(POLLS, || metric(on, series), |v| *v >= Some(changes)).await;
+    assert!(got >= Some(changes), "{changes} changes heard, not {got:?}");
+}
+
 async fn hits(on: &TestServer) -> f64 {
     metric(on, "mercato_catalog_cache_hits_total")
         .await
@@ -199,6 +207,7 @@ async fn a_price_or_stock_change_through_one_replica_reaches_the_others_cache() 
     let s = TwoReplicas::start(&[]).await;
     let id = s.create(&s.a, "Kettle", 1000, 10).await;
     let path = format!("/products/{id}");
+    heard(&s.b, 1.0).await;
 
     // B serves the product and its page from memory once it has read them.
     for _ in 0..2 {
@@ -404,6 +413,8 @@ async fn an_order_is_priced_from_the_database_never_from_a_cache() {
     // trigger off, which no code path does) leaves B's copy stale on purpose...
     let path = format!("/products/{id}");
     s.until(&s.b, &path, |p| p["price"] == 1500).await;
+    // The creation, the change and the reservation: no late notification will drop it.
+    heard(&s.b, 3.0).await;
     s.product(&s.b, &id).await; // cached at 1500
     let mut sql = s.sql().await;
     for statement in [

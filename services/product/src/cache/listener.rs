@@ -128,7 +128,7 @@ async fn receive(
             Ok(Err(e)) => return Err(e),
             Ok(Ok(Some(notification))) => {
                 if let Some(change) = change_of(notification.payload()) {
-                    cache.apply(change);
+                    cache.heard(change);
                 }
             }
         }

@@ -38,6 +38,7 @@ pub enum Change {
 pub struct CacheMetrics {
     hits: Counter,
     misses: Counter,
+    heard: Counter,
     connected: Gauge,
     entries: Gauge,
     bytes: Gauge,
@@ -56,6 +57,11 @@ impl CacheMetrics {
             "catalog_cache_misses",
             "Public catalogue reads answered from the database (not cached yet, or the cache is off while its listener is not connected)",
             m.misses.clone(),
+        );
+        metrics.register(
+            "catalog_cache_changes_heard",
+            "Changes to products this replica heard of from PostgreSQL's notifications, its own writes' included (each drops what it may have made stale)",
+            m.heard.clone(),
         );
         metrics.register(
             "catalog_cache_listener_connected",
@@ -170,6 +176,13 @@ impl CatalogCache {
             Change::Everything => state.store.clear(),
         }
         self.count(&state);
+    }
+
+    /// A change heard from a notification: counted, then dropped as [`CatalogCache::apply`]
+    /// does.
+    pub fn heard(&self, change: Change) {
+        self.metrics.heard.inc();
+        self.apply(change);
     }
 
     /// The listener is listening (again): start afresh, as changes may have been missed.

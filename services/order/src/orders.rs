@@ -22,7 +22,9 @@ pub struct OrderRow {
     pub paid_at: Option<OffsetDateTime>,
 }
 
-const COLUMNS: &str = "id, user_id, status, total, currency::text AS currency, request_hash, created_at, updated_at, expires_at, paid_at";
+// Qualified, so the same list reads an order joined to its lines and names the columns an
+// insert returns.
+const COLUMNS: &str = "orders.id, orders.user_id, orders.status, orders.total, orders.currency::text AS currency, orders.request_hash, orders.created_at, orders.updated_at, orders.expires_at, orders.paid_at";
 
 /// How many orders one sweep expires, and how many releases it retries, at most.
 pub const SWEEP_BATCH: i64 = 200;
@@ -60,6 +62,22 @@ async fn items_of(
         .collect())
 }
 
+/// The order a row and its lines make.
+fn assemble(r: OrderRow, items: Vec<PricedItem>) -> Order {
+    Order {
+        id: r.id,
+        user_id: r.user_id,
+        status: r.status,
+        items,
+        total: r.total,
+        currency: r.currency,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        expires_at: r.expires_at,
+        paid_at: r.paid_at,
+    }
+}
+
 async fn with_items(db: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<Order>, sqlx::Error> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let items = items_of(db, &ids).await?;
@@ -71,20 +89,58 @@ async fn with_items(db: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<Or
                 .filter(|(id, _)| *id == r.id)
                 .map(|(_, i)| i.clone())
                 .collect();
-            Order {
-                id: r.id,
-                user_id: r.user_id,
-                status: r.status,
-                items: mine,
-                total: r.total,
-                currency: r.currency,
-                created_at: r.created_at,
-                updated_at: r.updated_at,
-                expires_at: r.expires_at,
-                paid_at: r.paid_at,
-            }
+            assemble(r, mine)
         })
         .collect())
+}
+
+/// One row of an order joined to its lines: the line's columns are NULL for an order
+/// without lines.
+#[derive(sqlx::FromRow)]
+struct OrderLine {
+    #[sqlx(flatten)]
+    order: OrderRow,
+    product_id: Option<Uuid>,
+    name: Option<String>,
+    quantity: Option<i32>,
+    unit_price: Option<i64>,
+    item_currency: Option<String>,
+}
+
+/// One order with its lines and the fingerprint of the request that placed it, in one
+/// statement (so one round trip, and one commit when run on its own).
+pub async fn placed(
+    db: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<(Order, String)>, sqlx::Error> {
+    let rows: Vec<OrderLine> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS}, order_items.product_id, order_items.name, order_items.quantity,
+                order_items.unit_price, order_items.currency::text AS item_currency
+         FROM orders LEFT JOIN order_items ON order_items.order_id = orders.id
+         WHERE orders.id = $1 ORDER BY order_items.product_id"
+    ))
+    .bind(id)
+    .fetch_all(db)
+    .await?;
+    let mut rows = rows.into_iter();
+    let Some(first) = rows.next() else {
+        return Ok(None);
+    };
+    let head = first.order.clone();
+    let items = std::iter::once(first)
+        .chain(rows)
+        .filter_map(|line| {
+            Some(PricedItem {
+                product_id: line.product_id?,
+                name: line.name?,
+                quantity: line.quantity?,
+                unit_price: line.unit_price?,
+                currency: line.item_currency?,
+            })
+        })
+        .collect();
+    let hash = head.request_hash.clone();
+    Ok(Some((assemble(head, items), hash)))
 }
 
 /// One order's row; `lock` takes it `FOR UPDATE` for the rest of the transaction.
@@ -102,12 +158,9 @@ pub async fn row(
     .await
 }
 
-/// One order with its lines.
+/// One order with its lines, in one statement.
 pub async fn get(db: &mut PgConnection, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
-    let Some(r) = row(&mut *db, id, false).await? else {
-        return Ok(None);
-    };
-    Ok(with_items(db, vec![r]).await?.pop())
+    Ok(placed(db, id).await?.map(|(order, _)| order))
 }
 
 /// Orders of one user (or of everyone), newest first.
@@ -144,16 +197,32 @@ pub struct NewOrder<'a> {
     pub ttl: std::time::Duration,
 }
 
-/// Stores a PENDING order and its lines. Returns `false`, having written nothing, if an
-/// order with this id exists already (a concurrent retry with the same key won); run it
-/// in a transaction, so the lines are stored with the order or not at all.
-pub async fn insert(db: &mut PgConnection, order: &NewOrder<'_>) -> Result<bool, sqlx::Error> {
+/// Stores a PENDING order and its lines and returns it as stored, or `None`, having
+/// written nothing, if an order with this id (or this user's idempotency key) exists
+/// already: a concurrent retry with the same key won. One statement, so the lines are
+/// stored with the order or not at all, in one round trip and, on its own, one commit.
+pub async fn insert(
+    db: &mut PgConnection,
+    order: &NewOrder<'_>,
+) -> Result<Option<Order>, sqlx::Error> {
     let reservation = order.reservation;
-    let inserted = sqlx::query(
-        "INSERT INTO orders (id, user_id, status, total, currency, idempotency_key, request_hash, expires_at)
-         VALUES ($1, $2, $8, $3, $4, $5, $6, now() + make_interval(secs => $7))
-         ON CONFLICT DO NOTHING",
-    )
+    let mut items = reservation.items.clone();
+    // As `get` reads them back.
+    items.sort_by_key(|i| i.product_id);
+    let row: Option<OrderRow> = sqlx::query_as(&format!(
+        "WITH stored AS (
+             INSERT INTO orders (id, user_id, status, total, currency, idempotency_key, request_hash, expires_at)
+             VALUES ($1, $2, $8, $3, $4, $5, $6, now() + make_interval(secs => $7))
+             ON CONFLICT DO NOTHING
+             RETURNING *
+         ), lines AS (
+             INSERT INTO order_items (order_id, product_id, name, quantity, unit_price, currency)
+             SELECT stored.id, line.product_id, line.name, line.quantity, line.unit_price, line.currency
+             FROM stored, unnest($9::uuid[], $10::text[], $11::int4[], $12::int8[], $13::text[])
+                          AS line (product_id, name, quantity, unit_price, currency)
+         )
+         SELECT {COLUMNS} FROM stored AS orders"
+    ))
     .bind(order.id)
     .bind(order.user_id)
     .bind(reservation.total)
@@ -162,26 +231,14 @@ pub async fn insert(db: &mut PgConnection, order: &NewOrder<'_>) -> Result<bool,
     .bind(order.request_hash)
     .bind(order.ttl.as_secs_f64())
     .bind(OrderStatus::Pending)
-    .execute(&mut *db)
+    .bind(items.iter().map(|i| i.product_id).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.name.clone()).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.quantity).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.unit_price).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.currency.clone()).collect::<Vec<_>>())
+    .fetch_optional(&mut *db)
     .await?;
-    if inserted.rows_affected() == 0 {
-        return Ok(false);
-    }
-    for item in &reservation.items {
-        sqlx::query(
-            "INSERT INTO order_items (order_id, product_id, name, quantity, unit_price, currency)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(order.id)
-        .bind(item.product_id)
-        .bind(&item.name)
-        .bind(item.quantity)
-        .bind(item.unit_price)
-        .bind(&item.currency)
-        .execute(&mut *db)
-        .await?;
-    }
-    Ok(true)
+    Ok(row.map(|r| assemble(r, items)))
 }
 
 /// Moves an order to `status`; becoming PAID also stamps `paid_at`.
@@ -203,16 +260,9 @@ pub async fn set_status(
     Ok(())
 }
 
-pub async fn payment_event_seen(
-    db: &mut PgConnection,
-    event_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM payment_events WHERE event_id = $1)")
-        .bind(event_id)
-        .fetch_one(db)
-        .await
-}
-
+/// Records a payment event as received (`applied` says whether it moves the order);
+/// `false`, having written nothing, if it was recorded before: a redelivery. Run it with
+/// the order's row locked, before acting on the event, so the event is acted on once.
 pub async fn record_payment_event(
     db: &mut PgConnection,
     event_id: Uuid,
@@ -220,9 +270,10 @@ pub async fn record_payment_event(
     payment_id: Uuid,
     outcome: PaymentStatus,
     applied: bool,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO payment_events (event_id, order_id, payment_id, outcome, applied) VALUES ($1, $2, $3, $4, $5)",
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "INSERT INTO payment_events (event_id, order_id, payment_id, outcome, applied)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(event_id)
     .bind(order_id)
@@ -231,6 +282,18 @@ pub async fn record_payment_event(
     .bind(applied)
     .execute(db)
     .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Records that a payment event recorded as applying did not apply after all.
+pub async fn payment_event_not_applied(
+    db: &mut PgConnection,
+    event_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE payment_events SET applied = false WHERE event_id = $1")
+        .bind(event_id)
+        .execute(db)
+        .await?;
     Ok(())
 }
 

@@ -253,6 +253,76 @@ async fn a_successful_payment_marks_the_order_paid_and_commits_its_stock_once() 
 }
 
 #[tokio::test]
+async fn two_deliveries_of_one_event_at_once_apply_it_once() {
+    let (_db, pool) = support::database().await;
+    let stock = FakeStock::default();
+    let id = place(&pool, &stock, Uuid::new_v4()).await;
+    let paid = event(PaymentStatus::Succeeded, 2 * support::PRICE);
+    let (one, two) = tokio::join!(
+        checkout::apply_payment(&pool, &stock, id, &paid),
+        checkout::apply_payment(&pool, &stock, id, &paid)
+    );
+    let (one, two) = (one.unwrap(), two.unwrap());
+    assert_eq!(
+        [one.applied, two.applied].iter().filter(|a| **a).count(),
+        1,
+        "exactly one delivery applies it"
+    );
+    assert_eq!(
+        (one.status, two.status),
+        (OrderStatus::Paid, OrderStatus::Paid)
+    );
+    assert_eq!(stock.count("commit"), 1);
+    assert_eq!(count(&pool, "payment_events").await, 1);
+}
+
+#[tokio::test]
+async fn one_checkout_commits_once_per_step_in_the_order_database() {
+    let (db, _pool) = support::database().await;
+    let mut commits = support::Commits::on(&db.url).await;
+    let stock = FakeStock::default();
+    // What one checkout asks of the order database: place the order, the payment
+    // service's read of it, and the payment event's delivery.
+    let checkout = async |pool: &PgPool, key: Option<&str>| {
+        let user = Uuid::new_v4();
+        let placed = checkout::place_order(
+            pool,
+            &stock,
+            TTL,
+            request(
+                user,
+                key,
+                lines(&[(Uuid::new_v4(), 2), (Uuid::new_v4(), 1)]),
+            ),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+        let read = orders::get(&mut pool.acquire().await.unwrap(), placed.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let paid = event(PaymentStatus::Succeeded, read.total);
+        let applied = checkout::apply_payment(pool, &stock, read.id, &paid)
+            .await
+            .unwrap();
+        assert!(applied.applied);
+    };
+    assert_eq!(
+        commits.of(3, async |pool| checkout(pool, None).await).await,
+        3,
+        "store the order, read it, apply the payment"
+    );
+    assert_eq!(
+        commits
+            .of(3, async |pool| checkout(pool, Some("key")).await)
+            .await,
+        4,
+        "with an idempotency key, first look for the order it names"
+    );
+}
+
+#[tokio::test]
 async fn a_declined_payment_leaves_the_order_pending_and_is_recorded() {
     let (_db, pool) = support::database().await;
     let stock = FakeStock::default();
@@ -467,6 +537,13 @@ async fn a_conflict_from_the_product_service_on_commit_is_final_the_order_expire
         .unwrap();
     assert_eq!(again.status, OrderStatus::Expired);
     assert_eq!(stock.count("commit"), 1, "a 409 is not retried");
+    let applied: bool =
+        sqlx::query_scalar("SELECT applied FROM payment_events WHERE event_id = $1")
+            .bind(paid.event_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!applied, "the event is recorded as not applied");
     // The product service gave the stock back itself: nothing for the sweep to release.
     checkout::sweep(&pool, &stock, orders::SWEEP_BATCH)
         .await

@@ -35,6 +35,69 @@ async fn an_order_is_stored_pending_with_its_lines_and_reservation_total() {
 }
 
 #[tokio::test]
+async fn a_stored_order_is_returned_exactly_as_it_is_read_back() {
+    let (_db, pool) = support::database().await;
+    let id = Uuid::new_v4();
+    // Lines out of product order: the stored order lists them as a read does.
+    let mut products = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    products.sort();
+    products.reverse();
+    let request = ReserveRequest {
+        order_id: id,
+        items: products
+            .iter()
+            .zip(1..)
+            .map(|(product_id, quantity)| LineItem {
+                product_id: *product_id,
+                quantity,
+            })
+            .collect(),
+    };
+    let reservation = support::reservation(&request, ReservationStatus::Reserved);
+    let new = NewOrder {
+        id,
+        user_id: Uuid::new_v4(),
+        idempotency_key: Some("key"),
+        request_hash: "hash",
+        reservation: &reservation,
+        ttl: Duration::from_secs(60),
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    let stored = orders::insert(&mut conn, &new).await.unwrap().unwrap();
+    let (read, hash) = orders::placed(&mut conn, id).await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::to_value(&stored).unwrap(),
+        serde_json::to_value(&read).unwrap()
+    );
+    assert_eq!(hash, "hash");
+    assert_eq!(read.items.len(), 3);
+    assert!(
+        read.items
+            .windows(2)
+            .all(|w| w[0].product_id < w[1].product_id)
+    );
+    assert_eq!(read.total, 6 * support::PRICE);
+    let another_key_reuse = NewOrder {
+        id: Uuid::new_v4(),
+        ..new
+    };
+    assert!(
+        orders::insert(&mut conn, &another_key_reuse)
+            .await
+            .unwrap()
+            .is_none(),
+        "the same user's key stores one order"
+    );
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM order_items")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        3
+    );
+}
+
+#[tokio::test]
 async fn storing_an_order_id_twice_writes_nothing_the_second_time() {
     let (_db, pool) = support::database().await;
     let id = support::store_order(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
@@ -58,7 +121,7 @@ async fn storing_an_order_id_twice_writes_nothing_the_second_time() {
         reservation: &reservation,
         ttl: Duration::from_secs(60),
     };
-    assert!(!orders::insert(&mut conn, &again).await.unwrap());
+    assert!(orders::insert(&mut conn, &again).await.unwrap().is_none());
     let order = orders::get(&mut conn, id).await.unwrap().unwrap();
     assert_eq!(order.total, support::PRICE);
     assert_eq!(order.items.len(), 1);
@@ -125,30 +188,39 @@ async fn listing_filters_by_owner_and_status_newest_first() {
 }
 
 #[tokio::test]
-async fn a_recorded_payment_event_is_seen_afterwards() {
+async fn a_payment_event_is_recorded_once_and_a_second_recording_writes_nothing() {
     let (_db, pool) = support::database().await;
     let id = support::store_order(&pool, Uuid::new_v4(), &[1], Duration::from_secs(60)).await;
     let event = Uuid::new_v4();
     let mut conn = pool.acquire().await.unwrap();
-    assert!(!orders::payment_event_seen(&mut conn, event).await.unwrap());
-    orders::record_payment_event(
-        &mut conn,
-        event,
-        id,
-        Uuid::new_v4(),
-        PaymentStatus::Declined,
-        false,
-    )
-    .await
-    .unwrap();
-    assert!(orders::payment_event_seen(&mut conn, event).await.unwrap());
-    let outcome: String =
-        sqlx::query_scalar("SELECT outcome FROM payment_events WHERE event_id = $1")
+    let record = |outcome, applied| {
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            orders::record_payment_event(&mut conn, event, id, Uuid::new_v4(), outcome, applied)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(record(PaymentStatus::Succeeded, true).await);
+    assert!(!record(PaymentStatus::Declined, false).await);
+    let stored: (String, bool) =
+        sqlx::query_as("SELECT outcome, applied FROM payment_events WHERE event_id = $1")
             .bind(event)
-            .fetch_one(&pool)
+            .fetch_one(&mut *conn)
             .await
             .unwrap();
-    assert_eq!(outcome, "DECLINED");
+    assert_eq!(stored, ("SUCCEEDED".to_string(), true));
+    orders::payment_event_not_applied(&mut conn, event)
+        .await
+        .unwrap();
+    let applied: bool =
+        sqlx::query_scalar("SELECT applied FROM payment_events WHERE event_id = $1")
+            .bind(event)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert!(!applied);
 }
 
 #[tokio::test]

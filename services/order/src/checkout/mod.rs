@@ -15,7 +15,7 @@ use mercato_contract::wire::{
 use mercato_kit::idempotency::{self, Created};
 use mercato_kit::items;
 use mercato_kit::{ApiError, FieldError};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use machine::{Event, Transition, transition};
@@ -116,10 +116,6 @@ fn replay(order: Order, asked: &str, stored: &str) -> Result<Created<Order>, Che
     idempotency::replay(order, stored, asked).map_err(|_| CheckoutError::KeyReused)
 }
 
-async fn load(db: &mut PgConnection, id: Uuid) -> Result<Order, CheckoutError> {
-    orders::get(db, id).await?.ok_or(CheckoutError::Vanished)
-}
-
 /// Places an order: stock for every line is reserved at once and the order is priced by
 /// the reservation, never by the client. With an idempotency key the order id follows
 /// from the key, so a retry (even a concurrent one) finds the first order and gets it
@@ -134,12 +130,10 @@ pub async fn place_order(
     let key = request.idempotency_key.as_deref();
     let hash = request_hash(&request.items);
     let order_id = idempotency::resource_id(request.user, key);
-    if key.is_some() {
-        let mut conn = db.acquire().await?;
-        if let Some(existing) = orders::row(&mut conn, order_id, false).await? {
-            let order = load(&mut conn, order_id).await?;
-            return replay(order, &hash, &existing.request_hash);
-        }
+    if key.is_some()
+        && let Some((order, stored)) = orders::placed(&mut *db.acquire().await?, order_id).await?
+    {
+        return replay(order, &hash, &stored);
     }
 
     let reserve = ReserveRequest {
@@ -162,29 +156,23 @@ pub async fn place_order(
         reservation: &reservation,
         ttl,
     };
-    let inserted: Result<bool, sqlx::Error> = async {
-        let mut tx = db.begin().await?;
-        let inserted = orders::insert(&mut tx, &new).await?;
-        if inserted {
-            tx.commit().await?;
-        }
-        Ok(inserted)
-    }
-    .await;
+    // One statement stores the order with its lines and returns it, so placing it is one
+    // commit and no read-back.
+    let inserted = match db.acquire().await {
+        Ok(mut conn) => orders::insert(&mut conn, &new).await,
+        Err(e) => Err(e),
+    };
     match inserted {
-        Ok(true) => {
+        Ok(Some(order)) => {
             tracing::info!(order = %order_id, total = reservation.total, "order placed");
-            let mut conn = db.acquire().await?;
-            Ok(Created::New(load(&mut conn, order_id).await?))
+            Ok(Created::New(order))
         }
-        Ok(false) => {
+        Ok(None) => {
             // A concurrent request with the same key stored it first.
-            let mut conn = db.acquire().await?;
-            let existing = orders::row(&mut conn, order_id, false)
+            let (order, stored) = orders::placed(&mut *db.acquire().await?, order_id)
                 .await?
                 .ok_or(CheckoutError::Vanished)?;
-            let order = load(&mut conn, order_id).await?;
-            replay(order, &hash, &existing.request_hash)
+            replay(order, &hash, &stored)
         }
         Err(e) => {
             // Do not hold stock for an order that was never stored.
@@ -238,13 +226,27 @@ pub async fn apply_payment(
             ),
         )));
     }
-    if orders::payment_event_seen(&mut tx, event.event_id).await? {
+    // Recording the event first is the dedupe: a redelivery finds it recorded and changes
+    // nothing. The row lock above keeps two deliveries of one event from racing here, and
+    // the primary key would refuse the second anyway.
+    let step = transition(order.status, happened);
+    let moves = matches!(step, Transition::To(_));
+    if !orders::record_payment_event(
+        &mut tx,
+        event.event_id,
+        order_id,
+        event.payment_id,
+        event.outcome,
+        moves,
+    )
+    .await?
+    {
         return Ok(EventResult {
             applied: false,
             status: order.status,
         });
     }
-    let (applied, status) = match transition(order.status, happened) {
+    let (applied, status) = match step {
         Transition::To(status) => match stock.commit(order_id).await {
             Ok(_) => {
                 orders::set_status(&mut tx, order_id, status).await?;
@@ -256,8 +258,10 @@ pub async fn apply_payment(
                     "the reservation is gone: the order expires and the payment is refused");
                 orders::set_status(&mut tx, order_id, expired).await?;
                 orders::mark_released(&mut tx, order_id).await?;
+                orders::payment_event_not_applied(&mut tx, event.event_id).await?;
                 (false, expired)
             }
+            // Rolled back, the event included, so a redelivery tries again.
             Err(e) => return Err(CheckoutError::Product(e)),
         },
         Transition::Stays => (false, order.status),
@@ -267,15 +271,6 @@ pub async fn apply_payment(
             (false, order.status)
         }
     };
-    orders::record_payment_event(
-        &mut tx,
-        event.event_id,
-        order_id,
-        event.payment_id,
-        event.outcome,
-        applied,
-    )
-    .await?;
     tx.commit().await?;
     tracing::info!(order = %order_id, outcome = %event.outcome, applied, "payment event");
     Ok(EventResult { applied, status })
@@ -301,13 +296,15 @@ pub async fn cancel(
             return Err(CheckoutError::NotPending(row.status));
         }
     }
+    // Read in the transaction that cancels it: the release that follows changes nothing
+    // an order shows.
+    let order = orders::get(&mut tx, id)
+        .await?
+        .ok_or(CheckoutError::Vanished)?;
     tx.commit().await?;
     tracing::info!(order = %id, "order cancelled");
     release_stock(db, stock, id, 0).await;
-    let mut conn = db.acquire().await?;
-    orders::get(&mut conn, id)
-        .await?
-        .ok_or(CheckoutError::NotFound)
+    Ok(order)
 }
 
 /// Returns a cancelled or expired order's stock; on failure the sweep retries later,

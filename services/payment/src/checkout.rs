@@ -171,14 +171,14 @@ pub async fn pay(
             e.into()
         }
     })?;
-    if !inserted {
+    let Some(payment) = inserted else {
         // A concurrent request with the same key won the race; answer with its payment.
         drop(tx);
         let existing = payments::get(&mut *db.acquire().await?, payment_id)
             .await?
             .ok_or(PaymentError::Vanished)?;
         return replay(existing, &hash);
-    }
+    };
     outbox::enqueue(
         &mut tx,
         payment_id,
@@ -190,9 +190,6 @@ pub async fn pay(
     tx.commit().await?;
     outbox_wake.notify_one();
     tracing::info!(payment = %payment_id, order = %request.order_id, %status, "payment recorded");
-    let payment = payments::get(&mut *db.acquire().await?, payment_id)
-        .await?
-        .ok_or(PaymentError::Vanished)?;
     Ok(Created::New(payment))
 }
 

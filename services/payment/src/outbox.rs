@@ -5,9 +5,10 @@
 //!
 //! No transaction or row lock is held while the order service is called: a pass claims a
 //! bounded batch of due rows with a lease (`locked_until`) in one short statement
-//! (`SKIP LOCKED`, so replicas share the work), calls, then records each outcome in a
-//! transaction of its own. A dispatcher that dies mid-call leaves only a lease, which
-//! expires; the event is delivered again, which the order service's dedup makes harmless.
+//! (`SKIP LOCKED`, so replicas share the work), calls, then records each outcome on its
+//! own: one statement, or a short transaction when a refund goes with it. A dispatcher
+//! that dies mid-call leaves only a lease, which expires; the event is delivered again,
+//! which the order service's dedup makes harmless.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -165,20 +166,26 @@ pub async fn mark_dead(db: &mut PgConnection, id: i64, error: &str) -> Result<()
     Ok(())
 }
 
-/// How many events are dead letters.
-pub async fn dead_letters(db: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL")
-        .fetch_one(db)
-        .await
+/// What waits in the outbox, read for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
+pub struct Backlog {
+    /// Events waiting for delivery (neither delivered nor dead).
+    pub waiting: i64,
+    /// The age in seconds of the oldest of them (0 when none waits).
+    pub oldest_age: f64,
+    /// Events given up as dead letters.
+    pub dead: i64,
 }
 
-/// Events waiting for delivery (neither delivered nor dead), and the age in seconds of
-/// the oldest of them (0 when none waits).
-pub async fn backlog(db: &mut PgConnection) -> Result<(i64, f64), sqlx::Error> {
+/// The backlog and the dead letters, in one statement (each count uses its own partial
+/// index).
+pub async fn backlog(db: &mut PgConnection) -> Result<Backlog, sqlx::Error> {
     sqlx::query_as(
-        "SELECT count(*),
-                COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0)
-         FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL",
+        "SELECT waiting.n AS waiting, waiting.oldest_age, dead.n AS dead
+         FROM (SELECT count(*) AS n,
+                      COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) AS oldest_age
+               FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL) AS waiting,
+              (SELECT count(*) AS n FROM outbox WHERE dead_at IS NOT NULL) AS dead",
     )
     .fetch_one(db)
     .await
@@ -244,8 +251,17 @@ pub struct Pass {
     pub refunded: usize,
 }
 
-/// Records what one attempt came to, in one short transaction: the event's state and, if
-/// the order refused a success, the payment's refund with it.
+impl Pass {
+    /// Whether it claimed as many events as a pass may: then more may be due.
+    pub fn filled(&self, policy: &Policy) -> bool {
+        let attempted = self.delivered + self.failed + self.dead;
+        i64::try_from(attempted).unwrap_or(i64::MAX) >= policy.batch
+    }
+}
+
+/// Records what one attempt came to: the event's state and, if the order refused a
+/// success, the payment's refund with it in one short transaction. Without a refund it is
+/// one statement, which needs no transaction around it.
 async fn record(
     db: &PgPool,
     event: &Due,
@@ -255,42 +271,60 @@ async fn record(
 ) -> Result<(), sqlx::Error> {
     let verdict = verdict(event.outcome, answer, event.attempts, policy.max_attempts);
     let error = answer.as_ref().err().map(ToString::to_string);
-    let mut tx = db.begin().await?;
+    let error = error.as_deref().unwrap_or_default();
     let refund = match verdict {
-        Verdict::Delivered | Verdict::DeliveredRefund => {
-            mark_delivered(&mut tx, event.id).await?;
-            pass.delivered += 1;
-            verdict == Verdict::DeliveredRefund
-        }
-        Verdict::Retry => {
-            let wait = backoff(event.attempts, policy.max_backoff);
-            tracing::warn!(event = %event.event_id, order = %event.order_id, attempts = event.attempts + 1,
-                retry_in = ?wait, error = error.as_deref().unwrap_or_default(), "payment event not delivered");
-            mark_failed(
-                &mut tx,
-                event.id,
-                error.as_deref().unwrap_or_default(),
-                wait,
-            )
-            .await?;
-            pass.failed += 1;
-            false
-        }
+        Verdict::Delivered => false,
+        Verdict::DeliveredRefund => true,
+        Verdict::Retry => false,
+        // Refused for good: the order will never be paid by it. Out of attempts: the
+        // order service may yet have it, so the money stays until someone looks.
         Verdict::Dead => {
-            tracing::error!(event = %event.event_id, order = %event.order_id, attempts = event.attempts + 1,
-                error = error.as_deref().unwrap_or_default(), "payment event given up: dead letter");
-            mark_dead(&mut tx, event.id, error.as_deref().unwrap_or_default()).await?;
-            pass.dead += 1;
-            // Refused for good: the order will never be paid by it. Out of attempts: the
-            // order service may yet have it, so the money stays until someone looks.
             matches!(answer, Err(e) if is_final(e)) && event.outcome == PaymentStatus::Succeeded
         }
     };
-    if refund && payments::refund(&mut tx, event.payment_id).await? {
-        tracing::warn!(payment = %event.payment_id, order = %event.order_id, "order refused the payment: refunded");
-        pass.refunded += 1;
+    let mut conn = db.acquire().await?;
+    if refund {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        mark(&mut tx, event, verdict, error, policy).await?;
+        let refunded = payments::refund(&mut tx, event.payment_id).await?;
+        tx.commit().await?;
+        if refunded {
+            tracing::warn!(payment = %event.payment_id, order = %event.order_id, "order refused the payment: refunded");
+            pass.refunded += 1;
+        }
+    } else {
+        mark(&mut conn, event, verdict, error, policy).await?;
     }
-    tx.commit().await
+    match verdict {
+        Verdict::Delivered | Verdict::DeliveredRefund => pass.delivered += 1,
+        Verdict::Retry => pass.failed += 1,
+        Verdict::Dead => pass.dead += 1,
+    }
+    Ok(())
+}
+
+/// Writes an attempt's verdict on the event's row.
+async fn mark(
+    db: &mut PgConnection,
+    event: &Due,
+    verdict: Verdict,
+    error: &str,
+    policy: &Policy,
+) -> Result<(), sqlx::Error> {
+    match verdict {
+        Verdict::Delivered | Verdict::DeliveredRefund => mark_delivered(db, event.id).await,
+        Verdict::Retry => {
+            let wait = backoff(event.attempts, policy.max_backoff);
+            tracing::warn!(event = %event.event_id, order = %event.order_id, attempts = event.attempts + 1,
+                retry_in = ?wait, error, "payment event not delivered");
+            mark_failed(db, event.id, error, wait).await
+        }
+        Verdict::Dead => {
+            tracing::error!(event = %event.event_id, order = %event.order_id, attempts = event.attempts + 1,
+                error, "payment event given up: dead letter");
+            mark_dead(db, event.id, error).await
+        }
+    }
 }
 
 /// Delivers the due events once: claim, call, record, with nothing held during the calls.
@@ -325,9 +359,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers them with the service's `/metrics`. The backlog is read from `db` at
-    /// each scrape, not by the dispatcher, so a dispatcher that stopped shows as a
-    /// growing backlog rather than a frozen one.
+    /// Registers them with the service's `/metrics`. The backlog and the dead letters are
+    /// read from `db` at each scrape, not by the dispatcher, so a dispatcher that stopped
+    /// shows as a growing backlog rather than a frozen one, and delivering costs no
+    /// counting.
     pub fn register(&self, metrics: &mercato_kit::metrics::Metrics, db: PgPool) {
         metrics.register(
             "payment_outbox_backlog",
@@ -339,18 +374,23 @@ impl Metrics {
             "Age of the oldest payment event waiting for delivery (0 when none waits)",
             self.oldest_age.clone(),
         );
-        let (backlog, oldest_age) = (self.backlog.clone(), self.oldest_age.clone());
+        let gauges = (
+            self.backlog.clone(),
+            self.oldest_age.clone(),
+            self.dead_letters.clone(),
+        );
         metrics.on_scrape(move || {
-            let (db, backlog, oldest_age) = (db.clone(), backlog.clone(), oldest_age.clone());
+            let (db, (backlog, oldest_age, dead_letters)) = (db.clone(), gauges.clone());
             async move {
                 let read = match db.acquire().await {
                     Ok(mut conn) => self::backlog(&mut conn).await,
                     Err(e) => Err(e),
                 };
                 match read {
-                    Ok((n, age)) => {
-                        backlog.set(n);
-                        oldest_age.set(age);
+                    Ok(now) => {
+                        backlog.set(now.waiting);
+                        oldest_age.set(now.oldest_age);
+                        dead_letters.set(now.dead);
                     }
                     Err(e) => tracing::warn!(error = %e, "reading the outbox backlog failed"),
                 }
@@ -383,7 +423,9 @@ impl Metrics {
 }
 
 /// Runs forever: delivers whatever is due, then sleeps until woken by a new payment or
-/// until the poll interval passes.
+/// until the poll interval passes. Only a full batch is followed by another pass at once
+/// (more may be due); a payment recorded during a pass has woken it already (`Notify`
+/// keeps the wake-up), so an event never waits for the poll.
 pub async fn dispatch(
     db: PgPool,
     orders: impl Orders,
@@ -398,16 +440,7 @@ pub async fn dispatch(
             Ok(pass) => metrics.count(pass),
             Err(e) => tracing::warn!(error = %e, "outbox pass failed"),
         }
-        match db.acquire().await {
-            Ok(mut conn) => match dead_letters(&mut conn).await {
-                Ok(n) => {
-                    metrics.dead_letters.set(n);
-                }
-                Err(e) => tracing::warn!(error = %e, "counting dead letters failed"),
-            },
-            Err(e) => tracing::warn!(error = %e, "counting dead letters failed"),
-        }
-        if matches!(pass, Ok(p) if p.delivered + p.failed + p.dead > 0) {
+        if matches!(pass, Ok(p) if p.filled(&policy)) {
             continue;
         }
         tokio::select! {
@@ -422,6 +455,24 @@ mod tests {
     use mercato_contract::wire::OrderStatus;
 
     use super::*;
+
+    #[test]
+    fn only_a_full_pass_calls_for_another_at_once() {
+        let policy = Policy {
+            batch: 3,
+            ..Policy::default()
+        };
+        let pass = |delivered, failed, dead| Pass {
+            delivered,
+            failed,
+            dead,
+            refunded: delivered,
+        };
+        assert!(!pass(0, 0, 0).filled(&policy));
+        assert!(!pass(1, 1, 0).filled(&policy));
+        assert!(pass(1, 1, 1).filled(&policy));
+        assert!(pass(3, 0, 0).filled(&policy));
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

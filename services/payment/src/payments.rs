@@ -75,13 +75,18 @@ pub struct NewPayment<'a> {
 /// The unique index that lets an order be paid successfully once, whatever races.
 pub const ONE_SUCCESS_PER_ORDER: &str = "payments_one_success_per_order";
 
-/// Inserts the payment; `false` when a payment with this id exists already. A second
-/// successful payment for one order fails on [`ONE_SUCCESS_PER_ORDER`].
-pub async fn insert(db: &mut PgConnection, p: &NewPayment<'_>) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
+/// Inserts the payment and returns it as stored; `None` when a payment with this id
+/// exists already. A second successful payment for one order fails on
+/// [`ONE_SUCCESS_PER_ORDER`].
+pub async fn insert(
+    db: &mut PgConnection,
+    p: &NewPayment<'_>,
+) -> Result<Option<Payment>, sqlx::Error> {
+    sqlx::query_as(&format!(
         "INSERT INTO payments (id, order_id, user_id, amount, currency, method, status, idempotency_key, request_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
-    )
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING
+         RETURNING {COLUMNS}"
+    ))
     .bind(p.id)
     .bind(p.order_id)
     .bind(p.user_id)
@@ -91,9 +96,8 @@ pub async fn insert(db: &mut PgConnection, p: &NewPayment<'_>) -> Result<bool, s
     .bind(p.status)
     .bind(p.idempotency_key)
     .bind(p.request_hash)
-    .execute(db)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    .fetch_optional(db)
+    .await
 }
 
 /// Refunds a successful payment the order refused; `false` if it was not SUCCEEDED

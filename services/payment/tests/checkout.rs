@@ -5,12 +5,12 @@
 mod support;
 
 use axum::http::StatusCode;
-use mercato_contract::wire::{OrderStatus, PaymentStatus};
+use mercato_contract::wire::{Order, OrderStatus, PaymentStatus};
 use mercato_kit::ApiError;
 use mercato_kit::idempotency::Created;
 use mercato_payment::checkout::{self, Method, Pay, PaymentError};
 use mercato_payment::outbox;
-use mercato_payment::payments::Payment;
+use mercato_payment::payments::{self, Payment};
 use sqlx::PgPool;
 use support::FakeOrders;
 use tokio::sync::Notify;
@@ -68,6 +68,16 @@ async fn paying_a_pending_order_records_the_payment_and_its_event_then_delivers_
     assert_eq!(payment.status, PaymentStatus::Succeeded);
     assert_eq!((payment.amount, payment.currency.as_str()), (TOTAL, "EUR"));
     assert_eq!(payment.method, "fake-card");
+    let stored = payments::get(&mut pool.acquire().await.unwrap(), payment.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&payment).unwrap(),
+        serde_json::to_value(&stored).unwrap(),
+        "the payment answered is the one stored"
+    );
+    assert_eq!(payment.request_hash, stored.request_hash);
     assert_eq!(count(&pool, "outbox").await, 1);
     let pass = outbox::deliver_due(&pool, &orders, &outbox::Policy::default())
         .await
@@ -318,4 +328,73 @@ async fn with_the_order_service_down_a_payment_is_refused_and_an_event_waits_wit
         .await
         .unwrap();
     assert_eq!(early, outbox::Pass::default());
+}
+
+#[tokio::test]
+async fn one_checkout_commits_once_per_step_in_the_payment_database() {
+    let (db, _pool) = support::database().await;
+    let mut commits = support::Commits::on(&db.url).await;
+    let orders = FakeOrders::default();
+    // What one checkout asks of the payment database: record the payment with its event,
+    // then one outbox pass claims the event and records its delivery.
+    let checkout = async |pool: &PgPool, method| {
+        let user = Uuid::new_v4();
+        let order = support::order(user, OrderStatus::Pending, TOTAL);
+        orders
+            .orders
+            .lock()
+            .unwrap()
+            .insert(order.id, order.clone());
+        try_pay(pool, &orders, user, order.id, None, TOTAL, method)
+            .await
+            .unwrap();
+        let pass = outbox::deliver_due(pool, &orders, &outbox::Policy::default())
+            .await
+            .unwrap();
+        assert_eq!(pass.delivered, 1);
+    };
+    assert_eq!(
+        commits
+            .of(3, async |pool| checkout(pool, Method::FakeCard).await)
+            .await,
+        3,
+        "record the payment, claim its event, record the delivery"
+    );
+    // A success the order refuses is refunded in the commit that records its delivery.
+    let refused = async |pool: &PgPool| {
+        let user = Uuid::new_v4();
+        let order = support::order(user, OrderStatus::Pending, TOTAL);
+        orders
+            .orders
+            .lock()
+            .unwrap()
+            .insert(order.id, order.clone());
+        let paid = try_pay(pool, &orders, user, order.id, None, TOTAL, Method::FakeCard)
+            .await
+            .unwrap()
+            .into_inner();
+        let cancelled = Order {
+            status: OrderStatus::Cancelled,
+            ..order
+        };
+        orders
+            .orders
+            .lock()
+            .unwrap()
+            .insert(cancelled.id, cancelled);
+        let pass = outbox::deliver_due(pool, &orders, &outbox::Policy::default())
+            .await
+            .unwrap();
+        assert_eq!((pass.delivered, pass.refunded), (1, 1));
+        let refunded = payments::get(&mut pool.acquire().await.unwrap(), paid.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(refunded.status, PaymentStatus::Refunded);
+    };
+    assert_eq!(
+        commits.of(3, refused).await,
+        4,
+        "and the read of the refunded payment"
+    );
 }

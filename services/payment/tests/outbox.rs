@@ -34,7 +34,7 @@ async fn paid(pool: &PgPool, order: Uuid, status: PaymentStatus) -> Uuid {
         request_hash: "hash",
     };
     let mut tx = pool.begin().await.unwrap();
-    assert!(payments::insert(&mut tx, &new).await.unwrap());
+    assert!(payments::insert(&mut tx, &new).await.unwrap().is_some());
     outbox::enqueue(&mut tx, id, order, status, 2500)
         .await
         .unwrap();
@@ -323,10 +323,21 @@ async fn payments_by_outcome_and_the_waiting_backlog_show_in_metrics() {
     assert!(oldest > 0.0, "{oldest}");
     assert!(oldest < 3600.0, "{oldest}");
 
-    sqlx::query("UPDATE outbox SET delivered_at = now()")
+    // Dead letters are read at the scrape too, whoever gave them up.
+    let dead = "mercato_payment_outbox_dead_letters";
+    assert_eq!(metric(&app.server, dead).await, Some(0.0));
+    sqlx::query("UPDATE outbox SET dead_at = now() WHERE outcome = 'SUCCEEDED'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(metric(&app.server, dead).await, Some(1.0));
+    assert_eq!(metric(&app.server, backlog).await, Some(2.0));
+
+    sqlx::query("UPDATE outbox SET delivered_at = now() WHERE dead_at IS NULL")
         .execute(&app.pool)
         .await
         .unwrap();
     assert_eq!(metric(&app.server, backlog).await, Some(0.0));
     assert_eq!(metric(&app.server, age).await, Some(0.0));
+    assert_eq!(metric(&app.server, dead).await, Some(1.0));
 }

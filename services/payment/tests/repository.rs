@@ -29,7 +29,11 @@ async fn insert(
         idempotency_key: None,
         request_hash: "hash",
     };
-    assert!(payments::insert(&mut *pool.acquire().await?, &new).await?);
+    assert!(
+        payments::insert(&mut *pool.acquire().await?, &new)
+            .await?
+            .is_some()
+    );
     Ok(id)
 }
 

@@ -100,3 +100,70 @@ impl Orders for FakeOrders {
         })
     }
 }
+
+/// The commits PostgreSQL counts in one database (`pg_stat_database.xact_commit`) while
+/// some work runs on [`Commits::pool`], a pool of one connection. That backend's counts
+/// are flushed on demand (`pg_stat_force_next_flush`, PostgreSQL 15) rather than whenever
+/// it likes, and read over a connection to another database, so that reading adds none.
+pub struct Commits {
+    pub pool: PgPool,
+    observer: sqlx::PgConnection,
+    database: String,
+}
+
+impl Commits {
+    pub async fn on(url: &str) -> Self {
+        use sqlx::Connection;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .unwrap();
+        let database = sqlx::query_scalar("SELECT current_database()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let observer = sqlx::PgConnection::connect(&mercato_kit::testing::server_url())
+            .await
+            .unwrap();
+        Self {
+            pool,
+            observer,
+            database,
+        }
+    }
+
+    /// Flushes the connection's counts (the flushing statement is one commit) and reads
+    /// the database's total.
+    async fn flushed(&mut self) -> i64 {
+        use sqlx::Connection;
+        let mut conn = self.pool.acquire().await.unwrap();
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        // Answered once the backend is idle again, which is when it has flushed.
+        conn.ping().await.unwrap();
+        drop(conn);
+        sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+            .bind(&self.database)
+            .fetch_one(&mut self.observer)
+            .await
+            .unwrap()
+    }
+
+    /// How many commits one run of `work` makes: the fewest of `tries` runs (anything
+    /// else in the database, autovacuum say, can only add), after a first run uncounted,
+    /// so every statement is prepared on the connection already (preparing one outside a
+    /// transaction is a commit of its own, which a warm pool does not pay).
+    pub async fn of(&mut self, tries: usize, work: impl AsyncFn(&PgPool)) -> i64 {
+        work(&self.pool).await;
+        let mut fewest = i64::MAX;
+        for _ in 0..tries {
+            let before = self.flushed().await;
+            work(&self.pool).await;
+            fewest = fewest.min(self.flushed().await - before - 1);
+        }
+        fewest
+    }
+}

@@ -22,14 +22,18 @@ async fn load(db: &mut PgConnection, order_id: Uuid) -> Result<Option<Reservatio
     let Some((status, expires_at)) = head else {
         return Ok(None);
     };
-    let items: Vec<PricedItem> = sqlx::query_as(
+    let items = items_of(db, order_id).await?;
+    Ok(Some(summarise(order_id, status, expires_at, items)))
+}
+
+async fn items_of(db: &mut PgConnection, order_id: Uuid) -> Result<Vec<PricedItem>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT product_id, name, quantity, unit_price, currency::text AS currency
          FROM reservation_items WHERE order_id = $1 ORDER BY product_id",
     )
     .bind(order_id)
-    .fetch_all(&mut *db)
-    .await?;
-    Ok(Some(summarise(order_id, status, expires_at, items)))
+    .fetch_all(db)
+    .await
 }
 
 fn summarise(
@@ -66,16 +70,17 @@ pub async fn reserve(
 ) -> Result<(StatusCode, Reservation), ApiError> {
     items::validate(&req.items)?;
     let mut tx = db.begin().await?;
-    let inserted = sqlx::query(
+    let inserted: Option<OffsetDateTime> = sqlx::query_scalar(
         "INSERT INTO reservations (order_id, status, expires_at)
-         VALUES ($1, $3, now() + make_interval(secs => $2)) ON CONFLICT DO NOTHING",
+         VALUES ($1, $3, now() + make_interval(secs => $2)) ON CONFLICT DO NOTHING
+         RETURNING expires_at",
     )
     .bind(req.order_id)
     .bind(ttl.as_secs_f64())
     .bind(ReservationStatus::Reserved)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    if inserted.rows_affected() == 0 {
+    let Some(expires_at) = inserted else {
         // A retry for the same order: answer with the first result if it asked the same.
         let existing = load(&mut tx, req.order_id)
             .await?
@@ -98,7 +103,7 @@ pub async fn reserve(
             ));
         }
         return Ok((StatusCode::OK, existing));
-    }
+    };
 
     let mut order: Vec<(usize, &LineItem)> = req.items.iter().enumerate().collect();
     order.sort_by_key(|(_, item)| item.product_id);
@@ -146,41 +151,54 @@ pub async fn reserve(
             "all products of one order must share a currency",
         ));
     }
-    for item in &reserved {
-        sqlx::query(
-            "INSERT INTO reservation_items (order_id, product_id, name, quantity, unit_price, currency)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(req.order_id)
-        .bind(item.product_id)
-        .bind(&item.name)
-        .bind(item.quantity)
-        .bind(item.unit_price)
-        .bind(&item.currency)
-        .execute(&mut *tx)
-        .await?;
-    }
-    let reservation = load(&mut tx, req.order_id)
-        .await?
-        .ok_or_else(|| ApiError::internal("reservation vanished"))?;
+    // One statement for every line; `reserved` is in product-id order, as a read lists it.
+    sqlx::query(
+        "INSERT INTO reservation_items (order_id, product_id, name, quantity, unit_price, currency)
+         SELECT $1, line.product_id, line.name, line.quantity, line.unit_price, line.currency
+         FROM unnest($2::uuid[], $3::text[], $4::int4[], $5::int8[], $6::text[])
+              AS line (product_id, name, quantity, unit_price, currency)",
+    )
+    .bind(req.order_id)
+    .bind(reserved.iter().map(|i| i.product_id).collect::<Vec<_>>())
+    .bind(reserved.iter().map(|i| i.name.clone()).collect::<Vec<_>>())
+    .bind(reserved.iter().map(|i| i.quantity).collect::<Vec<_>>())
+    .bind(reserved.iter().map(|i| i.unit_price).collect::<Vec<_>>())
+    .bind(
+        reserved
+            .iter()
+            .map(|i| i.currency.clone())
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
+    // What was just written, so nothing is read back.
+    let reservation = summarise(
+        req.order_id,
+        ReservationStatus::Reserved,
+        expires_at,
+        reserved,
+    );
     Ok((StatusCode::CREATED, reservation))
 }
 
-async fn lock_status(tx: &mut PgConnection, order_id: Uuid) -> Result<ReservationStatus, ApiError> {
-    sqlx::query_scalar::<_, ReservationStatus>(
-        "SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE",
-    )
-    .bind(order_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| ApiError::not_found("Reservation not found"))
+/// Locks an order's reservation for the rest of the transaction; its status and expiry.
+async fn lock(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<(ReservationStatus, OffsetDateTime), ApiError> {
+    sqlx::query_as("SELECT status, expires_at FROM reservations WHERE order_id = $1 FOR UPDATE")
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Reservation not found"))
 }
 
 /// Makes a reservation permanent (the order was paid). Idempotent.
 pub async fn commit(db: &PgPool, order_id: Uuid) -> Result<Reservation, ApiError> {
     let mut tx = db.begin().await?;
-    match lock_status(&mut tx, order_id).await? {
+    let (status, expires_at) = lock(&mut tx, order_id).await?;
+    match status {
         ReservationStatus::Reserved => {
             sqlx::query(
                 "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
@@ -198,17 +216,21 @@ pub async fn commit(db: &PgPool, order_id: Uuid) -> Result<Reservation, ApiError
             ));
         }
     }
-    let r = load(&mut tx, order_id)
-        .await?
-        .ok_or_else(|| ApiError::internal("reservation vanished"))?;
+    let items = items_of(&mut tx, order_id).await?;
     tx.commit().await?;
-    Ok(r)
+    Ok(summarise(
+        order_id,
+        ReservationStatus::Committed,
+        expires_at,
+        items,
+    ))
 }
 
 /// Returns a reservation's stock (the order was cancelled or expired). Idempotent.
 pub async fn release(db: &PgPool, order_id: Uuid) -> Result<Reservation, ApiError> {
     let mut tx = db.begin().await?;
-    match lock_status(&mut tx, order_id).await? {
+    let (status, expires_at) = lock(&mut tx, order_id).await?;
+    match status {
         ReservationStatus::Reserved => return_stock(&mut tx, &[order_id]).await?,
         ReservationStatus::Released => {}
         ReservationStatus::Committed => {
@@ -218,11 +240,14 @@ pub async fn release(db: &PgPool, order_id: Uuid) -> Result<Reservation, ApiErro
             ));
         }
     }
-    let r = load(&mut tx, order_id)
-        .await?
-        .ok_or_else(|| ApiError::internal("reservation vanished"))?;
+    let items = items_of(&mut tx, order_id).await?;
     tx.commit().await?;
-    Ok(r)
+    Ok(summarise(
+        order_id,
+        ReservationStatus::Released,
+        expires_at,
+        items,
+    ))
 }
 
 /// Puts the stock of locked RESERVED reservations back and marks them RELEASED. Product
@@ -271,4 +296,114 @@ pub async fn release_expired(db: &PgPool) -> Result<u64, sqlx::Error> {
 pub async fn get(db: &PgPool, order_id: Uuid) -> Result<Option<Reservation>, sqlx::Error> {
     let mut conn = db.acquire().await?;
     load(&mut conn, order_id).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+    use mercato_kit::testing::TestDb;
+
+    use super::*;
+
+    async fn product(db: &PgPool, price: i64, stock: i32) -> Uuid {
+        let id = Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO products (id, name, category, price, currency, stock)
+             VALUES ($1, $2, 'test', $3, 'EUR', $4)",
+        )
+        .bind(id)
+        .bind(format!("product {id}"))
+        .bind(price)
+        .bind(stock)
+        .execute(db)
+        .await
+        .unwrap();
+        id
+    }
+
+    async fn stock(db: &PgPool, id: Uuid) -> i32 {
+        sqlx::query_scalar("SELECT stock FROM products WHERE id = $1")
+            .bind(id)
+            .fetch_one(db)
+            .await
+            .unwrap()
+    }
+
+    fn same(a: &Reservation, b: &Reservation) {
+        assert_eq!(
+            serde_json::to_value(a).unwrap(),
+            serde_json::to_value(b).unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn each_step_answers_with_the_reservation_as_it_is_stored() {
+        let (_db, pool) = TestDb::migrated(&crate::MIGRATOR).await;
+        let (a, b) = (product(&pool, 250, 5).await, product(&pool, 1000, 1).await);
+        let order_id = Uuid::new_v4();
+        let request = ReserveRequest {
+            order_id,
+            // Not in product-id order: the answer lists lines as a read does.
+            items: [(a, 2), (b, 1)]
+                .into_iter()
+                .map(|(product_id, quantity)| LineItem {
+                    product_id,
+                    quantity,
+                })
+                .rev()
+                .collect(),
+        };
+        let (status, reserved) = reserve(&pool, &request, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(reserved.status, ReservationStatus::Reserved);
+        assert_eq!((reserved.total, reserved.currency.as_str()), (1500, "EUR"));
+        same(&reserved, &get(&pool, order_id).await.unwrap().unwrap());
+        assert_eq!((stock(&pool, a).await, stock(&pool, b).await), (3, 0));
+
+        let (again, replayed) = reserve(&pool, &request, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(again, StatusCode::OK);
+        same(&reserved, &replayed);
+
+        let committed = commit(&pool, order_id).await.unwrap();
+        assert_eq!(committed.status, ReservationStatus::Committed);
+        same(&committed, &get(&pool, order_id).await.unwrap().unwrap());
+        same(&committed, &commit(&pool, order_id).await.unwrap());
+        assert_eq!(
+            release(&pool, order_id).await.unwrap_err().status,
+            StatusCode::CONFLICT
+        );
+        assert_eq!((stock(&pool, a).await, stock(&pool, b).await), (3, 0));
+    }
+
+    #[tokio::test]
+    async fn a_release_answers_with_the_released_reservation_and_returns_the_stock_once() {
+        let (_db, pool) = TestDb::migrated(&crate::MIGRATOR).await;
+        let a = product(&pool, 250, 5).await;
+        let order_id = Uuid::new_v4();
+        let request = ReserveRequest {
+            order_id,
+            items: vec![LineItem {
+                product_id: a,
+                quantity: 4,
+            }],
+        };
+        reserve(&pool, &request, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(stock(&pool, a).await, 1);
+        let released = release(&pool, order_id).await.unwrap();
+        assert_eq!(released.status, ReservationStatus::Released);
+        same(&released, &get(&pool, order_id).await.unwrap().unwrap());
+        same(&released, &release(&pool, order_id).await.unwrap());
+        assert_eq!(stock(&pool, a).await, 5);
+        assert_eq!(
+            commit(&pool, order_id).await.unwrap_err().status,
+            StatusCode::CONFLICT
+        );
+    }
 }

@@ -67,10 +67,14 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// One checkout's database work, in the order the services do it: place the order
-/// (reserve, store, read back) → pay it (the payment service reads the order, records the
-/// payment and its outbox event, reads the payment back) → one outbox pass delivers the
-/// event (apply it to the order: lock, dedupe, commit the reservation, mark PAID).
+/// One checkout's database work, in the order the services do it, with the commits each
+/// step makes: place the order (reserve: product 1; store it and its lines in one
+/// statement that returns them: order 1) → pay it (the payment service reads the order
+/// with its lines in one statement: order 1; records the payment, returned by its insert,
+/// and its outbox event: payment 1) → one outbox pass (claims the event: payment 1,
+/// shared by the events of one batch; applies it to the order, recording it first as the
+/// dedupe, committing the reservation and marking it PAID: order 1, product 1; records
+/// the delivery: payment 1). Order 3, payment 3, product 2.
 pub async fn checkout(pools: &Pools, product_id: Uuid, user: Uuid) -> Result<(), String> {
     let stock = ProductDb(&pools.product);
     let orders = OrderDb {

@@ -3,6 +3,7 @@
 //! the database whatever a cache holds.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
+use mercato_contract::Component;
 use mercato_devstack::dev::TestStore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -130,4 +131,102 @@ async fn through_the_gateway_a_catalogue_read_is_304_until_it_changes_and_orders
     // And the stock it took shows at once on the (only) product replica that reserved it.
     let (_, _, _, body) = get(&http, &item, None).await;
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["stock"], 3);
+}
+
+/// A gauge or counter of the gateway's `/metrics`.
+async fn gateway_metric(store: &TestStore, series: &str) -> f64 {
+    let ops = store
+        .dev
+        .as_ref()
+        .unwrap()
+        .topology
+        .ops_url(Component::Gateway);
+    let text = reqwest::get(format!("{ops}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|line| line.rsplit_once(' '))
+        .find(|(name, _)| *name == series)
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn the_gateway_answers_public_reads_itself_for_no_longer_than_their_max_age() {
+    let store = TestStore::start(&[], false).await.unwrap();
+    let gw = store.gateway_url();
+    let http = reqwest::Client::new();
+    let admin = store.dev.as_ref().unwrap().admin_token().await.unwrap();
+    let created = send(
+        &http,
+        http.post(format!("{gw}/products")).bearer_auth(&admin).json(
+            &json!({"name": "Toaster", "category": "edge-cache", "price": 3000, "currency": "EUR", "stock": 4}),
+        ),
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let item = format!("{gw}/products/{id}");
+    let hits = "mercato_public_cache_hits_total";
+
+    // The second read is the gateway's own copy: the service's validators, and its age.
+    let (_, tag, _, _) = get(&http, &item, None).await;
+    let before = gateway_metric(&store, hits).await;
+    let r = http.get(&item).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), tag);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=1");
+    assert!(
+        r.headers().contains_key("age"),
+        "a shared cache says how old"
+    );
+    assert!(r.headers().contains_key("x-request-id"));
+    assert_eq!(r.json::<Value>().await.unwrap()["price"], 3000);
+    assert_eq!(gateway_metric(&store, hits).await, before + 1.0);
+    let (status, _, _, body) = get(&http, &item, Some(&tag)).await;
+    assert_eq!((status, body.as_str()), (StatusCode::NOT_MODIFIED, ""));
+
+    // A change the gateway does not see go by (made at the service itself, as another
+    // gateway replica would): a client insisting gets it at once, everyone within max-age.
+    let product = store.dev.as_ref().unwrap().topology.url(Component::Product);
+    send(
+        &http,
+        http.patch(format!("{product}/products/{id}"))
+            .bearer_auth(&admin)
+            .json(&json!({"price": 3100})),
+        StatusCode::OK,
+    )
+    .await;
+    let insisting = http
+        .get(&item)
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(insisting.json::<Value>().await.unwrap()["price"], 3100);
+    let changed = mercato_kit::testing::poll(
+        30,
+        || async { get(&http, &item, None).await.3 },
+        |body| serde_json::from_str::<Value>(body).unwrap()["price"] == 3100,
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&changed).unwrap()["price"],
+        3100
+    );
+
+    // What a caller's own token reads is never kept: each read reaches the order service.
+    let before = gateway_metric(&store, hits).await;
+    for _ in 0..2 {
+        send(
+            &http,
+            http.get(format!("{gw}/orders")).bearer_auth(&admin),
+            StatusCode::OK,
+        )
+        .await;
+    }
+    assert_eq!(gateway_metric(&store, hits).await, before);
 }

@@ -5,6 +5,7 @@
 //! the background. It settles who the client is (through trusted proxies only) and passes
 //! that on to the services, signed.
 
+pub mod cache;
 pub mod health;
 pub mod openapi;
 pub mod proxy;
@@ -83,6 +84,17 @@ pub struct Config {
     /// Base URL of payment's operational endpoints (default: its host on the ops port).
     #[arg(long, env = env::PAYMENT_OPS_URL)]
     pub payment_ops_url: Option<String>,
+    /// Public reads (answers marked `Cache-Control: public, max-age=N`) the gateway keeps
+    /// and answers itself for up to N seconds; 0 turns its cache off.
+    #[arg(long, env = "PUBLIC_CACHE_ENTRIES", default_value_t = 4096)]
+    pub public_cache_entries: usize,
+    /// Memory the gateway's cached answers may take, in MiB.
+    #[arg(long, env = "PUBLIC_CACHE_MIB", default_value_t = 32)]
+    pub public_cache_mib: usize,
+    /// The longest the gateway keeps a public answer, in seconds, whatever its `max-age`
+    /// allows; 0 turns its cache off.
+    #[arg(long, env = "PUBLIC_CACHE_MAX_SECS", default_value_t = 1)]
+    pub public_cache_max_secs: u64,
     /// How often every service's `/readyz` is probed for `/health`, in milliseconds.
     #[arg(long, env = "HEALTH_PROBE_INTERVAL_MS", default_value_t = 2_000,
         value_parser = clap::value_parser!(u64).range(10..))]
@@ -135,8 +147,20 @@ impl Upstreams {
     }
 }
 
+/// What every request of the gateway reads, behind one `Arc`: a request clones the handle,
+/// not the parts.
 #[derive(Clone)]
-pub struct Gateway {
+pub struct Gateway(Arc<Parts>);
+
+impl std::ops::Deref for Gateway {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+pub struct Parts {
     pub verifier: Arc<Verifier>,
     pub upstreams: Arc<Upstreams>,
     pub client: proxy::HttpClient,
@@ -145,6 +169,8 @@ pub struct Gateway {
     pub trusted_proxies: Arc<TrustedProxies>,
     pub edge_key: Option<EdgeKey>,
     pub health: Arc<health::Board>,
+    /// Public reads answered without the hop (`None`: off).
+    pub cache: Option<Arc<cache::PublicCache>>,
 }
 
 impl FromRef<Gateway> for Arc<Verifier> {
@@ -238,7 +264,16 @@ impl ServiceConfig for Config {
         }
         let client = proxy::client();
         let health = Arc::new(health::Board::new(probes));
-        let state = Gateway {
+        let ops = Ops::new(Component::Gateway, None, openapi::document());
+        let cache = cache::PublicCache::new(
+            cache::Limits {
+                entries: config.public_cache_entries,
+                bytes: config.public_cache_mib.saturating_mul(1 << 20),
+                max_age: Duration::from_secs(config.public_cache_max_secs),
+            },
+            &ops.metrics,
+        );
+        let state = Gateway(Arc::new(Parts {
             verifier,
             upstreams: Arc::new(upstreams),
             client: client.clone(),
@@ -250,7 +285,8 @@ impl ServiceConfig for Config {
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             edge_key: config.edge_key.clone(),
             health: health.clone(),
-        };
+            cache,
+        }));
         let mut api = Router::new().route("/health", get(health::health));
         if state.upstreams.storefront.is_some() {
             api = api.route("/", any(proxy::forward));
@@ -269,14 +305,13 @@ impl ServiceConfig for Config {
                 .route(&format!("{prefix}/{{*rest}}"), any(proxy::forward));
         }
         let api = api.with_state(state.clone());
-        let ops = Ops::new(Component::Gateway, None, openapi::document())
-            .with_revocations(&state.verifier);
+        let ops = ops.with_revocations(&state.verifier);
         let mut routers = server::build(api, ops, &config.server);
         if let Some(layer) = cors(&config.cors_origins)? {
             routers.public = routers.public.layer(layer);
         }
         let every = Duration::from_millis(config.health_probe_interval_ms);
-        Ok(App::new(routers, state.verifier, &config.jwt)
+        Ok(App::new(routers, state.verifier.clone(), &config.jwt)
             .with_task(move || health.spawn_prober(client, every))
             .with_revocation_feed(&config.client)
             .await)

@@ -4,15 +4,16 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mercato_contract::{CLIENT_ADDRESS_HEADER, RELAYED_CLIENT_HEADER};
+use mercato_contract::{CLIENT_ADDRESS_HEADER, Component, RELAYED_CLIENT_HEADER};
 use mercato_kit::ApiError;
 
 use crate::Gateway;
+use crate::cache::PublicCache;
 use crate::routes::{requires_token, upstream_for};
 
 pub type HttpClient = Client<HttpConnector, Body>;
@@ -131,11 +132,30 @@ async fn forward_inner(
         g.verifier.verify(token).map_err(ApiError::from)?;
     }
 
+    // A fresh copy of a public read answers here; a write drops the copies once its service
+    // has answered.
+    let cache = g.cache.as_deref();
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let ticket = match cache.and_then(|c| c.lookup(req.method(), path_and_query, req.headers())) {
+        Some(Ok(hit)) => return Ok(hit),
+        Some(Err(ticket)) => Some(ticket),
+        None => None,
+    };
+    let asked = ticket.as_ref().map(|_| {
+        let mut asked = HeaderMap::new();
+        for v in req.headers().get_all(header::IF_NONE_MATCH) {
+            asked.append(header::IF_NONE_MATCH, v.clone());
+        }
+        asked
+    });
+    let _writing = cache
+        .filter(|_| changes_state(req.method(), component))
+        .map(PublicCache::writing);
+
     let base = g
         .upstreams
         .base(component)
         .ok_or_else(|| ApiError::internal("no upstream"))?;
-    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let uri: Uri = format!("{base}{path_and_query}")
         .parse()
         .map_err(|e| ApiError::internal(format!("upstream uri: {e}")))?;
@@ -167,5 +187,19 @@ async fn forward_inner(
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, Body::new(body)))
+    let response = Response::from_parts(parts, Body::new(body));
+    Ok(match (cache, ticket, asked) {
+        (Some(cache), Some(ticket), Some(asked)) => cache.keep(ticket, response, &asked).await,
+        _ => response,
+    })
+}
+
+/// Whether a request may change what a public read answers: any write to the catalogue,
+/// an order (it takes stock, a cancellation returns it) or a payment (it settles an order).
+fn changes_state(method: &Method, component: Component) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        && matches!(
+            component,
+            Component::Product | Component::Order | Component::Payment
+        )
 }

@@ -2,9 +2,11 @@
 //! `ETag`, `304 Not Modified` when the client's copy is still current, and how long
 //! shared caches (the gateway, a CDN) may reuse an answer without asking (`Cache-Control`).
 
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+use mercato_kit::conditional::client_has;
 
 use crate::cache::Cached;
 
@@ -12,40 +14,6 @@ use crate::cache::Cached;
 pub fn public_for(max_age_secs: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("public, max-age={max_age_secs}"))
         .unwrap_or_else(|_| HeaderValue::from_static("no-cache"))
-}
-
-/// Whether `If-None-Match` says the client already holds the representation tagged `etag`.
-/// The comparison is weak, as §13.1.2 requires for `If-None-Match` (`W/"3"` matches
-/// `"3"`); `*` matches any current representation. A header that is not a list of entity
-/// tags matches nothing: the full answer is always a safe one.
-pub fn client_has(headers: &HeaderMap, etag: &HeaderValue) -> bool {
-    let ours = opaque(etag.to_str().unwrap_or_default());
-    let mut matched = false;
-    for value in headers.get_all(IF_NONE_MATCH) {
-        let Ok(text) = value.to_str() else {
-            return false;
-        };
-        for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            if tag == "*" {
-                matched = true;
-                continue;
-            }
-            match opaque(tag) {
-                Some(theirs) => matched |= Some(theirs) == ours,
-                None => return false,
-            }
-        }
-    }
-    matched
-}
-
-/// The quoted part of an entity tag, weak or strong; `None` if it is not one.
-fn opaque(tag: &str) -> Option<&str> {
-    let quoted = tag.strip_prefix("W/").unwrap_or(tag);
-    quoted
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .filter(|t| !t.contains('"'))
 }
 
 /// The answer to a public read of `cached`: 304 with no body if the client holds it
@@ -66,6 +34,8 @@ pub fn answer(headers: &HeaderMap, cached: &Cached, cache_control: &HeaderValue)
 mod tests {
     use super::*;
 
+    use axum::http::header::IF_NONE_MATCH;
+
     fn asking(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
@@ -74,27 +44,6 @@ mod tests {
             }
         }
         h
-    }
-
-    #[test]
-    fn only_the_current_tag_or_a_star_is_not_modified() {
-        let tag = HeaderValue::from_static("\"7\"");
-        assert!(
-            !client_has(&asking(&[]), &tag),
-            "no header: the full answer"
-        );
-        assert!(client_has(&asking(&["\"7\""]), &tag));
-        assert!(client_has(&asking(&["W/\"7\""]), &tag), "weak comparison");
-        assert!(client_has(&asking(&["\"6\", \"7\""]), &tag));
-        assert!(client_has(&asking(&["\"6\"", "\"7\""]), &tag));
-        assert!(client_has(&asking(&["*"]), &tag));
-        assert!(!client_has(&asking(&["\"6\""]), &tag), "an older version");
-        assert!(!client_has(&asking(&["\"70\""]), &tag));
-        assert!(!client_has(&asking(&["7"]), &tag), "not an entity tag");
-        assert!(
-            !client_has(&asking(&["\"7\", 8"]), &tag),
-            "a malformed list"
-        );
     }
 
     #[test]

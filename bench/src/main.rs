@@ -132,6 +132,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             bin_dir: args.bin_dir.clone(),
         },
     };
+    // The last run's figures, to print this run's checkout rate beside.
+    let previous: Option<Value> = std::fs::read_to_string(&args.out)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
     let dev = Dev::start(&options).await?;
     let outcome = measure(&dev, &levels, duration).await;
     let rss: BTreeMap<String, Option<u64>> = dev
@@ -188,6 +192,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     println!();
+    let top = levels.iter().copied().max().unwrap_or(1);
+    if let Some(now) = find(&results, "checkout", top) {
+        let before = previous.as_ref().and_then(|p| {
+            let rows = p["results"].as_array()?;
+            let row = rows.iter().find(|r| {
+                r["scenario"] == "checkout" && r["concurrency"].as_u64() == Some(top as u64)
+            })?;
+            Some((
+                row["ops_per_sec"].as_f64()?,
+                p["commit"].as_str().unwrap_or("?").to_string(),
+            ))
+        });
+        match before {
+            Some((was, commit)) => println!(
+                "checkouts/s at {top}: {was:.1} (previous {}, commit {commit}) -> {:.1} now ({:.2}x)",
+                args.out.display(),
+                now.ops_per_sec,
+                now.ops_per_sec / was
+            ),
+            None => println!(
+                "checkouts/s at {top}: {:.1} (no previous run)",
+                now.ops_per_sec
+            ),
+        }
+    }
+    println!();
     for (service, kib) in &rss {
         match kib {
             Some(k) => println!("peak RSS {service:<8} {:>8.1} MiB", *k as f64 / 1024.0),
@@ -195,6 +225,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let report = json!({
+        "commit": commit(),
         "machine": {
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "os": std::env::consts::OS,
@@ -218,6 +249,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("\nwrote {}", args.out.display());
     Ok(())
+}
+
+/// The commit measured (`-dirty` with local changes), so a later run can say what it is
+/// compared with; `None` outside a git checkout.
+fn commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -278,6 +321,18 @@ fn ratios(results: &[Stats], levels: &[usize]) -> Vec<Ratio> {
                 format!("gateway_p50_overhead_ms_at_{c}"),
                 gw.p50_ms - direct.p50_ms,
                 Some((Goal::AtMost, 0.05)),
+            );
+        }
+        if let Some((hop, direct)) = pair("product-via-gateway-no-cache", "product-direct") {
+            push(
+                format!("gateway_hop_throughput_ratio_at_{c}"),
+                hop.ops_per_sec / direct.ops_per_sec,
+                None,
+            );
+            push(
+                format!("gateway_hop_p50_overhead_ms_at_{c}"),
+                hop.p50_ms - direct.p50_ms,
+                None,
             );
         }
         if let Some((page, api)) = pair("storefront", "catalog") {
@@ -458,7 +513,13 @@ async fn measure(
             .await,
         );
 
-        for (scenario, via_gateway) in [("product-direct", false), ("product-via-gateway", true)] {
+        // The same read straight from the service, through the gateway (its cache answers),
+        // and through the gateway asking for the service's own answer (the hop itself).
+        for (scenario, via_gateway, no_cache) in [
+            ("product-direct", false, false),
+            ("product-via-gateway", true, false),
+            ("product-via-gateway-no-cache", true, true),
+        ] {
             eprintln!("{scenario} at concurrency {c}…");
             let (s, p) = (shop.clone(), products.clone());
             results.push(
@@ -470,13 +531,13 @@ async fn measure(
                         } else {
                             &s.product_direct
                         };
-                        check(
-                            s.http
-                                .get(format!("{base}/products/{}", p[(w + i as usize) % p.len()]))
-                                .send()
-                                .await,
-                        )
-                        .await
+                        let mut get = s
+                            .http
+                            .get(format!("{base}/products/{}", p[(w + i as usize) % p.len()]));
+                        if no_cache {
+                            get = get.header("cache-control", "no-cache");
+                        }
+                        check(get.send().await).await
                     }
                 })
                 .await,

@@ -4,6 +4,7 @@
 
 mod load;
 mod pgbench;
+mod reads;
 mod replay;
 
 use std::collections::BTreeMap;
@@ -42,14 +43,20 @@ struct Args {
     out: PathBuf,
 }
 
+/// The catalogue page every list read asks for.
+const LIST_PATH: &str = "/products?category=bench&limit=20";
+
 /// Argon2id cost the services run with here: the production defaults (OWASP).
 const ARGON2: (u32, u32, u32) = (19_456, 2, 1);
 
 struct Shop {
     http: reqwest::Client,
     gateway: String,
-    product_direct: String,
     admin: String,
+    /// `GET`s through the gateway and straight to the product service, a connection each
+    /// per worker.
+    via_gateway: reads::Reads,
+    direct: reads::Reads,
 }
 
 impl Shop {
@@ -355,11 +362,13 @@ async fn measure(
         .pool_max_idle_per_host(256)
         .build()?;
     let admin_token = dev.admin_token().await?;
+    let workers = levels.iter().copied().max().unwrap_or(1);
     let shop = Arc::new(Shop {
         http,
         gateway: dev.gateway_url.clone(),
-        product_direct: dev.topology.url(Component::Product),
         admin: admin_token,
+        via_gateway: reads::Reads::new(&dev.gateway_url, workers)?,
+        direct: reads::Reads::new(&dev.topology.url(Component::Product), workers)?,
     });
     let mut products = Vec::new();
     for i in 0..20 {
@@ -404,12 +413,12 @@ async fn measure(
             load::run("catalog", c, duration, move |w, i| {
                 let (s, p) = (s.clone(), p.clone());
                 async move {
-                    let url = if i % 2 == 0 {
-                        format!("{}/products?category=bench&limit=20", s.gateway)
+                    let path = if i % 2 == 0 {
+                        LIST_PATH.to_string()
                     } else {
-                        format!("{}/products/{}", s.gateway, p[(w + i as usize) % p.len()])
+                        format!("/products/{}", p[(w + i as usize) % p.len()])
                     };
-                    check(s.http.get(url).send().await).await
+                    s.via_gateway.get(w, &path, false).await
                 }
             })
             .await,
@@ -423,12 +432,12 @@ async fn measure(
                 load::run(scenario, c, duration, move |w, i| {
                     let (s, p) = (s.clone(), p.clone());
                     async move {
-                        let url = if list {
-                            format!("{}/products?category=bench&limit=20", s.gateway)
+                        let path = if list {
+                            LIST_PATH.to_string()
                         } else {
-                            format!("{}/products/{}", s.gateway, p[(w + i as usize) % p.len()])
+                            format!("/products/{}", p[(w + i as usize) % p.len()])
                         };
-                        check(s.http.get(url).send().await).await
+                        s.via_gateway.get(w, &path, false).await
                     }
                 })
                 .await,
@@ -443,16 +452,12 @@ async fn measure(
             load::run("storefront", c, duration, move |w, i| {
                 let (s, p) = (s.clone(), p.clone());
                 async move {
-                    let url = if i % 2 == 0 {
-                        format!("{}/?category=bench", s.gateway)
+                    let path = if i % 2 == 0 {
+                        "/?category=bench".to_string()
                     } else {
-                        format!(
-                            "{}/shop/products/{}",
-                            s.gateway,
-                            p[(w + i as usize) % p.len()]
-                        )
+                        format!("/shop/products/{}", p[(w + i as usize) % p.len()])
                     };
-                    check(s.http.get(url).send().await).await
+                    s.via_gateway.get(w, &path, false).await
                 }
             })
             .await,
@@ -526,18 +531,13 @@ async fn measure(
                 load::run(scenario, c, duration, move |w, i| {
                     let (s, p) = (s.clone(), p.clone());
                     async move {
-                        let base = if via_gateway {
-                            &s.gateway
+                        let reads = if via_gateway {
+                            &s.via_gateway
                         } else {
-                            &s.product_direct
+                            &s.direct
                         };
-                        let mut get = s
-                            .http
-                            .get(format!("{base}/products/{}", p[(w + i as usize) % p.len()]));
-                        if no_cache {
-                            get = get.header("cache-control", "no-cache");
-                        }
-                        check(get.send().await).await
+                        let path = format!("/products/{}", p[(w + i as usize) % p.len()]);
+                        reads.get(w, &path, no_cache).await
                     }
                 })
                 .await,
@@ -662,6 +662,11 @@ async fn json_of(r: reqwest::Result<reqwest::Response>) -> Result<Value, String>
     }
     serde_json::from_slice(&body).map_err(|e| e.to_string())
 }
+
+// The load generator shares the cores with the store: the services' allocator keeps its
+// own cost down too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let args: Args = mercato_kit::config::parse();

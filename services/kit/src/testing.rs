@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+pub mod commits;
 pub mod otlp;
 
 use sqlx::{Connection, Executor, PgConnection};

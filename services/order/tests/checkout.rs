@@ -279,7 +279,7 @@ async fn two_deliveries_of_one_event_at_once_apply_it_once() {
 #[tokio::test]
 async fn one_checkout_commits_once_per_step_in_the_order_database() {
     let (db, _pool) = support::database().await;
-    let mut commits = support::Commits::on(&db.url).await;
+    let mut commits = mercato_kit::testing::commits::Commits::on(&db.url).await;
     let stock = FakeStock::default();
     // What one checkout asks of the order database: place the order, the payment
     // service's read of it, and the payment event's delivery.

@@ -333,7 +333,7 @@ async fn with_the_order_service_down_a_payment_is_refused_and_an_event_waits_wit
 #[tokio::test]
 async fn one_checkout_commits_once_per_step_in_the_payment_database() {
     let (db, _pool) = support::database().await;
-    let mut commits = support::Commits::on(&db.url).await;
+    let mut commits = mercato_kit::testing::commits::Commits::on(&db.url).await;
     let orders = FakeOrders::default();
     // What one checkout asks of the payment database: record the payment with its event,
     // then one outbox pass claims the event and records its delivery.

@@ -330,6 +330,18 @@ async fn with_the_order_service_down_a_payment_is_refused_and_an_event_waits_wit
     assert_eq!(early, outbox::Pass::default());
 }
 
+/// A pending order of a new customer, known to `orders`.
+fn pending(orders: &FakeOrders) -> (Uuid, Order) {
+    let user = Uuid::new_v4();
+    let order = support::order(user, OrderStatus::Pending, TOTAL);
+    orders
+        .orders
+        .lock()
+        .unwrap()
+        .insert(order.id, order.clone());
+    (user, order)
+}
+
 #[tokio::test]
 async fn one_checkout_commits_once_per_step_in_the_payment_database() {
     let (db, _pool) = support::database().await;
@@ -338,13 +350,7 @@ async fn one_checkout_commits_once_per_step_in_the_payment_database() {
     // What one checkout asks of the payment database: record the payment with its event,
     // then one outbox pass claims the event and records its delivery.
     let checkout = async |pool: &PgPool, method| {
-        let user = Uuid::new_v4();
-        let order = support::order(user, OrderStatus::Pending, TOTAL);
-        orders
-            .orders
-            .lock()
-            .unwrap()
-            .insert(order.id, order.clone());
+        let (user, order) = pending(&orders);
         try_pay(pool, &orders, user, order.id, None, TOTAL, method)
             .await
             .unwrap();
@@ -362,13 +368,7 @@ async fn one_checkout_commits_once_per_step_in_the_payment_database() {
     );
     // A success the order refuses is refunded in the commit that records its delivery.
     let refused = async |pool: &PgPool| {
-        let user = Uuid::new_v4();
-        let order = support::order(user, OrderStatus::Pending, TOTAL);
-        orders
-            .orders
-            .lock()
-            .unwrap()
-            .insert(order.id, order.clone());
+        let (user, order) = pending(&orders);
         let paid = try_pay(pool, &orders, user, order.id, None, TOTAL, Method::FakeCard)
             .await
             .unwrap()

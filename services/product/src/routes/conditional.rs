@@ -36,14 +36,8 @@ mod tests {
 
     use axum::http::header::IF_NONE_MATCH;
 
-    fn asking(values: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in values {
-            if let Ok(v) = HeaderValue::from_str(v) {
-                h.append(IF_NONE_MATCH, v);
-            }
-        }
-        h
+    fn asking(tag: &'static str) -> HeaderMap {
+        HeaderMap::from_iter([(IF_NONE_MATCH, HeaderValue::from_static(tag))])
     }
 
     #[test]
@@ -53,12 +47,12 @@ mod tests {
             etag: HeaderValue::from_static("\"abc\""),
         };
         let cc = public_for(2);
-        let r = answer(&asking(&["\"abc\""]), &cached, &cc);
+        let r = answer(&asking("\"abc\""), &cached, &cc);
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(r.headers().get(ETAG), Some(&cached.etag));
         assert_eq!(r.headers().get(CACHE_CONTROL), Some(&cc));
         assert_eq!(r.headers().get(CONTENT_TYPE), None);
-        let r = answer(&asking(&["\"abd\""]), &cached, &cc);
+        let r = answer(&asking("\"abd\""), &cached, &cc);
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(
             r.headers().get(CACHE_CONTROL).and_then(|v| v.to_str().ok()),

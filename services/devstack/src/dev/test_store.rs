@@ -24,6 +24,21 @@ impl std::fmt::Debug for TestStore {
 
 impl TestStore {
     pub async fn start(extra: &[(Component, &[&str])], seed: bool) -> anyhow::Result<Self> {
+        Self::start_on(&Self::new_prefix(), extra, seed).await
+    }
+
+    /// A prefix no other test store uses, for [`TestStore::start_on`].
+    pub fn new_prefix() -> String {
+        format!("e2e_{}_", uuid::Uuid::new_v4().simple())
+    }
+
+    /// A store on the databases `<db_prefix><service>`, used as they are if they exist (a
+    /// restored backup, say) and created empty if not; dropped with the store all the same.
+    pub async fn start_on(
+        db_prefix: &str,
+        extra: &[(Component, &[&str])],
+        seed: bool,
+    ) -> anyhow::Result<Self> {
         let state = tempfile::tempdir()?;
         let mut flags: BTreeMap<Component, Vec<String>> = BTreeMap::new();
         flags.insert(
@@ -50,7 +65,7 @@ impl TestStore {
             postgres_url: mercato_kit::testing::server_url(),
             state_dir: state.path().to_path_buf(),
             port_base: 0,
-            db_prefix: format!("e2e_{}_", uuid::Uuid::new_v4().simple()),
+            db_prefix: db_prefix.to_string(),
             reset: false,
             seed,
             log_format: "pretty".into(),

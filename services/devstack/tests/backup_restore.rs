@@ -37,10 +37,38 @@ fn libpq_env(url: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `PATH` with PostgreSQL's client programs on it: where `scripts/postgres.sh` started a
+/// throwaway server from binaries off the `PATH`, the newest `/usr/lib/postgresql/*/bin`.
+fn path_with_pg_tools() -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    if path
+        .split(':')
+        .any(|dir| Path::new(dir).join("pg_dump").is_file())
+    {
+        return path;
+    }
+    let mut versions: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(|e| Some(e.ok()?.path().join("bin")))
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    match versions
+        .into_iter()
+        .rev()
+        .find(|bin| bin.join("pg_dump").is_file())
+    {
+        Some(bin) => format!("{}:{path}", bin.display()),
+        None => path,
+    }
+}
+
 /// Runs `script` with `env` and no other libpq setting; its exit status and output.
 fn run(script: &str, env: &[(&str, String)]) -> (bool, String) {
     let mut command = Command::new("sh");
-    command.arg(script);
+    command.arg(script).env("PATH", path_with_pg_tools());
     for var in [
         "PGHOST",
         "PGPORT",

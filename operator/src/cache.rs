@@ -17,7 +17,10 @@ use std::collections::BTreeMap;
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -28,24 +31,29 @@ use kube::{Client, Resource, ResourceExt};
 use crate::meta::managed_selector;
 
 /// Every kind of child a Store has, in the order the reconciler applies them.
-pub fn child_kinds() -> [ApiResource; 7] {
+pub fn child_kinds() -> [ApiResource; 9] {
     [
         ApiResource::erase::<Secret>(&()),
         ApiResource::erase::<ServiceAccount>(&()),
+        ApiResource::erase::<ConfigMap>(&()),
         ApiResource::erase::<Service>(&()),
         ApiResource::erase::<StatefulSet>(&()),
+        ApiResource::erase::<CronJob>(&()),
         ApiResource::erase::<Deployment>(&()),
         ApiResource::erase::<PodDisruptionBudget>(&()),
         ApiResource::erase::<NetworkPolicy>(&()),
     ]
 }
 
-/// Kinds the operator does not apply but reads to explain a component that is not ready:
-/// the pods of its workloads and the claims of its databases (`diagnose`).
-pub fn observed_kinds() -> [ApiResource; 2] {
+/// Kinds that carry the Store's labels but not its owner reference, watched to explain a
+/// component that is not ready (the pods of its workloads and the claims of its databases,
+/// `diagnose`), to tell a failed backup (the Jobs of the backup CronJobs), and, for the
+/// backup claim the reconciler applies, to read it back.
+pub fn observed_kinds() -> [ApiResource; 3] {
     [
         ApiResource::erase::<Pod>(&()),
         ApiResource::erase::<PersistentVolumeClaim>(&()),
+        ApiResource::erase::<Job>(&()),
     ]
 }
 

@@ -20,6 +20,11 @@ use serde::{Deserialize, Serialize};
 /// `controller-revision-hash` label `<store>-payment-db-<hash up to 10>` (+22).
 pub const MAX_STORE_NAME_LEN: usize = 40;
 
+/// Longest name of a Store with `spec.backup`: a CronJob's name may have at most 52
+/// characters (its Jobs append `-<minutes since 1970>`), and the longest is
+/// `<store>-payment-db-backup` (+18).
+pub const MAX_STORE_NAME_LEN_WITH_BACKUP: usize = 34;
+
 /// PostgreSQL image used when a Store names none. Debian-based on purpose: the official
 /// Debian images run as uid 999, which the pod security context relies on (Alpine uses 70).
 pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:17";
@@ -52,6 +57,9 @@ pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:17";
     ),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(
         "metadata.name must start with a letter and contain only lowercase letters, digits and '-' (it prefixes Service names)"
+    ),
+    validation = Rule::new("!has(self.spec) || !has(self.spec.backup) || self.metadata.name.size() <= 34").message(
+        "metadata.name must be at most 34 characters when spec.backup is set: CronJob names such as <name>-payment-db-backup must fit in 52"
     )
 )]
 #[serde(rename_all = "camelCase", default)]
@@ -81,6 +89,10 @@ pub struct StoreSpec {
     /// Where the services send their OpenTelemetry traces; unset, none leave the pods.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingSpec>,
+    /// Scheduled logical backups (`pg_dump`) of every database onto a volume that outlives
+    /// the Store; unset, none are made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
     /// Pull policy of every container of the store.
     pub image_pull_policy: ImagePullPolicy,
     /// Secrets (of type `kubernetes.io/dockerconfigjson`, in the Store's namespace) with
@@ -294,6 +306,9 @@ impl GatewayServiceType {
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
     "message": "database.storageClassName cannot be changed once the Store exists (StatefulSet volume claims are immutable)"
+}, {
+    "rule": "has(self.restoreFrom) == has(oldSelf.restoreFrom) && (!has(self.restoreFrom) || self.restoreFrom == oldSelf.restoreFrom)",
+    "message": "database.restoreFrom cannot be set, changed or removed once the Store exists (it is read only when the database is created)"
 }]))]
 pub struct DatabaseSpec {
     /// PostgreSQL image (Debian-based official image or compatible, running as uid 999).
@@ -314,6 +329,10 @@ pub struct DatabaseSpec {
     /// Container resources of PostgreSQL.
     #[schemars(schema_with = "resources_schema")]
     pub resources: ResourceRequirements,
+    /// A backup to fill the database with when it is created (an empty data volume); read
+    /// only then, so it can neither be added to nor changed in an existing Store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<RestoreFrom>,
 }
 
 impl Default for DatabaseSpec {
@@ -323,6 +342,95 @@ impl Default for DatabaseSpec {
             storage_size: "1Gi".to_string(),
             storage_class_name: None,
             resources: resources(("100m", "256Mi"), ("1", "512Mi")),
+            restore_from: None,
+        }
+    }
+}
+
+/// Which backup a new database is restored from.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreFrom {
+    /// A PersistentVolumeClaim in the Store's namespace holding backups as a Store's backup
+    /// CronJobs write them (`<component>/<time>.dump`): another Store's `<store>-backups`,
+    /// or this Store's own when it was deleted and is created again. Mounted read-only.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub claim_name: String,
+    /// The dump, e.g. `20261203T165513Z.dump`, or `latest` for the newest one there.
+    #[schemars(regex(pattern = r"^(latest|[0-9]{8}T[0-9]{6}Z\.dump)$"))]
+    pub file: String,
+}
+
+/// A cron schedule of five fields (minute, hour, day of month, month, day of week; names
+/// such as `MON` or `JAN` in the last two) or one of the CronJob's `@hourly`-style macros.
+pub const CRON_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9*/,-]+[ \t]+[0-9*/,-]+[ \t]+[0-9*/,?-]+[ \t]+[0-9A-Za-z*/,-]+[ \t]+[0-9A-Za-z*/,?-]+)$";
+
+/// `spec.backup`: a CronJob per database that writes a checked `pg_dump` to `target`.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// When each database is backed up, in cron syntax (`17 3 * * *`: daily at 03:17 in the
+    /// kube-controller-manager's time zone, usually UTC).
+    #[schemars(regex(pattern = CRON_PATTERN))]
+    pub schedule: String,
+    /// How many dumps of each database are kept; older ones are removed after a backup
+    /// succeeds.
+    #[serde(default = "default_retention")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub retention: i32,
+    /// Where the dumps are written.
+    #[serde(default)]
+    pub target: BackupTarget,
+}
+
+fn default_retention() -> i32 {
+    7
+}
+
+/// Where backups go: one of the targets below (so far only a volume claim).
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.pvc)",
+    "message": "backup.target needs pvc"
+}]))]
+pub struct BackupTarget {
+    /// A PersistentVolumeClaim `<store>-backups` in the Store's namespace, not owned by the
+    /// Store: it stays when the Store is deleted (whatever its deletionPolicy) or stops
+    /// backing up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<PvcTarget>,
+}
+
+impl Default for BackupTarget {
+    fn default() -> Self {
+        Self {
+            pvc: Some(PvcTarget::default()),
+        }
+    }
+}
+
+/// The backup volume claim.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PvcTarget {
+    /// Size of the backup volume, e.g. `5Gi` (room for `retention` dumps of each database).
+    #[schemars(regex(pattern = r"^[1-9][0-9]*(Mi|Gi|Ti)$"))]
+    pub size: String,
+    /// StorageClass of the backup volume; the cluster's default class when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for PvcTarget {
+    fn default() -> Self {
+        Self {
+            size: "5Gi".to_string(),
+            storage_class_name: None,
         }
     }
 }
@@ -545,7 +653,7 @@ fn resources_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 /// Requests and limits as `(cpu, memory)` pairs. CPU is limited too, so that one store
 /// cannot starve its neighbours (and policy scanners expect it); raise it in the Store.
-fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequirements {
+pub(crate) fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequirements {
     let pair = |(cpu, memory): (&str, &str)| {
         BTreeMap::from([
             ("cpu".to_string(), Quantity(cpu.to_string())),
@@ -585,6 +693,21 @@ pub struct StoreStatus {
     /// The JWT signing key and where its rotation stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<SigningKeyStatus>,
+    /// With `spec.backup`: the backups of each database, by component name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backups: BTreeMap<String, BackupStatus>,
+}
+
+/// When a database's backup CronJob last ran, and last succeeded.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// When the last backup Job was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// When the last backup Job that succeeded finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_time: Option<Time>,
 }
 
 /// The signing key in use, and the rotation in progress if any.

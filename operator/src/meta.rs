@@ -71,6 +71,20 @@ impl Role {
             component: format!("{}-db", c.name()),
         }
     }
+    /// The pods of a database's backup CronJob: `name=postgresql-backup, component=<c>-db-backup`.
+    pub fn backup(c: Component) -> Self {
+        Role {
+            name: "postgresql-backup".to_string(),
+            component: format!("{}-db-backup", c.name()),
+        }
+    }
+    /// What all the backups of a store share: the backup claim and the scripts.
+    pub fn backups() -> Self {
+        Role {
+            name: PART_OF.to_string(),
+            component: "backups".to_string(),
+        }
+    }
     pub fn store() -> Self {
         Role {
             name: PART_OF.to_string(),
@@ -172,6 +186,17 @@ impl Owner {
             self.namespace,
             mercato_contract::HTTP_PORT
         )
+    }
+
+    /// Metadata of an object the Store makes but does not own (no owner reference, so
+    /// garbage collection leaves it when the Store goes): name, namespace, the five labels.
+    pub fn unowned_meta(&self, name: String, role: &Role) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels(&self.name, role)),
+            ..ObjectMeta::default()
+        }
     }
 
     /// Host name of a component's PostgreSQL (its headless Service).

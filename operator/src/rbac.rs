@@ -25,7 +25,7 @@ fn as_list<S: serde::Serializer>(group: &&'static str, s: S) -> Result<S::Ok, S:
 /// server-side applied (patch, and create when the apply creates); replaced (update) when
 /// someone's edit makes every apply invalid (`apply::take_back`); deleted when no longer
 /// desired (a PDB after scaling to one replica, NetworkPolicies turned off, the storefront's
-/// objects when a Store turns it off), or stopped by the `Delete` deletion policy (the
+/// objects when a Store turns it off, the backup CronJobs when it turns backups off), or stopped by the `Delete` deletion policy (the
 /// databases' StatefulSets).
 const CHILD: &[&str] = &[
     "get", "list", "watch", "create", "patch", "update", "delete",
@@ -54,17 +54,20 @@ pub const RULES: &[Rule] = &[
         resources: &["secrets"],
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
     },
+    // The ConfigMap holds the backup and restore scripts; deleted when the Store neither
+    // backs up nor restores.
     Rule {
         api_group: "",
-        resources: &["services", "serviceaccounts"],
+        resources: &["services", "serviceaccounts", "configmaps"],
         verbs: CHILD,
     },
     // Claims are watched to say when a database's volume is not bound; the `Delete`
-    // deletion policy removes them.
+    // deletion policy removes the databases' claims. The backup claim `<store>-backups` is
+    // applied like a child (but never deleted by the operator).
     Rule {
         api_group: "",
         resources: &["persistentvolumeclaims"],
-        verbs: &["list", "watch", "delete"],
+        verbs: CHILD,
     },
     // Pods are watched (never changed) to say why a component is not ready: unschedulable,
     // an image that cannot be pulled, a crash loop.
@@ -82,6 +85,18 @@ pub const RULES: &[Rule] = &[
         api_group: "apps",
         resources: &["statefulsets"],
         verbs: CHILD,
+    },
+    // The backup CronJobs; deleted when the Store turns backups off.
+    Rule {
+        api_group: "batch",
+        resources: &["cronjobs"],
+        verbs: CHILD,
+    },
+    // The backup CronJobs' Jobs are watched (never changed) to tell a failed backup.
+    Rule {
+        api_group: "batch",
+        resources: &["jobs"],
+        verbs: &["list", "watch"],
     },
     Rule {
         api_group: "policy",

@@ -4,18 +4,21 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use mercato_contract::{Component, HTTP_PORT, names};
 
-use crate::crd::{ComponentStatus, Phase, Store, StoreStatus};
+use crate::crd::{BackupStatus, ComponentStatus, Phase, Store, StoreStatus};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 /// The `Degraded` reason when pods or claims say why components are not ready.
 pub const COMPONENTS_FAILING: &str = "ComponentsFailing";
+/// With `spec.backup`: whether the latest finished backup Job of any database failed.
+pub const BACKUP_FAILED: &str = "BackupFailed";
 
 /// The children that status is computed from, as last read or applied.
 #[derive(Debug, Default, Clone)]
@@ -23,6 +26,10 @@ pub struct Observed {
     pub deployments: BTreeMap<Component, Deployment>,
     pub stateful_sets: BTreeMap<Component, StatefulSet>,
     pub gateway_service: Option<Service>,
+    /// The backup CronJob of each database (with `spec.backup`).
+    pub cron_jobs: BTreeMap<Component, CronJob>,
+    /// The Jobs those CronJobs started and still keep (their history limits), per database.
+    pub backup_jobs: BTreeMap<Component, Vec<Job>>,
     /// Why a component (`order`) or a database (`order-db`) is not ready, when its pods or
     /// claims say (see `diagnose`).
     pub causes: BTreeMap<String, String>,
@@ -75,6 +82,62 @@ fn rollout_stuck(d: &Deployment) -> bool {
                     && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
             })
         })
+}
+
+/// The last and the last successful run of a backup CronJob.
+fn backup_status(cron_job: Option<&CronJob>) -> BackupStatus {
+    let status = cron_job.and_then(|j| j.status.as_ref());
+    BackupStatus {
+        last_schedule_time: status.and_then(|s| s.last_schedule_time.clone()),
+        last_successful_time: status.and_then(|s| s.last_successful_time.clone()),
+    }
+}
+
+/// A finished Job's outcome: `Some(None)` when it completed, `Some(Some(why))` when it
+/// failed, `None` while it runs.
+fn job_outcome(job: &Job) -> Option<Option<String>> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    let holds = |type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "True")
+    };
+    if holds("Complete").is_some() {
+        return Some(None);
+    }
+    let failed = holds("Failed")?;
+    let reason = failed
+        .reason
+        .clone()
+        .unwrap_or_else(|| "Failed".to_string());
+    Some(Some(match failed.message.as_deref() {
+        Some(m) if !m.is_empty() => format!("{reason} ({m})"),
+        _ => reason,
+    }))
+}
+
+/// Why the latest finished backup Job of a database failed; `None` when it succeeded (or
+/// none has finished). A run in progress does not hide the failure before it.
+pub fn backup_failure(jobs: &[Job]) -> Option<String> {
+    let latest = jobs
+        .iter()
+        .filter_map(|j| job_outcome(j).map(|o| (j, o)))
+        .max_by(|(a, _), (b, _)| {
+            let key = |j: &Job| {
+                (
+                    j.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    j.metadata.name.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        })?;
+    let (job, why) = latest;
+    why.map(|why| {
+        format!(
+            "Job {} failed: {why}",
+            job.metadata.name.as_deref().unwrap_or_default()
+        )
+    })
 }
 
 /// Where the gateway answers, from its Service.
@@ -301,6 +364,49 @@ pub fn compute(
         Phase::Progressing
     };
     let mut conditions = vec![ready, progressing, degraded];
+    let mut backups = BTreeMap::new();
+    if store.spec.backup.is_some() {
+        match observed {
+            Some(o) => {
+                let mut failed = Vec::new();
+                for c in Component::WITH_DATABASE {
+                    backups.insert(c.name().to_string(), backup_status(o.cron_jobs.get(&c)));
+                    let jobs = o.backup_jobs.get(&c).map_or(&[][..], Vec::as_slice);
+                    if let Some(why) = backup_failure(jobs) {
+                        failed.push(format!("{}: {why}", c.name()));
+                    }
+                }
+                conditions.push(if failed.is_empty() {
+                    condition(
+                        BACKUP_FAILED,
+                        false,
+                        "BackupsSucceeded",
+                        "no database's latest backup failed".into(),
+                        generation,
+                    )
+                } else {
+                    condition(
+                        BACKUP_FAILED,
+                        true,
+                        "BackupJobFailed",
+                        format!("the latest backup failed: {}", failed.join("; ")),
+                        generation,
+                    )
+                });
+            }
+            // The children could not be read: what was known stands.
+            None => {
+                backups = previous.backups.clone();
+                conditions.extend(
+                    previous
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == BACKUP_FAILED)
+                        .cloned(),
+                );
+            }
+        }
+    }
     carry_transition_times(&mut conditions, &previous.conditions, now);
 
     StoreStatus {
@@ -312,6 +418,7 @@ pub fn compute(
         admin_secret: Some(names::admin_secret(&name)),
         // The rotation's own step (reconciler::rotation) sets this; kept as it was here.
         signing_key: previous.signing_key.clone(),
+        backups,
     }
 }
 

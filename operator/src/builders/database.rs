@@ -14,7 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mercato_contract::{Component, POSTGRES_PORT, names, secret_keys};
 
-use super::pod::{empty_dir, env_from_secret, mount};
+use super::backup;
+use super::pod::{empty_dir, env_from_secret, env_value, mount};
 use super::security::{container_security_context, pod_security_context};
 use super::{SecretData, config_hash};
 use crate::crd::{DatabaseSpec, ImagePullPolicy};
@@ -36,18 +37,28 @@ const POSTGRES_PASSWORD: &str = "POSTGRES_PASSWORD";
 const POSTGRES_DB: &str = "POSTGRES_DB";
 const PGDATA_ENV: &str = "PGDATA";
 
+/// The file `restore.sh` leaves in `PGDATA` when a restore failed.
+pub const RESTORE_FAILED_MARKER: &str = "mercato-restore-failed";
+/// Where the postgres image's entrypoint looks for init scripts (run on a new data
+/// directory only).
+pub const INITDB_DIR: &str = "/docker-entrypoint-initdb.d";
+
 /// `pg_isready` over TCP as the configured user and database: over TCP so that the
-/// entrypoint's temporary init server (socket only) does not count as ready.
-fn pg_isready_probe(period: i32, failures: i32) -> Probe {
+/// entrypoint's temporary init server (socket only) does not count as ready. With
+/// `restoring`, never ready while `restore.sh`'s failure marker exists, so a store whose
+/// restore failed does not start on an empty database.
+fn pg_isready_probe(period: i32, failures: i32, restoring: bool) -> Probe {
+    let isready = format!(
+        "exec pg_isready -U \"${POSTGRES_USER}\" -d \"${POSTGRES_DB}\" -h 127.0.0.1 -p {POSTGRES_PORT}"
+    );
+    let script = if restoring {
+        format!("[ ! -e \"${PGDATA_ENV}/{RESTORE_FAILED_MARKER}\" ] && {isready}")
+    } else {
+        isready
+    };
     Probe {
         exec: Some(ExecAction {
-            command: Some(vec![
-                "sh".to_string(),
-                "-c".to_string(),
-                format!(
-                    "exec pg_isready -U \"${POSTGRES_USER}\" -d \"${POSTGRES_DB}\" -h 127.0.0.1 -p {POSTGRES_PORT}"
-                ),
-            ]),
+            command: Some(vec!["sh".to_string(), "-c".to_string(), script]),
         }),
         period_seconds: Some(period),
         timeout_seconds: Some(5),
@@ -68,7 +79,7 @@ pub fn stateful_set(
     let role = Role::database(c);
     let name = names::database(&owner.name, c);
     let creds = names::db_credentials_secret(&owner.name, c);
-    let env = vec![
+    let mut env = vec![
         env_from_secret(POSTGRES_USER, &creds, secret_keys::DB_USERNAME),
         env_from_secret(POSTGRES_PASSWORD, &creds, secret_keys::DB_PASSWORD),
         env_from_secret(POSTGRES_DB, &creds, secret_keys::DB_DATABASE),
@@ -78,6 +89,26 @@ pub fn stateful_set(
             value_from: None,
         },
     ];
+    let mut mounts = vec![
+        mount(DATA_VOLUME, DATA_MOUNT, false),
+        mount("run", "/var/run/postgresql", false),
+        mount("tmp", "/tmp", false),
+    ];
+    let mut volumes = vec![empty_dir("run"), empty_dir("tmp")];
+    // Only what a restore needs is added, so a database that restores nothing keeps the pod
+    // template it always had (and an operator upgrade rolls no database).
+    let restoring = db.restore_from.is_some();
+    if let Some(restore) = &db.restore_from {
+        env.push(env_value("RESTORE_DIR", backup::dir(c)));
+        env.push(env_value("RESTORE_FILE", restore.file.clone()));
+        mounts.push(mount(backup::BACKUPS_VOLUME, backup::BACKUPS_MOUNT, true));
+        mounts.push(mount(backup::SCRIPTS_VOLUME, INITDB_DIR, true));
+        volumes.push(backup::claim_volume(&restore.claim_name, true));
+        volumes.push(backup::script_volume(
+            &owner.name,
+            backup::RESTORE_SCRIPT_KEY,
+        ));
+    }
     let hash = config_hash(
         secrets,
         std::slice::from_ref(&creds),
@@ -96,17 +127,13 @@ pub fn stateful_set(
         }]),
         env: Some(env),
         resources: Some(db.resources.clone()),
-        readiness_probe: Some(pg_isready_probe(5, 3)),
+        readiness_probe: Some(pg_isready_probe(5, 3, restoring)),
         liveness_probe: Some(Probe {
             initial_delay_seconds: Some(30),
-            ..pg_isready_probe(10, 6)
+            ..pg_isready_probe(10, 6, false)
         }),
         security_context: Some(container_security_context()),
-        volume_mounts: Some(vec![
-            mount(DATA_VOLUME, DATA_MOUNT, false),
-            mount("run", "/var/run/postgresql", false),
-            mount("tmp", "/tmp", false),
-        ]),
+        volume_mounts: Some(mounts),
         ..Container::default()
     };
 
@@ -150,7 +177,7 @@ pub fn stateful_set(
                     enable_service_links: Some(false),
                     security_context: Some(pod_security_context(POSTGRES_UID)),
                     containers: vec![container],
-                    volumes: Some(vec![empty_dir("run"), empty_dir("tmp")]),
+                    volumes: Some(volumes),
                     image_pull_secrets: pull_secrets,
                     ..PodSpec::default()
                 }),

@@ -1,6 +1,7 @@
 //! Desired state: one small pure function per Kubernetes object, assembled here into the
 //! full set of children a Store should have.
 
+pub mod backup;
 pub mod database;
 pub mod monitoring;
 pub mod network;
@@ -85,6 +86,13 @@ pub fn desired(
     for c in spec.components() {
         out.push(Child::new(&workloads::service_account(owner, c)).of(c));
     }
+    // Before the databases, whose restore mounts the scripts.
+    if let Some(pvc) = spec.backup.as_ref().and_then(|b| b.target.pvc.as_ref()) {
+        out.push(Child::new(&backup::claim(owner, pvc)));
+    }
+    if backup::needs_scripts(spec) {
+        out.push(Child::new(&backup::scripts(owner)));
+    }
     for c in Component::WITH_DATABASE {
         if let Some(service) = spec.service(c) {
             out.push(Child::new(&database::headless_service(owner, c)).of(c));
@@ -99,6 +107,10 @@ pub fn desired(
                 ))
                 .of(c),
             );
+            if let Some(b) = &spec.backup {
+                let job = backup::cron_job(owner, spec, b, service.database.image(), c);
+                out.push(Child::new(&job).of(c));
+            }
         }
     }
     for c in spec.components() {
@@ -118,7 +130,10 @@ pub fn desired(
             out.push(Child::new(&network::component(owner, spec, c)).of(c));
         }
         for c in Component::WITH_DATABASE {
-            out.push(Child::new(&network::database(owner, c)).of(c));
+            out.push(Child::new(&network::database(owner, spec, c)).of(c));
+            if spec.backup.is_some() {
+                out.push(Child::new(&network::backup(owner, c)).of(c));
+            }
         }
     }
     out

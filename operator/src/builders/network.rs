@@ -1,6 +1,6 @@
 //! NetworkPolicies: deny everything for the store's pods, then allow exactly the edges of
 //! the checkout flow and the storefront (`super::callees`), each service to its own
-//! PostgreSQL, DNS, and ingress to the gateway from anywhere.
+//! PostgreSQL (and its backup pods to it), DNS, and ingress to the gateway from anywhere.
 
 use std::collections::BTreeMap;
 
@@ -208,10 +208,15 @@ pub fn component(owner: &Owner, spec: &StoreSpec, c: Component) -> NetworkPolicy
     )
 }
 
-/// A component's PostgreSQL: ingress from that component only.
-pub fn database(owner: &Owner, c: Component) -> NetworkPolicy {
+/// A component's PostgreSQL: ingress from that component only, and with `spec.backup`
+/// from its backup pods.
+pub fn database(owner: &Owner, spec: &StoreSpec, c: Component) -> NetworkPolicy {
     let store = &owner.name;
     let role = Role::database(c);
+    let mut from = vec![pods(store, &Role::service(c))];
+    if spec.backup.is_some() {
+        from.push(pods(store, &Role::backup(c)));
+    }
     policy(
         owner,
         names::database(store, c),
@@ -220,10 +225,31 @@ pub fn database(owner: &Owner, c: Component) -> NetworkPolicy {
             pod_selector: Some(selector(store, &role)),
             policy_types: Some(vec!["Ingress".to_string()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![pods(store, &Role::service(c))]),
+                from: Some(from),
                 ports: Some(vec![tcp(i32::from(POSTGRES_PORT))]),
             }]),
             egress: None,
+        },
+    )
+}
+
+/// The pods of a database's backup CronJob: egress to that database only (and DNS, from
+/// the store-wide policy); no ingress.
+pub fn backup(owner: &Owner, c: Component) -> NetworkPolicy {
+    let store = &owner.name;
+    let role = Role::backup(c);
+    policy(
+        owner,
+        super::backup::cron_job_name(store, c),
+        &role,
+        NetworkPolicySpec {
+            pod_selector: Some(selector(store, &role)),
+            policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
+            ingress: None,
+            egress: Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![pods(store, &Role::database(c))]),
+                ports: Some(vec![tcp(i32::from(POSTGRES_PORT))]),
+            }]),
         },
     )
 }

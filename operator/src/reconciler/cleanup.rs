@@ -11,7 +11,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::{Context, Error, api_err, gone_ok};
-use crate::builders::secrets;
+use crate::builders::{backup, secrets};
 use crate::crd::{DeletionPolicy, Store};
 use crate::meta::{Owner, store_selector};
 
@@ -39,8 +39,16 @@ pub(super) async fn cleanup(store: &Store, ctx: &Context) -> Result<Action, Erro
                 .await
                 .map_err(api_err("list", "PersistentVolumeClaim"))?;
             let mut deleted = Vec::new();
+            let mut kept_backups = false;
+            // The backups are kept whatever the policy: they are what a deleted Store is
+            // recreated from.
+            let backups = backup::claim_name(&owner.name);
             for pvc in list {
                 let name = pvc.name_any();
+                if name == backups {
+                    kept_backups = true;
+                    continue;
+                }
                 if gone_ok(
                     pvcs.delete(&name, &DeleteParams::default()).await,
                     "PersistentVolumeClaim",
@@ -50,8 +58,13 @@ pub(super) async fn cleanup(store: &Store, ctx: &Context) -> Result<Action, Erro
                 }
             }
             let note = format!(
-                "deletionPolicy Delete: deleted PersistentVolumeClaims {}",
-                deleted.join(", ")
+                "deletionPolicy Delete: deleted PersistentVolumeClaims {}{}",
+                deleted.join(", "),
+                if kept_backups {
+                    format!("; kept the backups in {backups}")
+                } else {
+                    String::new()
+                }
             );
             info!(store = %owner.name, namespace = %owner.namespace, "{note}");
             ctx.publish(store, EventType::Normal, "Cleanup", "Delete", note)

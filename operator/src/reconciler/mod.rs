@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -382,6 +383,7 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
     }
     let ready = new.phase == Some(crate::crd::Phase::Ready);
     let failing = newly_failing(store, &new);
+    let backup_failed = newly_failed_backups(store, &new);
     patch_status(store, &owner, ctx, new).await?;
     // After the status that records it, so a failed status write repeats the step first.
     if let Some(note) = key.as_ref().and_then(|k| k.event.clone()) {
@@ -404,6 +406,17 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
             EventType::Warning,
             status::COMPONENTS_FAILING,
             "Reconcile",
+            note,
+        )
+        .await;
+    }
+    if let Some(note) = backup_failed {
+        warn!(store = %owner.name, namespace = %owner.namespace, "{note}");
+        ctx.publish(
+            store,
+            EventType::Warning,
+            status::BACKUP_FAILED,
+            "Backup",
             note,
         )
         .await;
@@ -457,6 +470,20 @@ fn newly_failing(store: &Store, new: &StoreStatus) -> Option<String> {
     };
     let now = degraded(new)?;
     let before = store.status.as_ref().and_then(degraded);
+    (before.as_ref() != Some(&now)).then_some(now)
+}
+
+/// The `BackupFailed` message when backups have started failing, or other ones fail than
+/// the status said before (one event per change, not one per reconcile).
+fn newly_failed_backups(store: &Store, new: &StoreStatus) -> Option<String> {
+    let failed = |s: &StoreStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == status::BACKUP_FAILED && c.status == "True")
+            .map(|c| c.message.clone())
+    };
+    let now = failed(new)?;
+    let before = store.status.as_ref().and_then(failed);
     (before.as_ref() != Some(&now)).then_some(now)
 }
 
@@ -540,6 +567,9 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
         }
     }
     switched_off::remove(store, owner, ctx, &mut sync).await;
+    // After the databases, which may still mount the scripts until they are applied.
+    prune::<CronJob>(owner, ctx, &children, &mut sync).await;
+    prune::<ConfigMap>(owner, ctx, &children, &mut sync).await;
     prune::<PodDisruptionBudget>(owner, ctx, &children, &mut sync).await;
     prune::<NetworkPolicy>(owner, ctx, &children, &mut sync).await;
     if monitoring {
@@ -549,7 +579,45 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
     if let Some(cache) = &ctx.cache {
         sync.observed.causes = causes(cache, owner, &store.spec);
     }
+    if store.spec.backup.is_some() {
+        backup_jobs(owner, ctx, &mut sync).await;
+    }
     Ok(sync)
+}
+
+/// The Jobs of the store's backup CronJobs, by database (from the watch cache once it has
+/// synced, else one LIST), for the `BackupFailed` condition.
+async fn backup_jobs(owner: &Owner, ctx: &Context, sync: &mut Sync) {
+    let resource = ApiResource::erase::<Job>(&());
+    let cached = ctx
+        .cache
+        .as_ref()
+        .map(|c| c.list(&resource, &owner.namespace, &store_labels(&owner.name)));
+    let jobs: Vec<Job> = match cached {
+        Some(Cached::Known(objects)) => typed(objects),
+        _ => {
+            let api: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+            match api
+                .list(&ListParams::default().labels(&store_selector(&owner.name)))
+                .await
+            {
+                Ok(list) => list.items,
+                Err(e) => {
+                    sync.fail("Job".to_string(), &e);
+                    return;
+                }
+            }
+        }
+    };
+    for c in Component::WITH_DATABASE {
+        let component = Role::backup(c).component;
+        let of_c: Vec<Job> = jobs
+            .iter()
+            .filter(|j| j.labels().get(LABEL_COMPONENT) == Some(&component))
+            .cloned()
+            .collect();
+        sync.observed.backup_jobs.insert(c, of_c);
+    }
 }
 
 /// Why each component and database of the store is not ready, as far as its pods and
@@ -564,7 +632,7 @@ fn causes(cache: &ChildCache, owner: &Owner, spec: &StoreSpec) -> BTreeMap<Strin
             Cached::Unknown => Vec::new(),
         }
     };
-    let [pods, claims] = observed_kinds();
+    let [pods, claims, _] = observed_kinds();
     let mut out = BTreeMap::new();
     for c in spec.components() {
         let role = Role::service(c);
@@ -607,6 +675,11 @@ fn observe(observed: &mut Observed, child: &Child, live: DynamicObject) {
         }
         "Service" if c == Component::Gateway => {
             observed.gateway_service = live.try_parse::<Service>().ok();
+        }
+        "CronJob" => {
+            if let Ok(j) = live.try_parse::<CronJob>() {
+                observed.cron_jobs.insert(c, j);
+            }
         }
         _ => {}
     }

@@ -979,7 +979,7 @@ fn network_policies_allow_exactly_the_flow_edges() {
         .chain(
             Component::WITH_DATABASE
                 .into_iter()
-                .map(|c| network::database(&owner, c)),
+                .map(|c| network::database(&owner, &store.spec, c)),
         )
         .collect();
     let (mut egress, mut ingress) = (BTreeSet::new(), BTreeSet::new());

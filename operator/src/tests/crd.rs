@@ -123,8 +123,8 @@ fn the_schema_defaults_are_the_operators_defaults() {
 }
 
 #[test]
-fn both_examples_are_valid() {
-    for file in ["store.yaml", "store-full.yaml"] {
+fn every_example_is_valid() {
+    for file in ["store.yaml", "store-full.yaml", "store-with-backups.yaml"] {
         assert_eq!(
             violations(&example(file), None),
             Vec::<String>::new(),

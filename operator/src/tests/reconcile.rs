@@ -287,11 +287,13 @@ async fn an_unchanged_reconcile_reads_secrets_then_children_in_order_then_lists_
         .iter()
         .map(|c| format!("GET {}/{}", c.resource.plural, c.name))
         .collect();
+    expected.push("GET cronjobs".into());
+    expected.push("GET configmaps".into());
     expected.push("GET poddisruptionbudgets".into());
     expected.push("GET networkpolicies".into());
     let seen: Vec<String> = h.fake.requests().iter().map(|r| r.short()).collect();
     assert_eq!(seen, expected);
-    for list in h.fake.requests().iter().rev().take(2) {
+    for list in h.fake.requests().iter().rev().take(4) {
         assert!(
             list.query.contains("labelSelector="),
             "{list:?}: prune lists only this store's objects"

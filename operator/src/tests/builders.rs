@@ -60,7 +60,7 @@ pub(super) fn secret_ref(env: &[EnvVar], name: &str) -> (String, String) {
     (r.name.clone(), r.key.clone())
 }
 
-fn statefulset(store: &Store, c: Component) -> StatefulSet {
+pub(super) fn statefulset(store: &Store, c: Component) -> StatefulSet {
     let data = secrets::generate("demo");
     let db = &store.spec.service(c).unwrap().database;
     database::stateful_set(
@@ -591,7 +591,7 @@ fn the_signing_key_is_mounted_into_auth_only_and_jwks_into_every_service() {
     }
 }
 
-fn assert_restricted(pod: &PodSpec, what: &str) {
+pub(super) fn assert_restricted(pod: &PodSpec, what: &str) {
     let psc = pod.security_context.as_ref().unwrap();
     assert_eq!(psc.run_as_non_root, Some(true), "{what}");
     assert!(psc.run_as_user.unwrap() > 0, "{what}");

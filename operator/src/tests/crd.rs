@@ -475,3 +475,119 @@ fn a_store_gets_a_storefront_unless_it_turns_it_off() {
         "{v:?}"
     );
 }
+
+#[test]
+fn a_backup_schedule_must_be_five_cron_fields_or_a_macro() {
+    for ok in [
+        "17 3 * * *",
+        "*/15 * * * 1-5",
+        "0 0 1,15 JAN-JUN MON",
+        "@daily",
+    ] {
+        let v = violations(&store("demo", json!({"backup": {"schedule": ok}})), None);
+        assert_eq!(v, Vec::<String>::new(), "{ok}");
+    }
+    for bad in ["17 3 * *", "0 0 * * * *", "every night", "@sometimes", ""] {
+        let v = violations(&store("demo", json!({"backup": {"schedule": bad}})), None);
+        assert!(
+            v.iter().any(|m| m.contains(".spec.backup.schedule")),
+            "{bad:?}: {v:?}"
+        );
+    }
+}
+
+#[test]
+fn backup_defaults_and_ranges_are_in_the_schema() {
+    let defaulted = apply_defaults(
+        &schema(),
+        &store("demo", json!({"backup": {"schedule": "@daily"}})),
+    );
+    let spec: StoreSpec = serde_json::from_value(defaulted["spec"].clone()).unwrap();
+    let backup = spec.backup.unwrap();
+    assert_eq!(backup.retention, 7);
+    assert_eq!(backup.target.pvc.unwrap().size, "5Gi");
+    let s = schema();
+    let retention = &s["properties"]["spec"]["properties"]["backup"]["properties"]["retention"];
+    assert_eq!(
+        (retention["minimum"].as_f64(), retention["maximum"].as_f64()),
+        (Some(1.0), Some(1000.0))
+    );
+    let v = violations(
+        &store(
+            "demo",
+            json!({"backup": {"schedule": "@daily", "target": {"pvc": {"size": "5GB"}}}}),
+        ),
+        None,
+    );
+    assert!(v.iter().any(|m| m.contains("pvc.size")), "{v:?}");
+    let v = violations(
+        &store(
+            "demo",
+            json!({"backup": {"schedule": "@daily", "target": {}}}),
+        ),
+        None,
+    );
+    assert!(
+        v.iter().any(|m| m.contains("backup.target needs pvc")),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn a_store_with_backups_has_a_name_its_cron_job_names_fit() {
+    let longest = "a".repeat(crate::crd::MAX_STORE_NAME_LEN_WITH_BACKUP);
+    for c in Component::WITH_DATABASE {
+        // A CronJob's name may have 52 characters, so that its Jobs' names fit in 63.
+        assert!(
+            crate::builders::backup::cron_job_name(&longest, c).len() <= 52,
+            "{c}"
+        );
+    }
+    let backup = json!({"backup": {"schedule": "@daily"}});
+    assert_eq!(
+        violations(&store(&longest, backup.clone()), None),
+        Vec::<String>::new()
+    );
+    let v = violations(&store(&format!("{longest}a"), backup), None);
+    assert!(
+        v.iter().any(|m| m.contains("at most 34 characters")),
+        "{v:?}"
+    );
+    assert_eq!(
+        violations(&store(&format!("{longest}a"), json!({})), None),
+        Vec::<String>::new(),
+        "without backups the longer names stay allowed"
+    );
+}
+
+#[test]
+fn restore_from_is_checked_and_fixed_once_the_store_exists() {
+    let restore = |file: &str| {
+        store(
+            "demo",
+            json!({"order": {"database": {"restoreFrom": {"claimName": "old-backups", "file": file}}}}),
+        )
+    };
+    for ok in ["latest", "20261203T165513Z.dump"] {
+        assert_eq!(violations(&restore(ok), None), Vec::<String>::new(), "{ok}");
+    }
+    for bad in ["../20261203T165513Z.dump", "20261203.dump", "newest", ""] {
+        let v = violations(&restore(bad), None);
+        assert!(
+            v.iter().any(|m| m.contains("restoreFrom.file")),
+            "{bad:?}: {v:?}"
+        );
+    }
+    let message = "restoreFrom cannot be set, changed or removed";
+    let plain = store("demo", json!({"order": {"database": {}}}));
+    let latest = restore("latest");
+    for (old, new, what) in [
+        (&plain, &latest, "added"),
+        (&latest, &plain, "removed"),
+        (&latest, &restore("20261203T165513Z.dump"), "changed"),
+    ] {
+        let v = violations(new, Some(old));
+        assert!(v.iter().any(|m| m.contains(message)), "{what}: {v:?}");
+    }
+    assert_eq!(violations(&latest, Some(&latest)), Vec::<String>::new());
+}

@@ -20,6 +20,7 @@ pub async fn eventually(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+mod backup;
 mod builders;
 mod controller;
 mod crd;

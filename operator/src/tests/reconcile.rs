@@ -21,13 +21,13 @@ use crate::metrics::Metrics;
 use crate::reconciler::{BACKOFF_BASE, Context, Error, RECHECK, RESYNC, error_policy, reconcile};
 use crate::status::{DEGRADED, PROGRESSING, READY};
 
-struct Harness {
-    fake: FakeApi,
-    ctx: Arc<Context>,
+pub(super) struct Harness {
+    pub(super) fake: FakeApi,
+    pub(super) ctx: Arc<Context>,
 }
 
 impl Harness {
-    fn new(store: Store) -> Harness {
+    pub(super) fn new(store: Store) -> Harness {
         let (fake, client) = FakeApi::new();
         fake.insert("stores", serde_json::to_value(&store).unwrap());
         let ctx = Arc::new(Context::new(
@@ -40,7 +40,7 @@ impl Harness {
 
     /// A harness whose reconciler reads children from watch caches, as under the
     /// controller; the watches run until the test ends.
-    async fn with_cache(store: Store) -> (Harness, ChildCache) {
+    pub(super) async fn with_cache(store: Store) -> (Harness, ChildCache) {
         let (fake, client) = FakeApi::new();
         fake.insert("stores", serde_json::to_value(&store).unwrap());
         let (cache, feeds) = ChildCache::watch(&client, Some(NAMESPACE));
@@ -72,7 +72,7 @@ impl Harness {
 
     /// Waits until `cache` holds every object of the child kinds as the API server has
     /// it (same resourceVersion), as the controller's next reconcile would find it.
-    async fn settle(&self, cache: &ChildCache) {
+    pub(super) async fn settle(&self, cache: &ChildCache) {
         let fake = self.fake.clone();
         let cache = cache.clone();
         eventually("the watch caches caught up", move || {
@@ -97,7 +97,7 @@ impl Harness {
     }
 
     /// The events recorded for the store, as (reason, note).
-    fn events(&self) -> Vec<(String, String)> {
+    pub(super) fn events(&self) -> Vec<(String, String)> {
         self.fake
             .names("events")
             .iter()
@@ -112,7 +112,7 @@ impl Harness {
     }
 
     /// The Store as the API server has it now (what the controller's watch would deliver).
-    fn store(&self) -> Store {
+    pub(super) fn store(&self) -> Store {
         serde_json::from_value(
             self.fake
                 .get("stores", NAMESPACE, "demo")
@@ -121,16 +121,16 @@ impl Harness {
         .unwrap()
     }
 
-    async fn reconcile(&self) -> Result<Action, Error> {
+    pub(super) async fn reconcile(&self) -> Result<Action, Error> {
         self.fake.clear_log();
         reconcile(Arc::new(self.store()), self.ctx.clone()).await
     }
 
-    fn get(&self, plural: &str, name: &str) -> Option<Value> {
+    pub(super) fn get(&self, plural: &str, name: &str) -> Option<Value> {
         self.fake.get(plural, NAMESPACE, name)
     }
 
-    fn condition(&self, type_: &str) -> (String, String, String) {
+    pub(super) fn condition(&self, type_: &str) -> (String, String, String) {
         let status = self.store().status.expect("status is set");
         let c = status
             .conditions
@@ -141,7 +141,7 @@ impl Harness {
     }
 
     /// Marks every Deployment and StatefulSet of the store as fully rolled out.
-    fn roll_out(&self) {
+    pub(super) fn roll_out(&self) {
         for plural in ["deployments", "statefulsets"] {
             for name in self.fake.names(plural) {
                 let obj = self.get(plural, &name).unwrap();

@@ -6,9 +6,9 @@
 //! that enforces the `restricted` Pod Security Standard), applies `examples/store.yaml`,
 //! waits for every child, checks them, edits and deletes children and sees them put back,
 //! checks that a settled Store costs no writes, that invalid Stores are refused, that a Store
-//! can turn its storefront off and on, and that deleting Stores honours their deletion
-//! policy. Without a cluster configuration it says
-//! so and exits 0.
+//! can turn its storefront off and on and its backups on and off (the backup claim stays),
+//! and that deleting Stores honours their deletion policy (but keeps backups). Without a
+//! cluster configuration it says so and exits 0.
 //!
 //! Why an example and not a test: `cargo nextest run --workspace` must not touch a cluster,
 //! and a test that returns early without one would pass without testing anything. An
@@ -456,6 +456,11 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     step("the gateway routes to the storefront; turning it off removes it, and back on");
     storefront_off_and_on(client, ns, &name).await?;
 
+    step(
+        "backup on: a claim the Store does not own, the scripts, a CronJob per database; off: the claim stays",
+    );
+    backups_on_and_off(client, ns, &name).await?;
+
     step("deleting the Store with deletionPolicy Retain keeps the volume claims");
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     delete_store(&stores, &name).await?;
@@ -463,14 +468,17 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
         .list(&ListParams::default().labels(&store_selector(&name)))
         .await?;
     ensure!(
-        kept.items.len() == 4,
-        "expected the 4 database claims to stay, found {}",
+        kept.items.len() == 5,
+        "expected the 4 database claims and the backup claim to stay, found {}",
         kept.items.len()
     );
 
-    step("deleting a Store with deletionPolicy Delete removes its volume claims");
+    step(
+        "deleting a Store with deletionPolicy Delete removes its volume claims but not its backups",
+    );
     let doomed = json!({"apiVersion": "mercato.dev/v1alpha1", "kind": "Store",
-                         "metadata": {"name": "doomed"}, "spec": {"deletionPolicy": "Delete", "networkPolicies": {"enabled": false}}});
+                         "metadata": {"name": "doomed"}, "spec": {"deletionPolicy": "Delete", "networkPolicies": {"enabled": false},
+                                                                 "backup": {"schedule": "17 3 * * *"}}});
     stores
         .patch(
             "doomed",
@@ -478,25 +486,125 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
             &Patch::Apply(&doomed),
         )
         .await?;
-    wait_for("doomed's 4 volume claims", TIMEOUT, || async {
-        let n = pvcs
-            .list(&ListParams::default().labels(&store_selector("doomed")))
-            .await?
-            .items
-            .len();
-        Ok((n == 4).then_some(()))
-    })
+    wait_for(
+        "doomed's 4 volume claims and its backup claim",
+        TIMEOUT,
+        || async {
+            let n = pvcs
+                .list(&ListParams::default().labels(&store_selector("doomed")))
+                .await?
+                .items
+                .len();
+            Ok((n == 5).then_some(()))
+        },
+    )
     .await?;
     delete_store(&stores, "doomed").await?;
-    wait_for("doomed's volume claims to be gone", TIMEOUT, || async {
-        let n = pvcs
-            .list(&ListParams::default().labels(&store_selector("doomed")))
-            .await?
-            .items
-            .len();
-        Ok((n == 0).then_some(()))
+    let backups = builders::backup::claim_name("doomed");
+    wait_for(
+        "doomed's volume claims to be gone, but for its backups",
+        TIMEOUT,
+        || async {
+            let names: Vec<String> = pvcs
+                .list(&ListParams::default().labels(&store_selector("doomed")))
+                .await?
+                .items
+                .iter()
+                .map(ResourceExt::name_any)
+                .collect();
+            Ok((names == [backups.clone()]).then_some(()))
+        },
+    )
+    .await?;
+    pvcs.delete(&backups, &DeleteParams::default()).await?;
+    Ok(())
+}
+
+/// `spec.backup` on the e2e Store: the claim `<store>-backups` without an owner, the
+/// ConfigMap with the scripts, a CronJob per database (with the schedule, in the database's
+/// image), and `status.backups`; removed, the CronJobs and the ConfigMap go and the claim
+/// stays.
+async fn backups_on_and_off(client: &Client, ns: &str, store: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::batch::v1::CronJob;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use mercato_contract::Component;
+
+    let stores: Api<Store> = Api::namespaced(client.clone(), ns);
+    let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let claim = builders::backup::claim_name(store);
+    let scripts = builders::backup::scripts_name(store);
+    let jobs: Vec<String> = Component::WITH_DATABASE
+        .into_iter()
+        .map(|c| builders::backup::cron_job_name(store, c))
+        .collect();
+    let switch = |backup: serde_json::Value| {
+        let stores = stores.clone();
+        async move {
+            stores
+                .patch(
+                    store,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"backup": backup}})),
+                )
+                .await
+        }
+    };
+    switch(json!({"schedule": "17 3 * * *", "retention": 3})).await?;
+    wait_for(
+        "the backup claim, the scripts and 4 backup CronJobs",
+        TIMEOUT,
+        || async {
+            let mut all = pvcs.get_opt(&claim).await?.is_some()
+                && config_maps.get_opt(&scripts).await?.is_some();
+            for job in &jobs {
+                all = all && cron_jobs.get_opt(job).await?.is_some();
+            }
+            Ok(all.then_some(()))
+        },
+    )
+    .await?;
+    let pvc = pvcs.get(&claim).await?;
+    ensure!(
+        pvc.owner_references().is_empty(),
+        "{claim} is owned by {:?}: deleting the Store would take the backups",
+        pvc.owner_references()
+    );
+    let job = cron_jobs.get(&jobs[0]).await?;
+    let spec = job.spec.clone().unwrap_or_default();
+    ensure!(
+        spec.schedule == "17 3 * * *" && spec.concurrency_policy.as_deref() == Some("Forbid"),
+        "{}: schedule {:?}, concurrencyPolicy {:?}",
+        jobs[0],
+        spec.schedule,
+        spec.concurrency_policy
+    );
+    wait_for("status.backups for every database", TIMEOUT, || async {
+        let status = stores.get(store).await?.status.unwrap_or_default();
+        Ok((status.backups.len() == 4
+            && status.conditions.iter().any(|c| c.type_ == "BackupFailed"))
+        .then_some(()))
     })
     .await?;
+
+    switch(serde_json::Value::Null).await?;
+    wait_for(
+        "the CronJobs and the scripts to be gone",
+        TIMEOUT,
+        || async {
+            let mut gone = config_maps.get_opt(&scripts).await?.is_none();
+            for job in &jobs {
+                gone = gone && cron_jobs.get_opt(job).await?.is_none();
+            }
+            Ok(gone.then_some(()))
+        },
+    )
+    .await?;
+    ensure!(
+        pvcs.get_opt(&claim).await?.is_some(),
+        "{claim} was deleted with spec.backup"
+    );
     Ok(())
 }
 

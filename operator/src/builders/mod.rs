@@ -87,8 +87,11 @@ pub fn desired(
         out.push(Child::new(&workloads::service_account(owner, c)).of(c));
     }
     // Before the databases, whose restore mounts the scripts.
-    if let Some(pvc) = spec.backup.as_ref().and_then(|b| b.target.pvc.as_ref()) {
-        out.push(Child::new(&backup::claim(owner, pvc)));
+    if let Some(b) = &spec.backup {
+        // The claim is the only target so far (the CRD refuses a target without it; a
+        // `pvc: null` that slips past its rule gets the default claim the CronJobs mount).
+        let pvc = b.target.pvc.clone().unwrap_or_default();
+        out.push(Child::new(&backup::claim(owner, &pvc)));
     }
     if backup::needs_scripts(spec) {
         out.push(Child::new(&backup::scripts(owner)));

@@ -733,3 +733,47 @@ async fn a_failed_latest_backup_sets_backup_failed_with_one_warning() {
     h.reconcile().await.unwrap();
     assert_eq!(backup_failed(&h).unwrap().0, "False");
 }
+
+#[test]
+fn the_latest_finished_backup_job_decides_and_a_running_one_hides_nothing() {
+    let job = |name: &str, created: &str, outcome: Option<&str>| {
+        let mut v = backup_job(
+            Component::Order,
+            name,
+            created,
+            outcome.unwrap_or("Complete"),
+        );
+        if outcome.is_none() {
+            v["status"] = json!({"active": 1});
+        }
+        serde_json::from_value::<k8s_openapi::api::batch::v1::Job>(v).unwrap()
+    };
+    let failed = job(
+        "demo-order-db-backup-2",
+        "2026-12-02T03:17:00Z",
+        Some("Failed"),
+    );
+    let running = job("demo-order-db-backup-3", "2026-12-03T03:17:00Z", None);
+    let older_ok = job(
+        "demo-order-db-backup-1",
+        "2026-12-01T03:17:00Z",
+        Some("Complete"),
+    );
+    let why = crate::status::backup_failure(&[running.clone(), failed.clone(), older_ok.clone()]);
+    assert!(
+        why.as_deref().is_some_and(
+            |w| w.starts_with("Job demo-order-db-backup-2 failed: BackoffLimitExceeded")
+        ),
+        "{why:?}"
+    );
+    let newer_ok = job(
+        "demo-order-db-backup-4",
+        "2026-12-04T03:17:00Z",
+        Some("Complete"),
+    );
+    assert_eq!(
+        crate::status::backup_failure(&[failed, running, newer_ok]),
+        None
+    );
+    assert_eq!(crate::status::backup_failure(&[]), None);
+}

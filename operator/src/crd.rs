@@ -309,11 +309,18 @@ impl GatewayServiceType {
 }, {
     "rule": "has(self.restoreFrom) == has(oldSelf.restoreFrom) && (!has(self.restoreFrom) || self.restoreFrom == oldSelf.restoreFrom)",
     "message": "database.restoreFrom cannot be set, changed or removed once the Store exists (it is read only when the database is created)"
+}, {
+    "rule": image_major_rule(),
+    "message": "database.image cannot change PostgreSQL's major version (the tag's leading number): the data directory belongs to the old one. Keep the old major version, or dump the database and restore it into a new Store with database.restoreFrom"
 }]))]
 pub struct DatabaseSpec {
     /// PostgreSQL image (Debian-based official image or compatible, running as uid 999).
+    /// Its major version (the tag's leading number: `15` in `postgres:15.4-bookworm`) is
+    /// fixed once the database exists; minor versions may change.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    // Bounded, so that the API server's cost estimate of the major-version rule's regexes
+    // stays small; a full reference with a digest is under 300 characters.
+    #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
     /// Size of the data volume, e.g. `1Gi`.
     #[schemars(regex(pattern = r"^[1-9][0-9]*(Mi|Gi|Ti)$"))]
@@ -345,6 +352,24 @@ impl Default for DatabaseSpec {
             restore_from: None,
         }
     }
+}
+
+/// CEL for the PostgreSQL major version of the image reference `image`: the leading digits
+/// of its tag, `''` without a tag (`registry:5000/postgres`), with a tag that does not start
+/// with a digit (`latest`) or with a digest only. `builders::database::major_version` parses
+/// alike, and tests hold the two together.
+pub fn cel_major_version(image: &str) -> String {
+    format!("{image}.find('^[^@]*').find(':[0-9]+[^:/]*$').find('[0-9]+')")
+}
+
+/// The transition rule refusing a change of `database.image`'s major version when both the
+/// old and the new image name one. An unset image is the default (`postgres:17`) as the
+/// operator that generated the CRD knows it.
+fn image_major_rule() -> String {
+    let image = |s: &str| format!("(has({s}.image) ? {s}.image : '{DEFAULT_POSTGRES_IMAGE}')");
+    let old = cel_major_version(&image("oldSelf"));
+    let new = cel_major_version(&image("self"));
+    format!("{old} == '' || {new} == '' || {old} == {new}")
 }
 
 /// Which backup a new database is restored from.

@@ -19,6 +19,18 @@ pub const DEGRADED: &str = "Degraded";
 pub const COMPONENTS_FAILING: &str = "ComponentsFailing";
 /// With `spec.backup`: whether the latest finished backup Job of any database failed.
 pub const BACKUP_FAILED: &str = "BackupFailed";
+/// Present while a database's StatefulSet is held back because the Store asks for another
+/// PostgreSQL major version than its data directory has.
+pub const UPGRADE_BLOCKED: &str = "UpgradeBlocked";
+
+/// A database left on its image because the desired one is another major version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedUpgrade {
+    /// The image the live StatefulSet runs.
+    pub live: String,
+    /// The image the Store asks for.
+    pub desired: String,
+}
 
 /// The children that status is computed from, as last read or applied.
 #[derive(Debug, Default, Clone)]
@@ -33,6 +45,27 @@ pub struct Observed {
     /// Why a component (`order`) or a database (`order-db`) is not ready, when its pods or
     /// claims say (see `diagnose`).
     pub causes: BTreeMap<String, String>,
+    /// The databases whose StatefulSet was not applied: a major-version change.
+    pub blocked_upgrades: BTreeMap<Component, BlockedUpgrade>,
+}
+
+/// The `UpgradeBlocked` message: which databases, their images, and the two ways out.
+pub fn upgrade_blocked_message(blocked: &BTreeMap<Component, BlockedUpgrade>) -> String {
+    let each: Vec<String> = blocked
+        .iter()
+        .map(|(c, b)| {
+            format!(
+                "{}-db runs {} and the Store asks for {}",
+                c.name(),
+                b.live,
+                b.desired
+            )
+        })
+        .collect();
+    format!(
+        "PostgreSQL cannot change major version in place, so these StatefulSets were left as they are: {}. Set database.image back to the running major version, or dump the database and restore it into a new Store with database.restoreFrom",
+        each.join("; ")
+    )
 }
 
 /// Replicas of a workload that are ready and run its current template; 0 while the
@@ -406,6 +439,24 @@ pub fn compute(
                 );
             }
         }
+    }
+    match observed {
+        Some(o) if !o.blocked_upgrades.is_empty() => conditions.push(condition(
+            UPGRADE_BLOCKED,
+            true,
+            "MajorVersionChange",
+            upgrade_blocked_message(&o.blocked_upgrades),
+            generation,
+        )),
+        Some(_) => {}
+        // The children could not be read: what was known stands.
+        None => conditions.extend(
+            previous
+                .conditions
+                .iter()
+                .find(|c| c.type_ == UPGRADE_BLOCKED)
+                .cloned(),
+        ),
     }
     carry_transition_times(&mut conditions, &previous.conditions, now);
 

@@ -30,6 +30,8 @@ pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 /// Name of the volume claim template; claims are `data-<store>-<c>-db-0`.
 pub const DATA_VOLUME: &str = "data";
 pub const POSTGRES_PORT_NAME: &str = "postgres";
+/// Name of the PostgreSQL container.
+pub const CONTAINER: &str = "postgres";
 
 /// The postgres image's own settings (not Mercato names, so not in the contract).
 const POSTGRES_USER: &str = "POSTGRES_USER";
@@ -116,7 +118,7 @@ pub fn stateful_set(
     );
 
     let container = Container {
-        name: "postgres".to_string(),
+        name: CONTAINER.to_string(),
         image: Some(db.image().to_string()),
         image_pull_policy: Some(pull_policy.as_str().to_string()),
         ports: Some(vec![ContainerPort {
@@ -208,4 +210,39 @@ pub fn headless_service(owner: &Owner, c: Component) -> Service {
         }),
         status: None,
     }
+}
+
+/// The PostgreSQL major version an image reference names: the leading digits of its tag
+/// (`15` for `postgres:15.4-bookworm` and `registry:5000/pg:15@sha256:…`). `None` without a
+/// tag, with a tag that does not start with a digit (`latest`), or with a digest only: such
+/// images are not compared. Parses as the CRD's rule does (`crd::cel_major_version`).
+pub fn major_version(image: &str) -> Option<&str> {
+    let name = image.split('@').next().unwrap_or(image);
+    let (_, tag) = name.rsplit_once(':')?;
+    if tag.contains('/') {
+        // `registry:5000/postgres`: the colon is the registry's port.
+        return None;
+    }
+    let digits = tag.find(|c: char| !c.is_ascii_digit()).unwrap_or(tag.len());
+    (digits > 0).then(|| &tag[..digits])
+}
+
+/// Whether running `desired` on the data directory `live` made would change PostgreSQL's
+/// major version, which a server cannot do in place (only when both name one).
+pub fn major_upgrade(live: &str, desired: &str) -> bool {
+    matches!((major_version(live), major_version(desired)), (Some(l), Some(d)) if l != d)
+}
+
+/// The image of the postgres container of a database StatefulSet.
+pub fn postgres_image(sts: &StatefulSet) -> Option<&str> {
+    sts.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == CONTAINER)?
+        .image
+        .as_deref()
 }

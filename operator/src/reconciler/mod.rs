@@ -383,7 +383,8 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
     }
     let ready = new.phase == Some(crate::crd::Phase::Ready);
     let failing = newly_failing(store, &new);
-    let backup_failed = newly_failed_backups(store, &new);
+    let backup_failed = newly_true(store, &new, status::BACKUP_FAILED);
+    let upgrade_blocked = newly_true(store, &new, status::UPGRADE_BLOCKED);
     patch_status(store, &owner, ctx, new).await?;
     // After the status that records it, so a failed status write repeats the step first.
     if let Some(note) = key.as_ref().and_then(|k| k.event.clone()) {
@@ -417,6 +418,17 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
             EventType::Warning,
             status::BACKUP_FAILED,
             "Backup",
+            note,
+        )
+        .await;
+    }
+    if let Some(note) = upgrade_blocked {
+        warn!(store = %owner.name, namespace = %owner.namespace, "{note}");
+        ctx.publish(
+            store,
+            EventType::Warning,
+            status::UPGRADE_BLOCKED,
+            "Reconcile",
             note,
         )
         .await;
@@ -473,13 +485,14 @@ fn newly_failing(store: &Store, new: &StoreStatus) -> Option<String> {
     (before.as_ref() != Some(&now)).then_some(now)
 }
 
-/// The `BackupFailed` message when backups have started failing, or other ones fail than
-/// the status said before (one event per change, not one per reconcile).
-fn newly_failed_backups(store: &Store, new: &StoreStatus) -> Option<String> {
+/// The message of condition `type_` (`BackupFailed`, `UpgradeBlocked`) when it has become
+/// true, or says something else than the status said before (one event per change, not one
+/// per reconcile).
+fn newly_true(store: &Store, new: &StoreStatus, type_: &str) -> Option<String> {
     let failed = |s: &StoreStatus| {
         s.conditions
             .iter()
-            .find(|c| c.type_ == status::BACKUP_FAILED && c.status == "True")
+            .find(|c| c.type_ == type_ && c.status == "True")
             .map(|c| c.message.clone())
     };
     let now = failed(new)?;
@@ -552,6 +565,15 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
                 continue;
             }
         };
+        if let Some(blocked) = blocked_upgrade(&store.spec, child, live.as_ref()) {
+            // Applying it would start the new server on the old data directory, which
+            // fails; the StatefulSet keeps running what it runs, and status says why.
+            if let (Some(c), Some(live)) = (child.component, live) {
+                sync.observed.blocked_upgrades.insert(c, blocked);
+                observe(&mut sync.observed, child, live);
+            }
+            continue;
+        }
         match ensure(&ctx.client, &owner.namespace, child, live.clone()).await {
             Ok((outcome, applied)) => {
                 sync.record(outcome, child.display());
@@ -649,6 +671,26 @@ fn causes(cache: &ChildCache, owner: &Owner, spec: &StoreSpec) -> BTreeMap<Strin
         }
     }
     out
+}
+
+/// For a database StatefulSet whose live postgres container runs another PostgreSQL major
+/// version than the Store asks for: the two images (the CRD refuses such an edit of the
+/// Store, but not a new default image of an upgraded operator, nor a CRD without the rule).
+fn blocked_upgrade(
+    spec: &StoreSpec,
+    child: &Child,
+    live: Option<&DynamicObject>,
+) -> Option<status::BlockedUpgrade> {
+    if child.kind() != "StatefulSet" {
+        return None;
+    }
+    let desired = spec.service(child.component?)?.database.image();
+    let sts = live?.clone().try_parse::<StatefulSet>().ok()?;
+    let running = builders::database::postgres_image(&sts)?;
+    builders::database::major_upgrade(running, desired).then(|| status::BlockedUpgrade {
+        live: running.to_string(),
+        desired: desired.to_string(),
+    })
 }
 
 /// Cached objects as the typed objects they are (those that do not parse are skipped).

@@ -591,3 +591,105 @@ fn restore_from_is_checked_and_fixed_once_the_store_exists() {
     }
     assert_eq!(violations(&latest, Some(&latest)), Vec::<String>::new());
 }
+
+/// Images and the major version both `database::major_version` and the CRD's CEL find.
+const IMAGE_MAJORS: &[(&str, Option<&str>)] = &[
+    ("postgres:17", Some("17")),
+    ("postgres:15.4", Some("15")),
+    ("postgres:16-bookworm", Some("16")),
+    ("bench/postgres:16", Some("16")),
+    (
+        "registry.example:5000/team/postgres:15.6-bookworm",
+        Some("15"),
+    ),
+    ("postgres:15@sha256:0123456789abcdef", Some("15")),
+    ("postgres", None),
+    ("postgres:latest", None),
+    ("registry.example:5000/postgres", None),
+    ("postgres@sha256:0123456789abcdef", None),
+];
+
+#[test]
+fn the_crd_and_the_reconciler_read_an_images_major_version_alike() {
+    use crate::builders::database::major_version;
+    use crate::crd::cel_major_version;
+    for (image, major) in IMAGE_MAJORS {
+        assert_eq!(major_version(image), *major, "{image}");
+        let cel = format!(
+            "{} == {}",
+            cel_major_version("self"),
+            cel_string(major.unwrap_or(""))
+        );
+        assert!(cel_holds(&cel, &json!(image)), "{image}: CEL disagrees");
+    }
+}
+
+#[test]
+fn the_database_image_cannot_change_major_version() {
+    let with = |image: Option<&str>| {
+        let db = image.map_or(json!({}), |i| json!({"image": i}));
+        store("demo", json!({"order": {"database": db}}))
+    };
+    let message = "database.image cannot change PostgreSQL's major version";
+    for (old, new) in [
+        (Some("postgres:15"), Some("postgres:17")),
+        (Some("bench/postgres:15"), Some("bench/postgres:16")),
+        (Some("postgres:15.4"), Some("postgres:16.0-bookworm")),
+        // Unset is the default, postgres:17.
+        (None, Some("postgres:16")),
+        (Some("postgres:16"), None),
+    ] {
+        let v = violations(&with(new), Some(&with(old)));
+        assert!(
+            v.iter().any(|m| m.contains(message)),
+            "{old:?} -> {new:?}: {v:?}"
+        );
+        assert_eq!(
+            violations(&with(new), None),
+            Vec::<String>::new(),
+            "{new:?} on create"
+        );
+    }
+    for (old, new) in [
+        (Some("postgres:15.4"), Some("postgres:15.6")),
+        (
+            Some("postgres:15"),
+            Some("mirror.example/postgres:15-bookworm"),
+        ),
+        (None, Some("postgres:17.2")),
+        (Some("postgres:17.2"), None),
+        // Not compared: no tag, a tag without a number, a digest only.
+        (Some("postgres:15"), Some("postgres")),
+        (Some("postgres:15"), Some("postgres:latest")),
+        (
+            Some("postgres:15"),
+            Some("postgres@sha256:0123456789abcdef"),
+        ),
+    ] {
+        assert_eq!(
+            violations(&with(new), Some(&with(old))),
+            Vec::<String>::new(),
+            "{old:?} -> {new:?}"
+        );
+    }
+}
+
+#[test]
+fn the_major_version_rule_is_cheap_for_the_api_servers_cost_estimate() {
+    use kube::core::cel::{ScopeContext, analyze_rule};
+    let s = schema();
+    let db = &s["properties"]["spec"]["properties"]["order"]["properties"]["database"];
+    assert_eq!(db["properties"]["image"]["maxLength"], json!(512));
+    let compiled = compile_schema(db);
+    let rules = db["x-kubernetes-validations"].as_array().unwrap();
+    let rule = rules
+        .iter()
+        .find(|r| r["rule"].as_str().unwrap().contains("find("))
+        .unwrap()["rule"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        analyze_rule(rule, &compiled, ScopeContext::CrdValidation),
+        Vec::new()
+    );
+}

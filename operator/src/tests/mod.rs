@@ -28,3 +28,4 @@ pub mod fake_api;
 pub mod fixtures;
 mod reconcile;
 mod storefront;
+mod upgrade;

@@ -300,7 +300,8 @@ impl GatewayServiceType {
     }
 }
 
-/// A service's PostgreSQL: one StatefulSet pod with a persistent volume.
+/// A service's PostgreSQL: one StatefulSet pod with a persistent volume, or with
+/// `external` one the operator does not run.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 #[schemars(extend("x-kubernetes-validations" = [{
@@ -309,6 +310,12 @@ impl GatewayServiceType {
 }, {
     "rule": "has(self.restoreFrom) == has(oldSelf.restoreFrom) && (!has(self.restoreFrom) || self.restoreFrom == oldSelf.restoreFrom)",
     "message": "database.restoreFrom cannot be set, changed or removed once the Store exists (it is read only when the database is created)"
+}, {
+    "rule": "has(self.external) == has(oldSelf.external)",
+    "message": "database.external cannot be set or removed once the Store exists (the data would stay where it is); its secretName, urlKey and tlsMode may change"
+}, {
+    "rule": "!has(self.external) || !has(self.restoreFrom)",
+    "message": "database.external and database.restoreFrom cannot be set together: the operator restores only into databases it runs"
 }, {
     "rule": image_major_rule(),
     "message": "database.image cannot change PostgreSQL's major version (the tag's leading number): the data directory belongs to the old one. Keep the old major version, or dump the database and restore it into a new Store with database.restoreFrom"
@@ -340,6 +347,64 @@ pub struct DatabaseSpec {
     /// only then, so it can neither be added to nor changed in an existing Store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<RestoreFrom>,
+    /// A PostgreSQL the operator does not run (a cloud database, a CloudNativePG
+    /// `Cluster`): the service connects to the URL in a Secret, and the operator makes no
+    /// StatefulSet, Service, volume, credentials or backups for it (the other settings
+    /// here are unused). Set only when the Store is created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalDatabase>,
+}
+
+/// Where an external database's connection URL is, and how to use TLS with it.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalDatabase {
+    /// A Secret in the Store's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub secret_name: String,
+    /// The key of that Secret holding a `postgres://user:password@host:port/database` URL.
+    #[serde(default = "default_url_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub url_key: String,
+    /// TLS to the database (libpq's `sslmode`, given as `PGSSLMODE`; an `sslmode` in the
+    /// URL takes precedence). `require` encrypts without checking the server's
+    /// certificate; `verify-ca` and `verify-full` check it against the public roots. All
+    /// but `disable` and `prefer` need services built with TLS support (see the operator's
+    /// README).
+    #[serde(default)]
+    pub tls_mode: TlsMode,
+}
+
+fn default_url_key() -> String {
+    "url".to_string()
+}
+
+/// libpq's `sslmode` values that sqlx implements.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    Disable,
+    Prefer,
+    #[default]
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl TlsMode {
+    /// The value of `PGSSLMODE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Disable => "disable",
+            TlsMode::Prefer => "prefer",
+            TlsMode::Require => "require",
+            TlsMode::VerifyCa => "verify-ca",
+            TlsMode::VerifyFull => "verify-full",
+        }
+    }
 }
 
 impl Default for DatabaseSpec {
@@ -350,6 +415,7 @@ impl Default for DatabaseSpec {
             storage_class_name: None,
             resources: resources(("100m", "256Mi"), ("1", "512Mi")),
             restore_from: None,
+            external: None,
         }
     }
 }
@@ -795,7 +861,8 @@ pub struct ComponentStatus {
     /// Replicas that are ready and run the current pod template.
     pub ready_replicas: i32,
     /// Whether the component's PostgreSQL is ready (absent for the gateway and the
-    /// storefront, which have none).
+    /// storefront, which have none, and for an external database, which the operator does
+    /// not run: the service becomes ready only once it has connected to it and migrated it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_ready: Option<bool>,
 }
@@ -848,6 +915,19 @@ impl StoreSpec {
             | Component::Payment
             | Component::Gateway => true,
         }
+    }
+
+    /// The external database of a backend service, if it has one.
+    pub fn external_database(&self, component: Component) -> Option<&ExternalDatabase> {
+        self.service(component)?.database.external.as_ref()
+    }
+
+    /// The backend services whose PostgreSQL the operator runs (all but those with an
+    /// external database), in `Component::WITH_DATABASE` order.
+    pub fn operated_databases(&self) -> impl Iterator<Item = Component> + '_ {
+        Component::WITH_DATABASE
+            .into_iter()
+            .filter(|c| self.external_database(*c).is_none())
     }
 
     /// The components the Store runs, in `Component::ALL` order.

@@ -247,9 +247,11 @@ pub fn compute(
             // A component the Store turned off has no entry, and nothing to wait for.
             for c in store.spec.components() {
                 let ready = o.deployments.get(&c).map_or(0, deployment_ready);
-                let database_ready = c
-                    .has_database()
-                    .then(|| o.stateful_sets.get(&c).is_some_and(stateful_set_ready));
+                // An external database is not the operator's to watch: the service is
+                // ready only once it has connected to it and migrated it.
+                let database_ready = (c.has_database()
+                    && store.spec.external_database(c).is_none())
+                .then(|| o.stateful_sets.get(&c).is_some_and(stateful_set_ready));
                 components.insert(
                     c.name().to_string(),
                     ComponentStatus {
@@ -402,7 +404,7 @@ pub fn compute(
         match observed {
             Some(o) => {
                 let mut failed = Vec::new();
-                for c in Component::WITH_DATABASE {
+                for c in store.spec.operated_databases() {
                     backups.insert(c.name().to_string(), backup_status(o.cron_jobs.get(&c)));
                     let jobs = o.backup_jobs.get(&c).map_or(&[][..], Vec::as_slice);
                     if let Some(why) = backup_failure(jobs) {

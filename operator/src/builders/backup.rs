@@ -65,8 +65,8 @@ pub fn dir(c: Component) -> String {
 /// Whether the Store needs the scripts: to back up, or to restore a database.
 pub fn needs_scripts(spec: &StoreSpec) -> bool {
     spec.backup.is_some()
-        || Component::WITH_DATABASE
-            .into_iter()
+        || spec
+            .operated_databases()
             .filter_map(|c| spec.service(c))
             .any(|s| s.database.restore_from.is_some())
 }

@@ -96,7 +96,8 @@ pub fn desired(
     if backup::needs_scripts(spec) {
         out.push(Child::new(&backup::scripts(owner)));
     }
-    for c in Component::WITH_DATABASE {
+    // A service with an external database gets none of these: its database is not ours.
+    for c in spec.operated_databases() {
         if let Some(service) = spec.service(c) {
             out.push(Child::new(&database::headless_service(owner, c)).of(c));
             out.push(
@@ -132,7 +133,7 @@ pub fn desired(
         for c in spec.components() {
             out.push(Child::new(&network::component(owner, spec, c)).of(c));
         }
-        for c in Component::WITH_DATABASE {
+        for c in spec.operated_databases() {
             out.push(Child::new(&network::database(owner, spec, c)).of(c));
             if spec.backup.is_some() {
                 out.push(Child::new(&network::backup(owner, c)).of(c));

@@ -30,6 +30,17 @@ fn port_of(protocol: &str, port: i32) -> NetworkPolicyPort {
     }
 }
 
+/// The addresses of `cidr`.
+fn ip_block(cidr: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: cidr.to_string(),
+            except: None,
+        }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
 fn pods(store: &str, role: &Role) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         pod_selector: Some(selector(store, role)),
@@ -86,13 +97,7 @@ pub fn allow_dns(owner: &Owner, dns: &DnsSpec) -> NetworkPolicy {
         }),
         ip_block: None,
     }];
-    peers.extend(dns.cidrs.iter().map(|cidr| NetworkPolicyPeer {
-        ip_block: Some(IPBlock {
-            cidr: cidr.clone(),
-            except: None,
-        }),
-        ..NetworkPolicyPeer::default()
-    }));
+    peers.extend(dns.cidrs.iter().map(|cidr| ip_block(cidr)));
     policy(
         owner,
         dns_name(&owner.name),
@@ -183,7 +188,15 @@ pub fn component(owner: &Owner, spec: &StoreSpec, c: Component) -> NetworkPolicy
             ports: Some(ports_to(c, callee)),
         })
         .collect();
-    if c.has_database() {
+    if spec.external_database(c).is_some() {
+        // The database's address is in a Secret the operator does not read (and may be a
+        // name that resolves anywhere): PostgreSQL's port to any address, for this service
+        // only.
+        egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![ip_block("0.0.0.0/0"), ip_block("::/0")]),
+            ports: Some(vec![tcp(i32::from(POSTGRES_PORT))]),
+        });
+    } else if c.has_database() {
         egress.push(NetworkPolicyEgressRule {
             to: Some(vec![pods(store, &Role::database(c))]),
             ports: Some(vec![tcp(i32::from(POSTGRES_PORT))]),

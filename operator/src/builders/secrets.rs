@@ -76,7 +76,7 @@ pub fn specs(store: &str, spec: &StoreSpec) -> Vec<SecretSpec> {
             retained: false,
         });
     }
-    for c in Component::WITH_DATABASE {
+    for c in spec.operated_databases() {
         out.push(SecretSpec {
             name: names::db_credentials_secret(store, c),
             role: Role::database(c),

@@ -36,6 +36,9 @@ pub const SERVICE_UID: i64 = 65532;
 const JWKS_VOLUME: &str = "jwks";
 const SIGNING_KEY_VOLUME: &str = "jwt-signing";
 const TMP_VOLUME: &str = "tmp";
+/// libpq's TLS mode variable, which sqlx reads too (not a Mercato name, so not in the
+/// contract).
+pub const PGSSLMODE: &str = "PGSSLMODE";
 /// Secret files readable by the owner and the pod's fsGroup only.
 const SECRET_FILE_MODE: i32 = 0o440;
 
@@ -81,7 +84,14 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
             env_value(env::JWKS_PATH, paths::JWKS_FILE),
         ]);
     }
-    if c.has_database() {
+    if let Some(external) = spec.external_database(c) {
+        // The URL whole, from the user's Secret; sqlx applies `PGSSLMODE` unless the URL
+        // has an `sslmode` of its own.
+        out.extend([
+            env_from_secret(env::DATABASE_URL, &external.secret_name, &external.url_key),
+            env_value(PGSSLMODE, external.tls_mode.as_str()),
+        ]);
+    } else if c.has_database() {
         let creds = names::db_credentials_secret(store, c);
         out.extend([
             env_from_secret(env::DB_USER, &creds, secret_keys::DB_USERNAME),
@@ -186,21 +196,23 @@ pub fn env(owner: &Owner, spec: &StoreSpec, c: Component) -> Vec<EnvVar> {
     out
 }
 
-/// The Secrets whose data goes into a component's pod template hash: those it reads,
-/// except the two key Secrets. The services re-read those files when they change (the
+/// The Secrets whose data goes into a component's pod template hash: those of the store it
+/// reads, except the two key Secrets. The services re-read those files when they change (the
 /// JWKS in every service, the signing key in auth), and a signing-key rotation rewrites
 /// them three times: hashing them would roll every pod at each step, and a roll of a
 /// one-replica auth is a gap in logins, the outage the rotation exists to avoid.
-pub fn hashed_secrets(store: &str, c: Component) -> Vec<String> {
+pub fn hashed_secrets(store: &str, spec: &StoreSpec, c: Component) -> Vec<String> {
     let live_reloaded = [names::jwks_secret(store), names::jwt_signing_secret(store)];
-    referenced_secrets(store, c)
+    referenced_secrets(store, spec, c)
         .into_iter()
         .filter(|s| !live_reloaded.contains(s))
         .collect()
 }
 
-/// The Secrets a component's pods read.
-pub fn referenced_secrets(store: &str, c: Component) -> Vec<String> {
+/// The store's Secrets a component's pods read (not an external database's Secret, which
+/// the operator neither makes nor reads: a new URL there reaches the pods when they
+/// restart).
+pub fn referenced_secrets(store: &str, spec: &StoreSpec, c: Component) -> Vec<String> {
     let mut out = Vec::new();
     if verifies_tokens(c) {
         out.push(names::jwks_secret(store));
@@ -208,7 +220,7 @@ pub fn referenced_secrets(store: &str, c: Component) -> Vec<String> {
     if c == Component::Storefront {
         out.push(names::storefront_secret(store));
     }
-    if c.has_database() {
+    if c.has_database() && spec.external_database(c).is_none() {
         out.push(names::db_credentials_secret(store, c));
     }
     if c == Component::Auth {
@@ -286,7 +298,7 @@ pub fn deployment(
 
     let hash = config_hash(
         secrets,
-        &hashed_secrets(&owner.name, c),
+        &hashed_secrets(&owner.name, spec, c),
         &serde_json::json!({ "env": env, "image": image }),
     );
 

@@ -124,7 +124,12 @@ fn the_schema_defaults_are_the_operators_defaults() {
 
 #[test]
 fn every_example_is_valid() {
-    for file in ["store.yaml", "store-full.yaml", "store-with-backups.yaml"] {
+    for file in [
+        "store.yaml",
+        "store-full.yaml",
+        "store-with-backups.yaml",
+        "store-external-db.yaml",
+    ] {
         assert_eq!(
             violations(&example(file), None),
             Vec::<String>::new(),
@@ -151,17 +156,22 @@ fn schema_paths(schema: &Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
+/// Between them, the full example and the external-database one (whose `external` excludes
+/// the full one's `restoreFrom`) set every field.
 #[test]
-fn the_full_example_sets_every_field() {
-    let full = example("store-full.yaml");
+fn the_full_examples_set_every_field() {
+    let full = [
+        example("store-full.yaml"),
+        example("store-external-db.yaml"),
+    ];
     let mut paths = Vec::new();
     schema_paths(&schema()["properties"]["spec"], "spec", &mut paths);
     assert!(paths.len() > 40, "{paths:?}");
     for path in paths {
         let pointer = format!("/{}", path.replace('.', "/"));
         assert!(
-            full.pointer(&pointer).is_some(),
-            "store-full.yaml lacks {path}"
+            full.iter().any(|f| f.pointer(&pointer).is_some()),
+            "store-full.yaml and store-external-db.yaml lack {path}"
         );
     }
 }
@@ -692,4 +702,61 @@ fn the_major_version_rule_is_cheap_for_the_api_servers_cost_estimate() {
         analyze_rule(rule, &compiled, ScopeContext::CrdValidation),
         Vec::new()
     );
+}
+
+#[test]
+fn an_external_database_is_fixed_once_the_store_exists_and_excludes_restore_from() {
+    let external =
+        |secret: &str| json!({"secretName": secret, "urlKey": "uri", "tlsMode": "require"});
+    let with = |db: Value| store("demo", json!({"order": {"database": db}}));
+    let plain = with(json!({}));
+    let cnpg = with(json!({"external": external("shop-order-db-app")}));
+    assert_eq!(violations(&cnpg, None), Vec::<String>::new());
+    let message = "database.external cannot be set or removed";
+    for (old, new, what) in [(&plain, &cnpg, "set"), (&cnpg, &plain, "removed")] {
+        let v = violations(new, Some(old));
+        assert!(v.iter().any(|m| m.contains(message)), "{what}: {v:?}");
+    }
+    let moved = with(json!({"external": external("shop-order-db-v2-app")}));
+    assert_eq!(
+        violations(&moved, Some(&cnpg)),
+        Vec::<String>::new(),
+        "another Secret may be named"
+    );
+
+    let both = with(json!({"external": external("shop-order-db-app"),
+                          "restoreFrom": {"claimName": "old-backups", "file": "latest"}}));
+    let v = violations(&both, None);
+    assert!(
+        v.iter()
+            .any(|m| m.contains("external and database.restoreFrom cannot be set together")),
+        "{v:?}"
+    );
+
+    let defaulted = apply_defaults(&schema(), &with(json!({"external": {"secretName": "db"}})));
+    assert_eq!(
+        defaulted["spec"]["order"]["database"]["external"],
+        json!({"secretName": "db", "urlKey": "url", "tlsMode": "require"})
+    );
+    let s = schema();
+    assert_eq!(
+        s["properties"]["spec"]["properties"]["order"]["properties"]["database"]["properties"]["external"]
+            ["properties"]["tlsMode"]["enum"],
+        json!(["disable", "prefer", "require", "verify-ca", "verify-full"])
+    );
+    assert_eq!(
+        s["properties"]["spec"]["properties"]["order"]["properties"]["database"]["properties"]["external"]
+            ["required"],
+        json!(["secretName"])
+    );
+    for bad in [
+        json!({"secretName": "Not_A_Name"}),
+        json!({"secretName": "db", "urlKey": "a/b"}),
+    ] {
+        assert_ne!(
+            violations(&with(json!({"external": bad.clone()})), None),
+            Vec::<String>::new(),
+            "{bad}"
+        );
+    }
 }

@@ -24,6 +24,7 @@ mod backup;
 mod builders;
 mod controller;
 mod crd;
+mod external_db;
 pub mod fake_api;
 pub mod fixtures;
 mod reconcile;

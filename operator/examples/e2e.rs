@@ -180,6 +180,12 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
             json!({"metadata": {"name": "bad-policy"}, "spec": {"deletionPolicy": "Shred"}}),
             "spec.deletionPolicy",
         ),
+        (
+            json!({"metadata": {"name": "bad-external"}, "spec": {"order": {"database": {
+                "external": {"secretName": "shop-order-db-app"},
+                "restoreFrom": {"claimName": "old-backups", "file": "latest"}}}}}),
+            "cannot be set together",
+        ),
     ] {
         let mut manifest = manifest;
         manifest["apiVersion"] = json!("mercato.dev/v1alpha1");
@@ -230,6 +236,25 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
         "the API server applied the schema defaults"
     );
     let owner = Owner::of(&store).context("the Store has a uid")?;
+
+    step("a change of PostgreSQL's major version is refused (the default is postgres:17)");
+    match stores
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"order": {"database": {"image": "postgres:16"}}}})),
+        )
+        .await
+    {
+        Ok(_) => bail!("database.image postgres:17 -> postgres:16 was accepted"),
+        Err(kube::Error::Api(s)) => ensure!(
+            s.code == 422 && s.message.contains("major version"),
+            "expected 422 mentioning the major version, got {} {}",
+            s.code,
+            s.message
+        ),
+        Err(e) => return Err(e.into()),
+    }
 
     // What should exist: the same list `render` prints.
     let data = secrets::generate(&name);

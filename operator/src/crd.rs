@@ -371,9 +371,7 @@ pub struct ExternalDatabase {
     pub url_key: String,
     /// TLS to the database (libpq's `sslmode`, given as `PGSSLMODE`; an `sslmode` in the
     /// URL takes precedence). `require` encrypts without checking the server's
-    /// certificate; `verify-ca` and `verify-full` check it against the public roots. All
-    /// but `disable` and `prefer` need services built with TLS support (see the operator's
-    /// README).
+    /// certificate; `verify-ca` and `verify-full` check it against the public roots.
     #[serde(default)]
     pub tls_mode: TlsMode,
 }

@@ -109,3 +109,37 @@ mod tests {
         assert_eq!(super::redact("postgres://h/d"), "postgres://h/d");
     }
 }
+
+/// TLS to PostgreSQL (`sslmode`/`PGSSLMODE`, as an external database is reached): with
+/// `require`, a connection is encrypted or is not made; it never falls back to plain text.
+#[cfg(all(test, feature = "testing"))]
+mod tls {
+    use sqlx::{Connection, PgConnection};
+
+    #[tokio::test]
+    async fn require_connects_over_tls_or_not_at_all() {
+        let plain_url = crate::testing::server_url();
+        let mut plain = PgConnection::connect(&plain_url)
+            .await
+            .expect("the test server answers");
+        let ssl: String = sqlx::query_scalar("SHOW ssl")
+            .fetch_one(&mut plain)
+            .await
+            .expect("SHOW ssl");
+        let mut url = url::Url::parse(&plain_url).expect("a URL");
+        url.query_pairs_mut().append_pair("sslmode", "require");
+        match (ssl.as_str(), PgConnection::connect(url.as_str()).await) {
+            ("on", Ok(mut conn)) => {
+                let encrypted: bool =
+                    sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                        .fetch_one(&mut conn)
+                        .await
+                        .expect("pg_stat_ssl");
+                assert!(encrypted, "sslmode=require connected without TLS");
+            }
+            ("on", Err(e)) => panic!("the server offers TLS, yet sslmode=require failed: {e}"),
+            (_, Ok(_)) => panic!("sslmode=require connected to a server without TLS"),
+            (_, Err(_)) => {} // A server without TLS: refused, as it must be.
+        }
+    }
+}

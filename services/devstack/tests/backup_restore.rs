@@ -4,6 +4,8 @@
 //! serves the same shopper the same orders. A database that exists is never overwritten.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -11,8 +13,9 @@ use mercato_contract::Component;
 use mercato_devstack::dev::TestStore;
 use mercato_kit::testing::server_url;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::{Connection, Executor, PgConnection};
+use support::send;
 
 /// The scripts the operator ships, as its CronJob and database init run them.
 const BACKUP: &str = concat!(
@@ -98,18 +101,6 @@ fn dumps(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
-}
-
-async fn send(
-    http: &reqwest::Client,
-    request: reqwest::RequestBuilder,
-    expect: StatusCode,
-) -> Value {
-    let r = http.execute(request.build().unwrap()).await.unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    assert_eq!(status, expect, "{text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
 async fn login(http: &reqwest::Client, gateway: &str) -> String {

@@ -3,10 +3,13 @@
 //! the database whatever a cache holds.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
+mod support;
+
 use mercato_contract::Component;
 use mercato_devstack::dev::TestStore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::send;
 
 /// An answer's status, `ETag`, `Cache-Control` and body text.
 async fn get(
@@ -27,18 +30,6 @@ async fn get(
     };
     let (status, etag, cache_control) = (r.status(), header("etag"), header("cache-control"));
     (status, etag, cache_control, r.text().await.unwrap())
-}
-
-async fn send(
-    http: &reqwest::Client,
-    request: reqwest::RequestBuilder,
-    expect: StatusCode,
-) -> Value {
-    let r = http.execute(request.build().unwrap()).await.unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    assert_eq!(status, expect, "{text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
 #[tokio::test]

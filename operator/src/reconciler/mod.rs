@@ -382,9 +382,25 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
             .signing_key_since(&owner.namespace, &owner.name, k.since.0.as_second());
     }
     let ready = new.phase == Some(crate::crd::Phase::Ready);
-    let failing = newly_failing(store, &new);
-    let backup_failed = newly_true(store, &new, status::BACKUP_FAILED);
-    let upgrade_blocked = newly_true(store, &new, status::UPGRADE_BLOCKED);
+    // Warnings to publish, each once per change of its condition's message.
+    let newly = |type_, reason| newly_true(store, &new, type_, reason);
+    let warnings = [
+        (
+            status::COMPONENTS_FAILING,
+            "Reconcile",
+            newly(status::DEGRADED, status::COMPONENTS_FAILING),
+        ),
+        (
+            status::BACKUP_FAILED,
+            "Backup",
+            newly(status::BACKUP_FAILED, ""),
+        ),
+        (
+            status::UPGRADE_BLOCKED,
+            "Reconcile",
+            newly(status::UPGRADE_BLOCKED, ""),
+        ),
+    ];
     patch_status(store, &owner, ctx, new).await?;
     // After the status that records it, so a failed status write repeats the step first.
     if let Some(note) = key.as_ref().and_then(|k| k.event.clone()) {
@@ -400,38 +416,12 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
         .await;
     }
     let wake = key.and_then(|k| k.wake);
-    if let Some(note) = failing {
-        warn!(store = %owner.name, namespace = %owner.namespace, "{note}");
-        ctx.publish(
-            store,
-            EventType::Warning,
-            status::COMPONENTS_FAILING,
-            "Reconcile",
-            note,
-        )
-        .await;
-    }
-    if let Some(note) = backup_failed {
-        warn!(store = %owner.name, namespace = %owner.namespace, "{note}");
-        ctx.publish(
-            store,
-            EventType::Warning,
-            status::BACKUP_FAILED,
-            "Backup",
-            note,
-        )
-        .await;
-    }
-    if let Some(note) = upgrade_blocked {
-        warn!(store = %owner.name, namespace = %owner.namespace, "{note}");
-        ctx.publish(
-            store,
-            EventType::Warning,
-            status::UPGRADE_BLOCKED,
-            "Reconcile",
-            note,
-        )
-        .await;
+    for (reason, action, note) in warnings {
+        if let Some(note) = note {
+            warn!(store = %owner.name, namespace = %owner.namespace, "{note}");
+            ctx.publish(store, EventType::Warning, reason, action, note)
+                .await;
+        }
     }
     for (list, reason, verb) in [
         (&sync.created, "Created", "created"),
@@ -471,32 +461,21 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-/// The `Degraded` message when components have started failing, or fail for other reasons
-/// than the status said before (one event per change, not one per reconcile).
-fn newly_failing(store: &Store, new: &StoreStatus) -> Option<String> {
-    let degraded = |s: &StoreStatus| {
+/// The message of condition `type_` (with reason `reason`, unless that is empty) when it
+/// has become true, or says something else than the status said before (one event per
+/// change, not one per reconcile): components failing (`Degraded`), `BackupFailed`,
+/// `UpgradeBlocked`.
+fn newly_true(store: &Store, new: &StoreStatus, type_: &str, reason: &str) -> Option<String> {
+    let message = |s: &StoreStatus| {
         s.conditions
             .iter()
-            .find(|c| c.type_ == status::DEGRADED && c.reason == status::COMPONENTS_FAILING)
+            .find(|c| {
+                c.type_ == type_ && c.status == "True" && (reason.is_empty() || c.reason == reason)
+            })
             .map(|c| c.message.clone())
     };
-    let now = degraded(new)?;
-    let before = store.status.as_ref().and_then(degraded);
-    (before.as_ref() != Some(&now)).then_some(now)
-}
-
-/// The message of condition `type_` (`BackupFailed`, `UpgradeBlocked`) when it has become
-/// true, or says something else than the status said before (one event per change, not one
-/// per reconcile).
-fn newly_true(store: &Store, new: &StoreStatus, type_: &str) -> Option<String> {
-    let failed = |s: &StoreStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == "True")
-            .map(|c| c.message.clone())
-    };
-    let now = failed(new)?;
-    let before = store.status.as_ref().and_then(failed);
+    let now = message(new)?;
+    let before = store.status.as_ref().and_then(message);
     (before.as_ref() != Some(&now)).then_some(now)
 }
 

@@ -48,6 +48,7 @@ impl TestDb {
         let name = format!("mercato_test_{}", uuid::Uuid::new_v4().simple());
         let mut url = url::Url::parse(&server).expect("DATABASE_URL is a URL");
         url.set_path(&name);
+        crate::db::plain_on_loopback(&mut url);
         Self {
             url: url.to_string(),
             name,

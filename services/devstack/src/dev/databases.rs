@@ -16,24 +16,6 @@ fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// `sslmode=disable` on a URL to this machine that names no `sslmode`: sqlx and libpq
-/// would otherwise negotiate TLS whenever the server offers it (Debian's does), which on
-/// loopback protects nothing and costs every query (about 0.4× the checkouts per second in
-/// `make bench`). A remote server, or a URL that says otherwise, is left as it is.
-fn plain_on_loopback(url: &mut url::Url) {
-    // `postgres:` is not a special scheme, so its host is opaque text: parse it here.
-    let host = url.host_str().unwrap_or("localhost");
-    let loopback = host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback && !url.query_pairs().any(|(k, _)| k == "sslmode") {
-        url.query_pairs_mut().append_pair("sslmode", "disable");
-    }
-}
-
 /// One role and one database per service; returns each service's own URL.
 pub(super) async fn prepare_databases(
     options: &DevOptions,
@@ -100,7 +82,7 @@ pub(super) async fn prepare_databases(
         url.set_password(Some(password))
             .map_err(|()| anyhow::anyhow!("cannot set password in the PostgreSQL URL"))?;
         url.set_path(&name);
-        plain_on_loopback(&mut url);
+        mercato_kit::db::plain_on_loopback(&mut url);
         urls.insert(c, url.to_string());
     }
     Ok(urls)
@@ -127,41 +109,4 @@ pub async fn reset(options: &DevOptions) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::plain_on_loopback;
-
-    fn plain(url: &str) -> String {
-        let mut url = url::Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
-        plain_on_loopback(&mut url);
-        url.to_string()
-    }
-
-    #[test]
-    fn loopback_urls_go_without_tls_unless_they_say_otherwise() {
-        assert_eq!(
-            plain("postgres://u@127.0.0.1:5432/db"),
-            "postgres://u@127.0.0.1:5432/db?sslmode=disable"
-        );
-        assert_eq!(
-            plain("postgres://u@localhost/db"),
-            "postgres://u@localhost/db?sslmode=disable"
-        );
-        assert_eq!(
-            plain("postgres://u@[::1]:5432/db"),
-            "postgres://u@[::1]:5432/db?sslmode=disable"
-        );
-        assert_eq!(
-            plain("postgres://u@127.0.0.1/db?sslmode=require"),
-            "postgres://u@127.0.0.1/db?sslmode=require",
-            "the URL's own choice stands"
-        );
-        assert_eq!(
-            plain("postgres://u@db.example.com/db"),
-            "postgres://u@db.example.com/db",
-            "a remote server negotiates as libpq would"
-        );
-    }
 }

@@ -86,7 +86,7 @@ operator_outputs() {
     return 1
   fi
   say "ok   crds/store.yaml is what \`mercato-operator crd\` prints"
-  for example in store store-full store-with-backups store-external-db; do
+  for example in store store-full store-with-backups store-external-db store-with-bucket-backups; do
     "$CARGO" run --quiet -p mercato-operator -- render -f "examples/$example.yaml" -n "$STORE_NS" \
       >"$OUT/operator-$example.yaml" || return 1
     say "ok   mercato-operator render -f examples/$example.yaml: $(grep -c '^kind:' "$OUT/operator-$example.yaml") objects"
@@ -129,12 +129,13 @@ step "Kubernetes schemas ($KUBE_VERSIONS, strict): the chart, the CRD, the opera
   "$PY" "$CHECKS/k8s_validate.py" --versions "$KUBE_VERSIONS" --crd-kinds Store --no-schema ServiceMonitor --no-schema PodMonitor --no-schema PrometheusRule \
   "$OUT/chart-default.yaml" "$OUT/chart-all-options.yaml" crds/store.yaml \
   "$OUT/operator-store.yaml" "$OUT/operator-store-full.yaml" "$OUT/operator-store-with-backups.yaml" \
-  "$OUT/operator-store-external-db.yaml"
+  "$OUT/operator-store-external-db.yaml" "$OUT/operator-store-with-bucket-backups.yaml"
 
 step "Stores against the CRD's schema and CEL rules: examples, the chart's Store" \
   "$PY" "$CHECKS/crd_validate.py" crds/store.yaml --require-store --full examples/store-full.yaml \
-  --full examples/store-external-db.yaml \
+  --full examples/store-external-db.yaml --full examples/store-with-bucket-backups.yaml \
   examples/store.yaml examples/store-full.yaml examples/store-with-backups.yaml examples/store-external-db.yaml \
+  examples/store-with-bucket-backups.yaml \
   "$OUT/chart-all-options.yaml"
 
 step "checkov: the chart (defaults, every option on)" \

@@ -436,18 +436,28 @@ fn image_major_rule() -> String {
     format!("{old} == '' || {new} == '' || {old} == {new}")
 }
 
-/// Which backup a new database is restored from.
+/// Which backup a new database is restored from: a claim or a bucket, and a dump there.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.claimName) != has(self.s3)",
+    "message": "database.restoreFrom needs exactly one of claimName and s3"
+}]))]
 pub struct RestoreFrom {
     /// A PersistentVolumeClaim in the Store's namespace holding backups as a Store's backup
     /// CronJobs write them (`<component>/<time>.dump`): another Store's `<store>-backups`,
     /// or this Store's own when it was deleted and is created again. Mounted read-only.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
-    pub claim_name: String,
+    pub claim_name: Option<String>,
+    /// A bucket holding backups as a Store's backup CronJobs upload them
+    /// (`<prefix>/<component>/<time>.dump`; the prefix defaults to this Store's name, so a
+    /// Store created again under its old name finds its own backups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Target>,
     /// The dump, e.g. `20261203T165513Z.dump`, or `latest` for the newest one there.
     #[schemars(regex(pattern = r"^(latest|[0-9]{8}T[0-9]{6}Z\.dump)$"))]
     pub file: String,
@@ -473,18 +483,24 @@ pub struct BackupSpec {
     /// Where the dumps are written.
     #[serde(default)]
     pub target: BackupTarget,
+    /// The image of `mercato-backup`, which uploads dumps to a bucket and fetches them back
+    /// for a restore from one; `<registry>/backup:<tag>` of the operator's settings when
+    /// unset. Also used by `restoreFrom.s3`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
 }
 
 fn default_retention() -> i32 {
     7
 }
 
-/// Where backups go: one of the targets below (so far only a volume claim).
+/// Where backups go: exactly one of the targets below (a claim when none is named).
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.pvc)",
-    "message": "backup.target needs pvc"
+    "rule": "has(self.pvc) != has(self.s3)",
+    "message": "backup.target needs exactly one of pvc and s3"
 }]))]
 pub struct BackupTarget {
     /// A PersistentVolumeClaim `<store>-backups` in the Store's namespace, not owned by the
@@ -492,12 +508,125 @@ pub struct BackupTarget {
     /// backing up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pvc: Option<PvcTarget>,
+    /// An S3-compatible bucket (AWS S3, MinIO, Ceph RGW, R2, …), off the cluster: the
+    /// production choice. Each run dumps into a scratch volume, checks the dump, uploads it
+    /// to `<prefix>/<component>/<time>.dump` and then prunes the bucket to the retention.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Target>,
 }
 
 impl Default for BackupTarget {
     fn default() -> Self {
         Self {
             pvc: Some(PvcTarget::default()),
+            s3: None,
+        }
+    }
+}
+
+/// An S3-compatible bucket and the folder in it.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Target {
+    /// The S3 API's URL, scheme and host (and port) only: `https://s3.eu-west-1.amazonaws.com`,
+    /// `http://minio.backups.svc:9000`. TLS servers must have a certificate from a public CA.
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
+    )]
+    pub endpoint: String,
+    /// The bucket, which must exist.
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
+    pub bucket: String,
+    /// The folder in the bucket for this Store's dumps; the Store's name when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 512),
+        regex(pattern = r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$")
+    )]
+    pub prefix: Option<String>,
+    /// The bucket's region (what the signatures are made for).
+    #[serde(default = "default_region")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub region: String,
+    /// `Path` (`<endpoint>/<bucket>/<key>`, which every S3-compatible server takes) or
+    /// `VirtualHost` (`<bucket>.<endpoint host>/<key>`).
+    #[serde(default)]
+    pub url_style: UrlStyle,
+    /// A Secret in the Store's namespace with the keys `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` (and, for temporary credentials, `AWS_SESSION_TOKEN`),
+    /// allowed to list, read, write and delete objects under the prefix.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub credentials_secret: String,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+
+/// How a bucket's objects are addressed.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UrlStyle {
+    #[default]
+    Path,
+    VirtualHost,
+}
+
+impl UrlStyle {
+    /// The value of `mercato-backup`'s `S3_URL_STYLE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UrlStyle::Path => "path",
+            UrlStyle::VirtualHost => "virtual-host",
+        }
+    }
+}
+
+impl S3Target {
+    /// The folder of Store `store`'s dumps of component `c`'s database.
+    pub fn prefix_of(&self, store: &str, c: Component) -> String {
+        let base = self.prefix.as_deref().unwrap_or(store).trim_matches('/');
+        format!("{base}/{}", c.name())
+    }
+
+    /// The TCP port of the endpoint (its own, or the scheme's).
+    pub fn port(&self) -> i32 {
+        let rest = self
+            .endpoint
+            .split_once("://")
+            .map_or(self.endpoint.as_str(), |(_, r)| r);
+        let host = rest.trim_end_matches('/');
+        match host.rsplit_once(':').and_then(|(_, p)| p.parse().ok()) {
+            Some(port) => port,
+            None if self.endpoint.starts_with("http://") => 80,
+            None => 443,
+        }
+    }
+}
+
+/// Where a Store's backups are written, resolved from `backup.target`.
+#[derive(Debug, Clone, Copy)]
+pub enum Destination<'a> {
+    Pvc(&'a PvcTarget),
+    S3(&'a S3Target),
+}
+
+impl BackupTarget {
+    /// The target: the bucket when one is named, else the claim (the default claim when a
+    /// `pvc: null` slipped past the CRD's rule).
+    pub fn destination(&self) -> Destination<'_> {
+        static DEFAULT_PVC: std::sync::LazyLock<PvcTarget> =
+            std::sync::LazyLock::new(PvcTarget::default);
+        match (&self.s3, &self.pvc) {
+            (Some(s3), _) => Destination::S3(s3),
+            (None, Some(pvc)) => Destination::Pvc(pvc),
+            (None, None) => Destination::Pvc(&DEFAULT_PVC),
         }
     }
 }
@@ -891,6 +1020,14 @@ pub fn crd() -> CustomResourceDefinition {
 }
 
 impl StoreSpec {
+    /// The image of `mercato-backup`: `backup.image`, else the operator's default.
+    pub fn backup_image(&self, defaults: &ImageDefaults) -> String {
+        self.backup
+            .as_ref()
+            .and_then(|b| b.image.clone())
+            .unwrap_or_else(|| defaults.backup())
+    }
+
     /// The settings of a backend service; `None` for the gateway and the storefront, which
     /// have no database.
     pub fn service(&self, component: Component) -> Option<&ServiceSpec> {

@@ -7,7 +7,10 @@ use mercato_contract::Component;
 /// Registry (with any path prefix) used when the operator is given none.
 pub const DEFAULT_REGISTRY: &str = "mercato";
 
-/// The default images: `<registry>/<component>:<tag>`.
+/// The name of `mercato-backup`'s image (the Dockerfile with `BIN=mercato-backup`).
+pub const BACKUP_IMAGE: &str = "backup";
+
+/// The default images: `<registry>/<component>:<tag>`, and `<registry>/backup:<tag>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageDefaults {
     registry: String,
@@ -59,7 +62,17 @@ impl ImageDefaults {
 
     /// The image of `component` when its Store names none.
     pub fn image(&self, component: Component) -> String {
-        format!("{}/{}:{}", self.registry, component.name(), self.tag)
+        self.named(component.name())
+    }
+
+    /// The image of `mercato-backup` (backups to and restores from a bucket) when its Store
+    /// names none.
+    pub fn backup(&self) -> String {
+        self.named(BACKUP_IMAGE)
+    }
+
+    fn named(&self, name: &str) -> String {
+        format!("{}/{name}:{}", self.registry, self.tag)
     }
 }
 

@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, ExecAction, LocalObjectReference, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
-    VolumeResourceRequirements,
+    Container, ContainerPort, EnvVar, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -18,7 +17,8 @@ use super::backup;
 use super::pod::{empty_dir, env_from_secret, env_value, mount};
 use super::security::{container_security_context, pod_security_context};
 use super::{SecretData, config_hash};
-use crate::crd::{DatabaseSpec, ImagePullPolicy};
+use crate::crd::{DatabaseSpec, StoreSpec};
+use crate::images::ImageDefaults;
 use crate::meta::{CONFIG_HASH_ANNOTATION, Owner, Role, labels, selector, selector_labels};
 
 /// uid, gid and fsGroup of the official (Debian) postgres image's `postgres` user.
@@ -72,12 +72,13 @@ fn pg_isready_probe(period: i32, failures: i32, restoring: bool) -> Probe {
 /// The PostgreSQL StatefulSet of component `c`, whose settings are `db`.
 pub fn stateful_set(
     owner: &Owner,
+    spec: &StoreSpec,
+    images: &ImageDefaults,
     db: &DatabaseSpec,
-    pull_policy: ImagePullPolicy,
-    pull_secrets: Option<Vec<LocalObjectReference>>,
     c: Component,
     secrets: &SecretData,
 ) -> StatefulSet {
+    let pull_policy = spec.image_pull_policy;
     let role = Role::database(c);
     let name = names::database(&owner.name, c);
     let creds = names::db_credentials_secret(&owner.name, c);
@@ -100,12 +101,46 @@ pub fn stateful_set(
     // Only what a restore needs is added, so a database that restores nothing keeps the pod
     // template it always had (and an operator upgrade rolls no database).
     let restoring = db.restore_from.is_some();
+    let mut init_containers = None;
     if let Some(restore) = &db.restore_from {
         env.push(env_value("RESTORE_DIR", backup::dir(c)));
         env.push(env_value("RESTORE_FILE", restore.file.clone()));
         mounts.push(mount(backup::BACKUPS_VOLUME, backup::BACKUPS_MOUNT, true));
         mounts.push(mount(backup::SCRIPTS_VOLUME, INITDB_DIR, true));
-        volumes.push(backup::claim_volume(&restore.claim_name, true));
+        match (&restore.s3, &restore.claim_name) {
+            (Some(s3), _) => {
+                // The dump is fetched into a scratch volume first, unless the data
+                // directory exists (the entrypoint would restore nothing into it).
+                let mut fetch_env = backup::s3_env(s3, &owner.name, c);
+                fetch_env.push(env_value("RESTORE_FILE", restore.file.clone()));
+                let pg_version = format!("{PGDATA}/PG_VERSION");
+                init_containers = Some(vec![backup::tool_container(
+                    "fetch-backup",
+                    spec.backup_image(images),
+                    pull_policy,
+                    &[
+                        "fetch",
+                        "--into",
+                        &backup::dir(c),
+                        "--unless-exists",
+                        &pg_version,
+                    ],
+                    fetch_env,
+                    vec![
+                        mount(backup::BACKUPS_VOLUME, backup::BACKUPS_MOUNT, false),
+                        mount(DATA_VOLUME, DATA_MOUNT, true),
+                    ],
+                )]);
+                volumes.push(empty_dir(backup::BACKUPS_VOLUME));
+            }
+            (None, claim) => {
+                // The CRD asks for one of the two; a claim is the backups' default place.
+                let claim = claim
+                    .clone()
+                    .unwrap_or_else(|| backup::claim_name(&owner.name));
+                volumes.push(backup::claim_volume(&claim, true));
+            }
+        }
         volumes.push(backup::script_volume(
             &owner.name,
             backup::RESTORE_SCRIPT_KEY,
@@ -178,9 +213,10 @@ pub fn stateful_set(
                     // Service URLs come from our own variables; no `<SVC>_PORT` noise in the env.
                     enable_service_links: Some(false),
                     security_context: Some(pod_security_context(POSTGRES_UID)),
+                    init_containers,
                     containers: vec![container],
                     volumes: Some(volumes),
-                    image_pull_secrets: pull_secrets,
+                    image_pull_secrets: spec.pull_secrets(),
                     ..PodSpec::default()
                 }),
             },

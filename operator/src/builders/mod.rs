@@ -16,7 +16,7 @@ pub use secrets::SecretData;
 
 use crate::child::Child;
 pub use crate::child::hex;
-use crate::crd::StoreSpec;
+use crate::crd::{Destination, StoreSpec};
 use crate::images::ImageDefaults;
 use crate::meta::Owner;
 use mercato_contract::Component;
@@ -87,11 +87,8 @@ pub fn desired(
         out.push(Child::new(&workloads::service_account(owner, c)).of(c));
     }
     // Before the databases, whose restore mounts the scripts.
-    if let Some(b) = &spec.backup {
-        // The claim is the only target so far (the CRD refuses a target without it; a
-        // `pvc: null` that slips past its rule gets the default claim the CronJobs mount).
-        let pvc = b.target.pvc.clone().unwrap_or_default();
-        out.push(Child::new(&backup::claim(owner, &pvc)));
+    if let Some(Destination::Pvc(pvc)) = spec.backup.as_ref().map(|b| b.target.destination()) {
+        out.push(Child::new(&backup::claim(owner, pvc)));
     }
     if backup::needs_scripts(spec) {
         out.push(Child::new(&backup::scripts(owner)));
@@ -103,16 +100,16 @@ pub fn desired(
             out.push(
                 Child::new(&database::stateful_set(
                     owner,
+                    spec,
+                    images,
                     &service.database,
-                    spec.image_pull_policy,
-                    spec.pull_secrets(),
                     c,
                     secrets,
                 ))
                 .of(c),
             );
             if let Some(b) = &spec.backup {
-                let job = backup::cron_job(owner, spec, b, service.database.image(), c);
+                let job = backup::cron_job(owner, spec, b, images, service.database.image(), c);
                 out.push(Child::new(&job).of(c));
             }
         }
@@ -136,7 +133,7 @@ pub fn desired(
         for c in spec.operated_databases() {
             out.push(Child::new(&network::database(owner, spec, c)).of(c));
             if spec.backup.is_some() {
-                out.push(Child::new(&network::backup(owner, c)).of(c));
+                out.push(Child::new(&network::backup(owner, spec, c)).of(c));
             }
         }
     }

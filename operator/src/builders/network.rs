@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mercato_contract::{Component, HTTP_PORT, OPS_PORT, POSTGRES_PORT, names};
 
-use crate::crd::{DnsSpec, PeerSpec, StoreSpec};
+use crate::crd::{Destination, DnsSpec, PeerSpec, S3Target, StoreSpec};
 use crate::meta::{Owner, Role, selector, store_pods_selector};
 
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -230,27 +230,44 @@ pub fn database(owner: &Owner, spec: &StoreSpec, c: Component) -> NetworkPolicy 
     if spec.backup.is_some() {
         from.push(pods(store, &Role::backup(c)));
     }
+    // A database restoring from a bucket fetches the dump in its init container.
+    let bucket = spec
+        .service(c)
+        .and_then(|s| s.database.restore_from.as_ref())
+        .and_then(|r| r.s3.as_ref());
+    let mut policy_types = vec!["Ingress".to_string()];
+    if bucket.is_some() {
+        policy_types.push("Egress".to_string());
+    }
     policy(
         owner,
         names::database(store, c),
         &role,
         NetworkPolicySpec {
             pod_selector: Some(selector(store, &role)),
-            policy_types: Some(vec!["Ingress".to_string()]),
+            policy_types: Some(policy_types),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(from),
                 ports: Some(vec![tcp(i32::from(POSTGRES_PORT))]),
             }]),
-            egress: None,
+            egress: bucket.map(|s3| vec![to_bucket(s3)]),
         },
     )
 }
 
-/// The pods of a database's backup CronJob: egress to that database only (and DNS, from
-/// the store-wide policy); no ingress.
-pub fn backup(owner: &Owner, c: Component) -> NetworkPolicy {
+/// The pods of a database's backup CronJob: egress to that database, and to a bucket
+/// target's port on any address (its name may resolve anywhere); DNS from the store-wide
+/// policy; no ingress.
+pub fn backup(owner: &Owner, spec: &StoreSpec, c: Component) -> NetworkPolicy {
     let store = &owner.name;
     let role = Role::backup(c);
+    let mut egress = vec![NetworkPolicyEgressRule {
+        to: Some(vec![pods(store, &Role::database(c))]),
+        ports: Some(vec![tcp(i32::from(POSTGRES_PORT))]),
+    }];
+    if let Some(Destination::S3(s3)) = spec.backup.as_ref().map(|b| b.target.destination()) {
+        egress.push(to_bucket(s3));
+    }
     policy(
         owner,
         super::backup::cron_job_name(store, c),
@@ -259,10 +276,15 @@ pub fn backup(owner: &Owner, c: Component) -> NetworkPolicy {
             pod_selector: Some(selector(store, &role)),
             policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
             ingress: None,
-            egress: Some(vec![NetworkPolicyEgressRule {
-                to: Some(vec![pods(store, &Role::database(c))]),
-                ports: Some(vec![tcp(i32::from(POSTGRES_PORT))]),
-            }]),
+            egress: Some(egress),
         },
     )
+}
+
+/// Egress to a bucket's endpoint: its port, to any address.
+fn to_bucket(s3: &S3Target) -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        to: Some(vec![ip_block("0.0.0.0/0"), ip_block("::/0")]),
+        ports: Some(vec![tcp(s3.port())]),
+    }
 }

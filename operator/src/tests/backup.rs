@@ -18,6 +18,7 @@ use super::fixtures::NAMESPACE;
 use super::reconcile::Harness;
 use crate::builders::{backup, database, secrets};
 use crate::crd::{BackupSpec, DeletionPolicy, RestoreFrom, Store};
+use crate::images::ImageDefaults;
 use crate::meta::Role;
 use crate::status::BACKUP_FAILED;
 
@@ -27,6 +28,7 @@ fn with_backup() -> Store {
             schedule: "17 3 * * *".into(),
             retention: 9,
             target: Default::default(),
+            image: None,
         })
     })
 }
@@ -34,7 +36,8 @@ fn with_backup() -> Store {
 fn restoring(c: Component) -> Store {
     Store::test().with(|s| {
         let restore = Some(RestoreFrom {
-            claim_name: "old-backups".into(),
+            claim_name: Some("old-backups".into()),
+            s3: None,
             file: "20261203T165513Z.dump".into(),
         });
         match c {
@@ -47,7 +50,7 @@ fn restoring(c: Component) -> Store {
 }
 
 /// The children of `store` of kind `K`, parsed.
-fn of_kind<K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned>(
+pub(super) fn of_kind<K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned>(
     store: &Store,
 ) -> Vec<K> {
     store
@@ -59,7 +62,7 @@ fn of_kind<K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned>(
         .collect()
 }
 
-fn job_pod(job: &CronJob) -> &PodSpec {
+pub(super) fn job_pod(job: &CronJob) -> &PodSpec {
     job.spec
         .as_ref()
         .unwrap()
@@ -73,11 +76,11 @@ fn job_pod(job: &CronJob) -> &PodSpec {
         .unwrap()
 }
 
-fn sts_pod(sts: &StatefulSet) -> &PodSpec {
+pub(super) fn sts_pod(sts: &StatefulSet) -> &PodSpec {
     sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
 }
 
-fn policy(store: &Store, name: &str) -> NetworkPolicy {
+pub(super) fn policy(store: &Store, name: &str) -> NetworkPolicy {
     of_kind::<NetworkPolicy>(store)
         .into_iter()
         .find(|p| p.metadata.name.as_deref() == Some(name))
@@ -425,9 +428,9 @@ fn restore_from_mounts_the_claim_and_the_init_script_on_that_database_only() {
         let db = &store.spec.service(c).unwrap().database;
         serde_json::to_value(database::stateful_set(
             &store.owner(),
+            &store.spec,
+            &ImageDefaults::default(),
             db,
-            store.spec.image_pull_policy,
-            store.spec.pull_secrets(),
             c,
             &data,
         ))
@@ -453,7 +456,7 @@ fn restore_from_mounts_the_claim_and_the_init_script_on_that_database_only() {
 
 // --- The reconciler ---------------------------------------------------------------------
 
-fn set_backup(h: &Harness, backup: Value) {
+pub(super) fn set_backup(h: &Harness, backup: Value) {
     h.fake.edit(
         "stores",
         NAMESPACE,

@@ -65,9 +65,9 @@ pub(super) fn statefulset(store: &Store, c: Component) -> StatefulSet {
     let db = &store.spec.service(c).unwrap().database;
     database::stateful_set(
         &store.owner(),
+        &store.spec,
+        &ImageDefaults::default(),
         db,
-        store.spec.image_pull_policy,
-        store.spec.pull_secrets(),
         c,
         &data,
     )

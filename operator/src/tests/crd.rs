@@ -129,6 +129,7 @@ fn every_example_is_valid() {
         "store-full.yaml",
         "store-with-backups.yaml",
         "store-external-db.yaml",
+        "store-with-bucket-backups.yaml",
     ] {
         assert_eq!(
             violations(&example(file), None),
@@ -156,13 +157,15 @@ fn schema_paths(schema: &Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-/// Between them, the full example and the external-database one (whose `external` excludes
-/// the full one's `restoreFrom`) set every field.
+/// Between them, the full example, the external-database one (whose `external` excludes
+/// the full one's `restoreFrom`) and the bucket one (whose `s3` targets exclude the full
+/// one's claims) set every field.
 #[test]
 fn the_full_examples_set_every_field() {
     let full = [
         example("store-full.yaml"),
         example("store-external-db.yaml"),
+        example("store-with-bucket-backups.yaml"),
     ];
     let mut paths = Vec::new();
     schema_paths(&schema()["properties"]["spec"], "spec", &mut paths);
@@ -171,7 +174,7 @@ fn the_full_examples_set_every_field() {
         let pointer = format!("/{}", path.replace('.', "/"));
         assert!(
             full.iter().any(|f| f.pointer(&pointer).is_some()),
-            "store-full.yaml and store-external-db.yaml lack {path}"
+            "store-full.yaml, store-external-db.yaml and store-with-bucket-backups.yaml lack {path}"
         );
     }
 }
@@ -538,7 +541,8 @@ fn backup_defaults_and_ranges_are_in_the_schema() {
         None,
     );
     assert!(
-        v.iter().any(|m| m.contains("backup.target needs pvc")),
+        v.iter()
+            .any(|m| m.contains("backup.target needs exactly one of pvc and s3")),
         "{v:?}"
     );
 }
@@ -757,6 +761,75 @@ fn an_external_database_is_fixed_once_the_store_exists_and_excludes_restore_from
             violations(&with(json!({"external": bad.clone()})), None),
             Vec::<String>::new(),
             "{bad}"
+        );
+    }
+}
+
+#[test]
+fn a_backup_target_and_a_restore_name_exactly_one_place_and_a_bare_endpoint() {
+    let bucket = |endpoint: &str| json!({"endpoint": endpoint, "bucket": "shop-backups", "credentialsSecret": "backup-bucket"});
+    let backup = |target: Value| {
+        store(
+            "demo",
+            json!({"backup": {"schedule": "17 3 * * *", "target": target}}),
+        )
+    };
+    for ok in [
+        json!({"s3": bucket("https://s3.eu-west-1.amazonaws.com")}),
+        json!({"s3": bucket("http://minio.backups.svc:9000")}),
+        json!({"pvc": {"size": "5Gi"}}),
+    ] {
+        assert_eq!(
+            violations(&backup(ok.clone()), None),
+            Vec::<String>::new(),
+            "{ok}"
+        );
+    }
+    let both = json!({"pvc": {"size": "5Gi"}, "s3": bucket("https://s3.example.com")});
+    for bad in [both, json!({})] {
+        let v = violations(&backup(bad.clone()), None);
+        assert!(
+            v.iter().any(|m| m.contains("exactly one of pvc and s3")),
+            "{bad}: {v:?}"
+        );
+    }
+    for endpoint in [
+        "s3.example.com",
+        "ftp://s3.example.com",
+        "https://s3.example.com/bucket",
+        "https://s3.example.com?x=1",
+    ] {
+        let v = violations(&backup(json!({"s3": bucket(endpoint)})), None);
+        assert!(
+            v.iter().any(|m| m.contains("endpoint")),
+            "{endpoint}: {v:?}"
+        );
+    }
+    let mut bad_bucket = bucket("https://s3.example.com");
+    bad_bucket["bucket"] = json!("Shop_Backups");
+    let v = violations(&backup(json!({"s3": bad_bucket})), None);
+    assert!(v.iter().any(|m| m.contains("bucket")), "{v:?}");
+
+    let restore = |from: Value| {
+        store(
+            "demo",
+            json!({"order": {"database": {"restoreFrom": from}}}),
+        )
+    };
+    let s3 = bucket("https://s3.example.com");
+    assert_eq!(
+        violations(&restore(json!({"s3": s3, "file": "latest"})), None),
+        Vec::<String>::new()
+    );
+    for bad in [
+        json!({"s3": s3, "claimName": "old-backups", "file": "latest"}),
+        json!({"file": "latest"}),
+    ] {
+        let v = violations(&restore(bad.clone()), None);
+        assert!(
+            v.iter()
+                .any(|m| m.contains("exactly one of claimName and s3")),
+            "{bad}: {v:?}"
         );
     }
 }

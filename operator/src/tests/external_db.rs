@@ -41,6 +41,7 @@ fn an_external_database_gets_no_stateful_set_service_claim_credentials_or_backup
                 schedule: "17 3 * * *".into(),
                 retention: 7,
                 target: Default::default(),
+                image: None,
             })
         })
     };

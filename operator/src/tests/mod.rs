@@ -21,6 +21,7 @@ pub async fn eventually(what: &str, done: impl Fn() -> bool) {
 }
 
 mod backup;
+mod bucket;
 mod builders;
 mod controller;
 mod crd;

@@ -1,7 +1,9 @@
 //! Backups as a platform team meets them: a store takes orders, every database is backed
 //! up by the script a Store's backup CronJob runs, the store and its databases are deleted,
 //! and a new store restored from those dumps (by the script a new database's init runs)
-//! serves the same shopper the same orders. A database that exists is never overwritten.
+//! serves the same shopper the same orders, whether the dumps were kept on the backup claim
+//! or in an S3-compatible bucket (a real one: s3s-fs, which checks every signature). A
+//! database that exists is never overwritten.
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
 mod support;
@@ -9,6 +11,8 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
+use mercato_backup::testing::S3Server;
+use mercato_backup::{Backups, DEFAULT_PART_SIZE, newest_dump};
 use mercato_contract::Component;
 use mercato_devstack::dev::TestStore;
 use mercato_kit::testing::server_url;
@@ -147,8 +151,29 @@ async fn databases_named(prefix: &str) -> Vec<String> {
         .unwrap()
 }
 
+/// Where the dumps are kept between the backup and the restore.
+enum Place {
+    /// The backup claim: backup.sh writes there, restore.sh reads there.
+    Claim,
+    /// A bucket: backup.sh writes into a scratch folder, mercato-backup uploads from it
+    /// and, for the restore, fetches the newest back into another.
+    Bucket(S3Server),
+}
+
 #[tokio::test]
 async fn orders_survive_a_backup_the_stores_deletion_and_a_restore_into_a_new_store() {
+    orders_survive(Place::Claim).await;
+}
+
+#[tokio::test]
+async fn orders_survive_a_backup_to_a_bucket_the_stores_deletion_and_a_restore_from_it() {
+    orders_survive(Place::Bucket(
+        S3Server::start("shop-backups").await.unwrap(),
+    ))
+    .await;
+}
+
+async fn orders_survive(place: Place) {
     let backups = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
 
@@ -212,11 +237,39 @@ async fn orders_survive_a_backup_the_stores_deletion_and_a_restore_into_a_new_st
         let dir = backups.path().join(c.name());
         let mut env = libpq_env(url);
         env.push(("BACKUP_DIR", dir.display().to_string()));
-        env.push(("BACKUP_RETENTION", "3".into()));
+        let retention = if matches!(place, Place::Bucket(_)) {
+            "1"
+        } else {
+            "3"
+        };
+        env.push(("BACKUP_RETENTION", retention.into()));
         let (ok, out) = run(BACKUP, &env);
         assert!(ok, "backup of {c}: {out}");
         assert_eq!(dumps(&dir).len(), 1, "{c}: {out}");
+        if let Place::Bucket(server) = &place {
+            let bucket = Backups::new(&server.target(&format!("demo/{c}"))).unwrap();
+            let dump = newest_dump(&dir).unwrap();
+            let stored = bucket.upload(&dump, DEFAULT_PART_SIZE).await.unwrap();
+            assert_eq!(stored.size, std::fs::metadata(&dump).unwrap().len());
+            assert!(bucket.prune(3).await.unwrap().is_empty());
+        }
     }
+    // The scratch folder goes with the backup's pod: only the bucket keeps the dumps.
+    let fetched = tempfile::tempdir().unwrap();
+    let restore_from = match &place {
+        Place::Claim => backups.path().to_path_buf(),
+        Place::Bucket(server) => {
+            std::fs::remove_dir_all(backups.path()).unwrap();
+            for c in Component::WITH_DATABASE {
+                let bucket = Backups::new(&server.target(&format!("demo/{c}"))).unwrap();
+                bucket
+                    .download("latest", &fetched.path().join(c.name()))
+                    .await
+                    .unwrap();
+            }
+            fetched.path().to_path_buf()
+        }
+    };
 
     // The store goes, and its databases and roles with it (deletionPolicy: Delete).
     let old_prefix = old.options.db_prefix.clone();
@@ -250,7 +303,7 @@ async fn orders_survive_a_backup_the_stores_deletion_and_a_restore_into_a_new_st
             ("POSTGRES_DB", name.clone()),
             (
                 "RESTORE_DIR",
-                backups.path().join(c.name()).display().to_string(),
+                restore_from.join(c.name()).display().to_string(),
             ),
             ("RESTORE_FILE", "latest".into()),
         ]);
@@ -286,7 +339,7 @@ async fn orders_survive_a_backup_the_stores_deletion_and_a_restore_into_a_new_st
         ("POSTGRES_DB", name),
         (
             "RESTORE_DIR",
-            backups.path().join("order").display().to_string(),
+            restore_from.join("order").display().to_string(),
         ),
         ("RESTORE_FILE", "latest".into()),
     ]);

@@ -4,7 +4,8 @@
 #   docker build --build-arg BIN=mercato-auth     -t mercato/auth:0.1.0 .
 #
 # (BIN is mercato-operator, mercato-auth, mercato-product, mercato-order, mercato-payment,
-# mercato-gateway or mercato-storefront; the image names are the Store's and the chart's
+# mercato-gateway, mercato-storefront or mercato-backup, whose image mercato/backup uploads
+# and fetches a Store's bucket backups; the image names are the Store's and the chart's
 # defaults.)
 #
 # Stages: `planner` reduces the workspace to a cargo-chef recipe (manifests and lock file

@@ -17,6 +17,9 @@ pub const APPLIED_HASH_ANNOTATION: &str = "mercato.dev/applied-hash";
 /// Pod template annotation: fingerprint of the referenced Secrets' data and of the config,
 /// so pods roll when either changes.
 pub const CONFIG_HASH_ANNOTATION: &str = "mercato.dev/config-hash";
+/// Deployment annotation: fingerprint of its pod template as the operator last applied it,
+/// so the reconciler can tell an apply that rolls pods from one that does not.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "mercato.dev/template-hash";
 
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";

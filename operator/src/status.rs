@@ -47,7 +47,14 @@ pub struct Observed {
     pub causes: BTreeMap<String, String>,
     /// The databases whose StatefulSet was not applied: a major-version change.
     pub blocked_upgrades: BTreeMap<Component, BlockedUpgrade>,
+    /// The components whose new pod template waits for another component's rollout, and
+    /// that component (one rolls at a time).
+    pub held_rollouts: Vec<Component>,
+    pub rolling: Option<Component>,
 }
+
+/// The `Progressing` reason while components wait their turn to roll out.
+pub const ROLLING_ONE_AT_A_TIME: &str = "RollingOneAtATime";
 
 /// The `UpgradeBlocked` message: which databases, their images, and the two ways out.
 pub fn upgrade_blocked_message(blocked: &BTreeMap<Component, BlockedUpgrade>) -> String {
@@ -343,7 +350,24 @@ pub fn compute(
                     generation,
                 )
             };
-            let progressing = if all_ready {
+            let held = observed.map(|o| (o.rolling, &o.held_rollouts[..]));
+            let progressing = if let Some((rolling, waiting @ [_, ..])) = held {
+                let names: Vec<&str> = waiting.iter().map(|c| c.name()).collect();
+                let now = rolling.map_or_else(
+                    || "a component is rolling out".to_string(),
+                    |c| format!("{c} is rolling out"),
+                );
+                condition(
+                    PROGRESSING,
+                    true,
+                    ROLLING_ONE_AT_A_TIME,
+                    format!(
+                        "{now}; one component at a time, so these wait their turn: {}",
+                        names.join(", ")
+                    ),
+                    generation,
+                )
+            } else if all_ready {
                 condition(
                     PROGRESSING,
                     false,

@@ -18,10 +18,14 @@ use mercato_contract::{
 
 use super::pod::{empty_dir, env_from_secret, env_value, mount};
 use super::security::{container_security_context, pod_security_context};
+use sha2::{Digest, Sha256};
+
 use super::{SecretData, config_hash};
 use crate::crd::{GatewayServiceType, StoreSpec};
 use crate::images::ImageDefaults;
-use crate::meta::{CONFIG_HASH_ANNOTATION, Owner, Role, selector, selector_labels};
+use crate::meta::{
+    CONFIG_HASH_ANNOTATION, Owner, Role, TEMPLATE_HASH_ANNOTATION, selector, selector_labels,
+};
 
 /// Name of the container port every service listens on.
 pub const HTTP_PORT_NAME: &str = "http";
@@ -329,33 +333,45 @@ pub fn deployment(
         ..Container::default()
     };
 
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(crate::meta::labels(&owner.name, &role)),
+            annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash)])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            service_account_name: Some(name.clone()),
+            automount_service_account_token: Some(false),
+            // Service URLs come from our own variables; no `<SVC>_PORT` noise in the env.
+            enable_service_links: Some(false),
+            security_context: Some(pod_security_context(SERVICE_UID)),
+            containers: vec![container],
+            volumes: Some(volumes),
+            image_pull_secrets: spec.pull_secrets(),
+            ..PodSpec::default()
+        }),
+    };
+    let mut metadata = owner.child_meta(name, &role);
+    metadata.annotations.get_or_insert_default().insert(
+        TEMPLATE_HASH_ANNOTATION.to_string(),
+        template_hash(&template),
+    );
     Deployment {
-        metadata: owner.child_meta(name.clone(), &role),
+        metadata,
         spec: Some(DeploymentSpec {
             replicas: Some(workload.replicas),
             selector: selector(&owner.name, &role),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(crate::meta::labels(&owner.name, &role)),
-                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash)])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(name),
-                    automount_service_account_token: Some(false),
-                    // Service URLs come from our own variables; no `<SVC>_PORT` noise in the env.
-                    enable_service_links: Some(false),
-                    security_context: Some(pod_security_context(SERVICE_UID)),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    image_pull_secrets: spec.pull_secrets(),
-                    ..PodSpec::default()
-                }),
-            },
+            template,
             ..DeploymentSpec::default()
         }),
         status: None,
     }
+}
+
+/// Hex SHA-256 of a pod template as the operator builds it.
+fn template_hash(template: &PodTemplateSpec) -> String {
+    let json = serde_json::to_vec(template).unwrap_or_default();
+    super::hex(&Sha256::digest(json))
 }
 
 /// The Service in front of a component; the gateway's type comes from the Store. The

@@ -6,6 +6,7 @@
 //! backoff, while every other child is still repaired in the same pass.
 
 mod cleanup;
+mod rollout;
 mod rotation;
 mod secrets;
 mod switched_off;
@@ -382,6 +383,7 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
             .signing_key_since(&owner.namespace, &owner.name, k.since.0.as_second());
     }
     let ready = new.phase == Some(crate::crd::Phase::Ready);
+    let held = !sync.observed.held_rollouts.is_empty();
     // Warnings to publish, each once per change of its condition's message.
     let newly = |type_, reason| newly_true(store, &new, type_, reason);
     let warnings = [
@@ -454,7 +456,9 @@ async fn apply(store: &Store, ctx: &Context) -> Result<Action, Error> {
         }
         None => {
             ctx.reset_backoff(store);
-            let every = if ready { RESYNC } else { RECHECK };
+            // Deployments' status changes wake the controller too; a held rollout is
+            // looked at again soon regardless.
+            let every = if ready && !held { RESYNC } else { RECHECK };
             // A rotation's phases are due at set times; wake for the next one.
             Ok(Action::requeue(wake.map_or(every, |w| w.min(every))))
         }
@@ -533,17 +537,41 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
     if monitoring {
         children.extend(builders::monitoring(owner, &store.spec));
     }
+    // Every child as it is, first: whether a component is rolling out decides whether
+    // another may start to.
+    let mut lives = Vec::with_capacity(children.len());
     for child in &children {
-        let live = match ctx
-            .read(&child.resource, &owner.namespace, &child.name)
-            .await
-        {
+        lives.push(
+            ctx.read(&child.resource, &owner.namespace, &child.name)
+                .await,
+        );
+    }
+    let mut rolling = children.iter().zip(&lives).find_map(|(child, live)| {
+        let live = live.as_ref().ok()?.as_ref()?;
+        let d = live.clone().try_parse::<Deployment>().ok()?;
+        (child.kind() == "Deployment" && rollout::in_progress(&d)).then_some(child.component?)
+    });
+    for (child, live) in children.iter().zip(lives) {
+        let live = match live {
             Ok(live) => live,
             Err(e) => {
                 sync.fail(child.display(), &e);
                 continue;
             }
         };
+        if let (Some(c), Some(l)) = (child.component, live.as_ref())
+            && child.kind() == "Deployment"
+            && rollout::changes_pods(child, l)
+        {
+            match rolling {
+                Some(other) if other != c => {
+                    sync.observed.held_rollouts.push(c);
+                    observe(&mut sync.observed, child, l.clone());
+                    continue;
+                }
+                _ => rolling = Some(c),
+            }
+        }
         if let Some(blocked) = blocked_upgrade(&store.spec, child, live.as_ref()) {
             // Applying it would start the new server on the old data directory, which
             // fails; the StatefulSet keeps running what it runs, and status says why.
@@ -566,6 +594,9 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
                 }
             }
         }
+    }
+    if !sync.observed.held_rollouts.is_empty() {
+        sync.observed.rolling = rolling;
     }
     switched_off::remove(store, owner, ctx, &mut sync).await;
     // After the databases, which may still mount the scripts until they are applied.

@@ -151,7 +151,8 @@ impl Harness {
                     NAMESPACE,
                     &name,
                     json!({"observedGeneration": obj["metadata"]["generation"], "replicas": replicas,
-                           "readyReplicas": replicas, "updatedReplicas": replicas}),
+                           "readyReplicas": replicas, "updatedReplicas": replicas,
+                           "availableReplicas": replicas}),
                 );
             }
         }
@@ -405,7 +406,9 @@ async fn secrets_are_never_regenerated() {
         .collect();
     assert_eq!(before, after);
 
-    // A rotated password is kept, not reverted; the pods that read it roll.
+    // A rotated password is kept, not reverted; the pods that read it roll (once no other
+    // component is rolling out).
+    h.roll_out();
     let hash = |h: &Harness| {
         h.get("deployments", "demo-order").unwrap()["spec"]["template"]["metadata"]["annotations"]["mercato.dev/config-hash"].clone()
     };

@@ -1,5 +1,8 @@
-//! PostgreSQL major-version changes: a database StatefulSet that runs another major version
-//! than the Store asks for is left as it is, and status and an event say why.
+//! Upgrades. PostgreSQL major-version changes: a database StatefulSet that runs another
+//! major version than the Store asks for is left as it is, and status and an event say why.
+//! An operator upgrade that changes the components' pod templates rolls them one at a time.
+
+use std::sync::Arc;
 
 use serde_json::json;
 
@@ -7,7 +10,8 @@ use super::fixtures::NAMESPACE;
 use super::reconcile::Harness;
 use crate::builders::database::major_upgrade;
 use crate::crd::Store;
-use crate::status::UPGRADE_BLOCKED;
+use crate::images::ImageDefaults;
+use crate::status::{PROGRESSING, UPGRADE_BLOCKED};
 
 fn set_order_image(h: &Harness, image: &str) {
     h.fake.edit(
@@ -116,4 +120,137 @@ async fn a_minor_version_change_is_applied() {
         h.fake.child_writes()
     );
     assert_eq!(upgrade_blocked(&h), None);
+}
+
+// --- One component's pods roll at a time ------------------------------------------------
+
+fn image_of(h: &Harness, c: &str) -> String {
+    h.get("deployments", &format!("demo-{c}")).unwrap()["spec"]["template"]["spec"]["containers"][0]
+        ["image"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn deployment_writes(h: &Harness) -> Vec<String> {
+    h.fake
+        .child_writes()
+        .into_iter()
+        .filter(|w| w.contains("deployments/"))
+        .collect()
+}
+
+/// A Ready store, then the operator restarted as a new release: new default images.
+async fn upgraded_operator() -> Harness {
+    let mut h = Harness::new(Store::test());
+    h.reconcile().await.unwrap();
+    h.roll_out();
+    h.reconcile().await.unwrap();
+    assert_eq!(h.condition(PROGRESSING).1, "RolloutComplete");
+    let images = ImageDefaults::new(None, Some("0.2.0")).unwrap();
+    h.ctx = Arc::new(h.ctx.fork().with_images(images));
+    h
+}
+
+#[tokio::test]
+async fn an_operator_upgrade_rolls_one_component_at_a_time_in_the_stores_order() {
+    let h = upgraded_operator().await;
+    let order = [
+        "auth",
+        "product",
+        "order",
+        "payment",
+        "gateway",
+        "storefront",
+    ];
+    for (i, c) in order.iter().enumerate() {
+        h.reconcile().await.unwrap();
+        assert_eq!(
+            deployment_writes(&h),
+            [format!("PATCH deployments/demo-{c}")]
+        );
+        for (j, other) in order.iter().enumerate() {
+            let tag = if j <= i { "0.2.0" } else { "0.1.0" };
+            assert_eq!(image_of(&h, other), format!("mercato/{other}:{tag}"));
+        }
+        let (status, reason, message) = h.condition(PROGRESSING);
+        if i + 1 < order.len() {
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("True", "RollingOneAtATime")
+            );
+            assert!(
+                message.starts_with(&format!("{c} is rolling out;")),
+                "{message}"
+            );
+            assert!(message.ends_with(&order[i + 1..].join(", ")), "{message}");
+        }
+        // While it rolls, the next one waits: a reconcile applies no Deployment.
+        h.reconcile().await.unwrap();
+        assert_eq!(
+            deployment_writes(&h),
+            Vec::<String>::new(),
+            "{c} is still rolling"
+        );
+        h.roll_out();
+    }
+    h.reconcile().await.unwrap();
+    assert_eq!(deployment_writes(&h), Vec::<String>::new());
+    assert_eq!(h.condition(PROGRESSING).1, "RolloutComplete");
+}
+
+fn edit_store(h: &Harness, spec: serde_json::Value) {
+    h.fake.edit(
+        "stores",
+        NAMESPACE,
+        "demo",
+        "kubectl-edit",
+        json!({ "spec": spec }),
+    );
+}
+
+#[tokio::test]
+async fn scaling_never_waits_and_a_rollout_past_its_deadline_holds_no_one_back() {
+    let h = Harness::new(Store::test());
+    h.reconcile().await.unwrap();
+    h.roll_out();
+    h.reconcile().await.unwrap();
+
+    // A Store edit that changes two components' pods rolls them in turn too.
+    edit_store(
+        &h,
+        json!({"auth": {"image": "mercato/auth:0.1.1"}, "order": {"image": "mercato/order:0.1.1"}}),
+    );
+    h.reconcile().await.unwrap();
+    assert_eq!(deployment_writes(&h), ["PATCH deployments/demo-auth"]);
+    assert_eq!(image_of(&h, "order"), "mercato/order:0.1.0");
+
+    // Scaling a component changes no pod template: it is applied while auth rolls.
+    edit_store(&h, json!({"product": {"replicas": 3}}));
+    h.reconcile().await.unwrap();
+    assert_eq!(deployment_writes(&h), ["PATCH deployments/demo-product"]);
+    assert_eq!(
+        h.get("deployments", "demo-product").unwrap()["spec"]["replicas"],
+        3
+    );
+
+    // (A Deployment still scaling counts as rolling out, as for `kubectl rollout status`.)
+    h.reconcile().await.unwrap();
+    assert_eq!(deployment_writes(&h), Vec::<String>::new());
+    h.roll_out();
+
+    // auth's new pods never become available and its deadline passes: order goes on.
+    let auth = h.get("deployments", "demo-auth").unwrap();
+    h.fake.set_status(
+        "deployments",
+        NAMESPACE,
+        "demo-auth",
+        json!({"observedGeneration": auth["metadata"]["generation"], "replicas": 3,
+               "updatedReplicas": 1, "availableReplicas": 2,
+               "conditions": [{"type": "Progressing", "status": "False",
+                               "reason": "ProgressDeadlineExceeded"}]}),
+    );
+    h.reconcile().await.unwrap();
+    assert_eq!(deployment_writes(&h), ["PATCH deployments/demo-order"]);
+    assert_eq!(image_of(&h, "order"), "mercato/order:0.1.1");
 }

@@ -547,8 +547,8 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
 
 /// `spec.backup` on the e2e Store: the claim `<store>-backups` without an owner, the
 /// ConfigMap with the scripts, a CronJob per database (with the schedule, in the database's
-/// image), and `status.backups`; removed, the CronJobs and the ConfigMap go and the claim
-/// stays.
+/// image), and `status.backups`; moved to a bucket, the CronJobs upload (and the claim
+/// stays); removed, the CronJobs and the ConfigMap go and the claim stays.
 async fn backups_on_and_off(client: &Client, ns: &str, store: &str) -> anyhow::Result<()> {
     use k8s_openapi::api::batch::v1::CronJob;
     use k8s_openapi::api::core::v1::ConfigMap;
@@ -612,6 +612,52 @@ async fn backups_on_and_off(client: &Client, ns: &str, store: &str) -> anyhow::R
         .then_some(()))
     })
     .await?;
+
+    // To a bucket instead (the API server checks the CRD's rules on it): each CronJob dumps
+    // in an init container and uploads with mercato-backup; the claim stays as it was.
+    switch(
+        json!({"schedule": "17 3 * * *", "retention": 3, "target": {"pvc": null,
+        "s3": {"endpoint": "http://s3.backups.example:9000", "bucket": "shop-backups",
+               "credentialsSecret": "backup-bucket"}}}),
+    )
+    .await?;
+    wait_for(
+        "4 backup CronJobs that upload to the bucket",
+        TIMEOUT,
+        || async {
+            let mut all = true;
+            for job in &jobs {
+                let pod = cron_jobs
+                    .get(job)
+                    .await?
+                    .spec
+                    .and_then(|s| s.job_template.spec)
+                    .and_then(|s| s.template.spec)
+                    .unwrap_or_default();
+                let upload = pod.containers.first().and_then(|c| c.args.clone());
+                all = all
+                    && pod.init_containers.is_some_and(|i| i.len() == 1)
+                    && upload.is_some_and(|a| a.first().map(String::as_str) == Some("push"));
+            }
+            Ok(all.then_some(()))
+        },
+    )
+    .await?;
+    ensure!(
+        pvcs.get_opt(&claim).await?.is_some(),
+        "{claim} was deleted when the backups moved to a bucket"
+    );
+    let both = stores
+        .patch(
+            store,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"backup": {"target": {"pvc": {"size": "1Gi"}}}}})),
+        )
+        .await;
+    ensure!(
+        matches!(&both, Err(kube::Error::Api(e)) if e.message.contains("exactly one of pvc and s3")),
+        "a target with both a claim and a bucket was accepted: {both:?}"
+    );
 
     switch(serde_json::Value::Null).await?;
     wait_for(

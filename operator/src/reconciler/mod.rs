@@ -549,7 +549,7 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
     let mut rolling = children.iter().zip(&lives).find_map(|(child, live)| {
         let live = live.as_ref().ok()?.as_ref()?;
         let d = live.clone().try_parse::<Deployment>().ok()?;
-        (child.kind() == "Deployment" && rollout::in_progress(&d)).then_some(child.component?)
+        (child.kind() == "Deployment" && rollout::holds_others(&d)).then_some(child.component?)
     });
     for (child, live) in children.iter().zip(lives) {
         let live = match live {

@@ -29,23 +29,67 @@ pub fn changes_pods(child: &Child, live: &DynamicObject) -> bool {
     template_hash(&child.object) != template_hash(&live)
 }
 
-/// Whether Deployment `d` is rolling out: its controller has not seen its latest spec, or
-/// not every replica runs the new template and is available, or old pods remain. A rollout
-/// past its progress deadline no longer counts: a component that cannot start must not
-/// hold the others back for ever (its status says it is stuck).
-pub fn in_progress(d: &Deployment) -> bool {
+/// Whether Deployment `d` is rolling out in a way that holds the others back: its
+/// controller has not seen its latest spec, or not every replica runs the new template and
+/// is available, or old pods remain, while some pod of it still serves. Two rollouts do not
+/// count: one past its progress deadline, and one of a component none of whose pods is
+/// available (a store still starting, or one whose images cannot be had). Such a component
+/// has nothing left to protect, and holding the others back would only delay their repair
+/// (its status says what is wrong with it).
+pub fn holds_others(d: &Deployment) -> bool {
     let status = d.status.clone().unwrap_or_default();
     let stuck = status.conditions.iter().flatten().any(|c| {
         c.type_ == "Progressing"
             && c.status == "False"
             && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
     });
-    if stuck {
+    let available = status.available_replicas.unwrap_or(0);
+    if stuck || available == 0 {
         return false;
     }
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     status.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0)
         || status.updated_replicas.unwrap_or(0) < want
         || status.replicas.unwrap_or(0) > status.updated_replicas.unwrap_or(0)
-        || status.available_replicas.unwrap_or(0) < want
+        || available < want
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(generation: i64, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "demo-auth", "generation": generation},
+            "spec": {"replicas": 2, "selector": {}, "template": {}},
+            "status": status,
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_rollout_holds_the_others_while_the_component_still_serves() {
+        let done = serde_json::json!({"observedGeneration": 2, "replicas": 2,
+            "updatedReplicas": 2, "availableReplicas": 2});
+        assert!(!holds_others(&deployment(2, done.clone())));
+        assert!(holds_others(&deployment(3, done)), "a spec not yet seen");
+        let surging = serde_json::json!({"observedGeneration": 3, "replicas": 3,
+            "updatedReplicas": 1, "availableReplicas": 2});
+        assert!(holds_others(&deployment(3, surging)));
+        let old_pod_left = serde_json::json!({"observedGeneration": 3, "replicas": 3,
+            "updatedReplicas": 2, "availableReplicas": 2});
+        assert!(holds_others(&deployment(3, old_pod_left)));
+
+        let nothing_serves = serde_json::json!({"observedGeneration": 3, "replicas": 2,
+            "updatedReplicas": 2, "availableReplicas": 0});
+        assert!(!holds_others(&deployment(3, nothing_serves)));
+        assert!(
+            !holds_others(&deployment(1, serde_json::json!({}))),
+            "new: no status yet"
+        );
+        let past_deadline = serde_json::json!({"observedGeneration": 3, "replicas": 3,
+            "updatedReplicas": 1, "availableReplicas": 2, "conditions": [{"type": "Progressing",
+            "status": "False", "reason": "ProgressDeadlineExceeded"}]});
+        assert!(!holds_others(&deployment(3, past_deadline)));
+    }
 }

@@ -85,6 +85,13 @@ impl Child {
         hex(&Sha256::digest(v.to_string().as_bytes()))
     }
 
+    /// Changes the desired object with `edit`, and its fingerprint with it.
+    pub fn edit(&mut self, edit: impl FnOnce(&mut Value)) {
+        edit(&mut self.object);
+        let hash = self.fingerprint();
+        self.set_annotation(APPLIED_HASH_ANNOTATION, hash);
+    }
+
     pub(crate) fn checked_part(&self) -> Value {
         let mut v = self.object.clone();
         if let Some(map) = v.as_object_mut() {

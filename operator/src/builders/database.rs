@@ -32,6 +32,8 @@ pub const DATA_VOLUME: &str = "data";
 pub const POSTGRES_PORT_NAME: &str = "postgres";
 /// Name of the PostgreSQL container.
 pub const CONTAINER: &str = "postgres";
+/// Name of the init container that fetches a restore's dump from a bucket.
+pub const FETCH_CONTAINER: &str = "fetch-backup";
 
 /// The postgres image's own settings (not Mercato names, so not in the contract).
 const POSTGRES_USER: &str = "POSTGRES_USER";
@@ -115,7 +117,7 @@ pub fn stateful_set(
                 fetch_env.push(env_value("RESTORE_FILE", restore.file.clone()));
                 let pg_version = format!("{PGDATA}/PG_VERSION");
                 init_containers = Some(vec![backup::tool_container(
-                    "fetch-backup",
+                    FETCH_CONTAINER,
                     spec.backup_image(images),
                     pull_policy,
                     &[
@@ -224,6 +226,38 @@ pub fn stateful_set(
             ..StatefulSetSpec::default()
         }),
         status: None,
+    }
+}
+
+/// Keeps the image of a live database's `fetch-backup` init container in `child` (its
+/// desired StatefulSet). That container matters only when the database is created; after,
+/// it finds the data directory and fetches nothing, so a new default image of an upgraded
+/// operator must not restart the database for it.
+pub fn keep_fetch_image(child: &mut crate::child::Child, live: &serde_json::Value) {
+    let image = |sts: &serde_json::Value| {
+        sts.pointer("/spec/template/spec/initContainers")?
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == FETCH_CONTAINER)?
+            .get("image")
+            .cloned()
+    };
+    let Some(live_image) = image(live) else {
+        return;
+    };
+    if image(&child.object).is_some_and(|desired| desired != live_image) {
+        child.edit(|sts| {
+            let containers = sts.pointer_mut("/spec/template/spec/initContainers");
+            for c in containers
+                .and_then(|c| c.as_array_mut())
+                .into_iter()
+                .flatten()
+            {
+                if c["name"] == FETCH_CONTAINER {
+                    c["image"] = live_image.clone();
+                }
+            }
+        });
     }
 }
 

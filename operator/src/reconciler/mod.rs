@@ -551,7 +551,7 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
         let d = live.clone().try_parse::<Deployment>().ok()?;
         (child.kind() == "Deployment" && rollout::holds_others(&d)).then_some(child.component?)
     });
-    for (child, live) in children.iter().zip(lives) {
+    for (child, live) in children.iter_mut().zip(lives) {
         let live = match live {
             Ok(live) => live,
             Err(e) => {
@@ -572,6 +572,13 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
                 _ => rolling = Some(c),
             }
         }
+        if child.kind() == "StatefulSet"
+            && let Some(l) = &live
+        {
+            let live_value = serde_json::to_value(l).unwrap_or_default();
+            builders::database::keep_fetch_image(child, &live_value);
+        }
+        let child = &*child;
         if let Some(blocked) = blocked_upgrade(&store.spec, child, live.as_ref()) {
             // Applying it would start the new server on the old data directory, which
             // fails; the StatefulSet keeps running what it runs, and status says why.

@@ -1,5 +1,7 @@
 //! Backups to an S3-compatible bucket, and restores from one: what the operator builds.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaim};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -9,8 +11,10 @@ use serde_json::{Value, json};
 
 use super::backup::{job_pod, of_kind, policy, set_backup, sts_pod};
 use super::builders::{assert_restricted, secret_ref, statefulset, value, var};
+use super::fixtures::NAMESPACE;
 use super::reconcile::Harness;
 use crate::crd::{BackupSpec, BackupTarget, RestoreFrom, S3Target, Store, UrlStyle};
+use crate::images::ImageDefaults;
 
 fn bucket(prefix: Option<&str>) -> S3Target {
     S3Target {
@@ -327,4 +331,45 @@ async fn moving_backups_from_the_claim_to_a_bucket_keeps_the_claim_and_rewrites_
         "{:?}",
         h.fake.writes()
     );
+}
+
+#[tokio::test]
+async fn an_operator_upgrade_does_not_restart_a_database_restored_from_a_bucket() {
+    let store = Store::test().with(|s| {
+        s.order.database.restore_from = Some(RestoreFrom {
+            claim_name: None,
+            s3: Some(bucket(None)),
+            file: "latest".into(),
+        })
+    });
+    let mut h = Harness::new(store);
+    h.reconcile().await.unwrap();
+    h.roll_out();
+    h.reconcile().await.unwrap();
+    let fetch_image = |h: &Harness| {
+        h.get("statefulsets", "demo-order-db").unwrap()["spec"]["template"]["spec"]
+            ["initContainers"][0]["image"]
+            .clone()
+    };
+    assert_eq!(fetch_image(&h), "mercato/backup:0.1.0");
+
+    let images = ImageDefaults::new(None, Some("0.2.0")).unwrap();
+    h.ctx = Arc::new(h.ctx.fork().with_images(images));
+    h.reconcile().await.unwrap();
+    let writes = h.fake.child_writes();
+    assert!(
+        !writes.iter().any(|w| w.contains("statefulsets")),
+        "{writes:?}"
+    );
+    assert_eq!(fetch_image(&h), "mercato/backup:0.1.0");
+    // The services do move on (the first of them at once).
+    assert!(
+        writes.contains(&"PATCH deployments/demo-auth".to_string()),
+        "{writes:?}"
+    );
+
+    // A database created by the new operator gets its image.
+    h.fake.remove("statefulsets", NAMESPACE, "demo-order-db");
+    h.reconcile().await.unwrap();
+    assert_eq!(fetch_image(&h), "mercato/backup:0.2.0");
 }

@@ -23,8 +23,13 @@ pub struct S3Server {
 }
 
 impl S3Server {
-    /// Starts a server with an empty bucket `bucket`.
+    /// Starts a server with an empty bucket `bucket` on a free port of 127.0.0.1.
     pub async fn start(bucket: &str) -> anyhow::Result<Self> {
+        Self::start_at("127.0.0.1:0".parse()?, bucket).await
+    }
+
+    /// Starts a server with an empty bucket `bucket` on `address`.
+    pub async fn start_at(address: std::net::SocketAddr, bucket: &str) -> anyhow::Result<Self> {
         let root = tempfile::tempdir()?;
         std::fs::create_dir(root.path().join(bucket))?;
         let fs = s3s_fs::FileSystem::new(root.path())
@@ -32,7 +37,7 @@ impl S3Server {
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY_ID, SECRET_ACCESS_KEY));
         let service = builder.build();
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind(address).await?;
         let endpoint = Url::parse(&format!("http://{}", listener.local_addr()?))?;
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {

@@ -141,9 +141,10 @@ step "Stores against the CRD's schema and CEL rules: examples, the chart's Store
 step "checkov: the chart (defaults, every option on)" \
   "$PY" "$CHECKS/checkov_gate.py" chart kubernetes "$OUT/chart-default.yaml" "$OUT/chart-all-options.yaml"
 
-step "checkov: what the operator applies for examples/store.yaml, store-full.yaml, store-with-backups.yaml and store-external-db.yaml" \
+step "checkov: what the operator applies for examples/store.yaml, store-full.yaml, store-with-backups.yaml, store-external-db.yaml and store-with-bucket-backups.yaml" \
   "$PY" "$CHECKS/checkov_gate.py" operator kubernetes "$OUT/operator-store.yaml" "$OUT/operator-store-full.yaml" \
-  "$OUT/operator-store-with-backups.yaml" "$OUT/operator-store-external-db.yaml"
+  "$OUT/operator-store-with-backups.yaml" "$OUT/operator-store-external-db.yaml" \
+  "$OUT/operator-store-with-bucket-backups.yaml"
 
 rbac_scope() {
   local ok=0

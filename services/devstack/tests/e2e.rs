@@ -645,13 +645,15 @@ async fn the_readme_walkthrough_works_as_printed() {
 
 #[tokio::test]
 async fn a_port_in_use_is_named_in_a_clear_error() {
+    // The port of auth, the first component bound (at the base port + 1): the one the
+    // start-up tries first, so no port another test holds at the moment can come before it.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let state = tempfile::tempdir().unwrap();
     let options = mercato_devstack::dev::DevOptions {
         postgres_url: mercato_kit::testing::server_url(),
         state_dir: state.path().to_path_buf(),
-        port_base: port,
+        port_base: port - 1,
         db_prefix: format!("e2e_{}_", uuid::Uuid::new_v4().simple()),
         reset: false,
         seed: false,
@@ -662,7 +664,7 @@ async fn a_port_in_use_is_named_in_a_clear_error() {
     };
     let error = Dev::start(&options).await.unwrap_err().to_string();
     assert!(
-        error.contains(&format!("port {port} (gateway) is not available")),
+        error.contains(&format!("port {port} (auth) is not available")),
         "{error}"
     );
     assert!(error.contains("PORT_BASE="), "says how to move: {error}");

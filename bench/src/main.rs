@@ -2,6 +2,7 @@
 //! service), loads it through the gateway, replays one checkout's SQL straight against
 //! PostgreSQL for the database's own limit, and prints and saves the results.
 
+mod floor;
 mod load;
 mod pgbench;
 mod reads;
@@ -153,14 +154,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let database_urls = dev.topology.database_urls.clone();
     dev.stop().await;
     let outcome = match outcome {
-        Ok((mut results, product_ids, commits)) => {
-            measure_database(&database_urls, product_ids, &levels, duration)
-                .await
-                .map(|db| {
-                    results.extend(db);
-                    (results, commits)
-                })
-        }
+        Ok((mut results, product_ids, commits)) => measure_database(
+            &database_urls,
+            product_ids,
+            &levels,
+            duration,
+            &args.bin_dir,
+        )
+        .await
+        .map(|db| {
+            results.extend(db);
+            (results, commits)
+        }),
         Err(e) => Err(e),
     };
     let cleanup = mercato_devstack::dev::reset(&options).await;
@@ -310,6 +315,22 @@ fn ratios(results: &[Stats], levels: &[usize]) -> Vec<Ratio> {
                     Some((Goal::AtLeast, 1.5)),
                 );
             }
+        }
+        // What the machine allows an HTTP read at all, against the database's answer, and
+        // how near the catalogue comes to that floor.
+        if let Some((floor, db)) = pair("http-floor", "pgbench-item") {
+            push(
+                format!("http-floor_vs_pgbench-item_at_{c}"),
+                floor.ops_per_sec / db.ops_per_sec,
+                None,
+            );
+        }
+        if let Some((item, floor)) = pair("catalog-item", "http-floor") {
+            push(
+                format!("catalog-item_vs_http-floor_at_{c}"),
+                item.ops_per_sec / floor.ops_per_sec,
+                None,
+            );
         }
         if let Some((shop, db)) = pair("checkout", "db-replay-checkout") {
             push(
@@ -555,10 +576,16 @@ async fn measure_database(
     product_ids: Vec<Uuid>,
     levels: &[usize],
     duration: Duration,
+    bin_dir: &std::path::Path,
 ) -> anyhow::Result<Vec<Stats>> {
     let items: Vec<String> = product_ids.iter().map(|id| item_statement(*id)).collect();
     let list = vec![list_statement()];
     let product_ids = Arc::new(product_ids);
+    let floor = floor::Floor::start(&bin_dir.join("http-floor")).await?;
+    let floor_reads = Arc::new(reads::Reads::new(
+        &floor.base,
+        levels.iter().copied().max().unwrap_or(1),
+    )?);
     let mut results = Vec::new();
     for &c in levels {
         for (scenario, statements) in [("pgbench-item", &items), ("pgbench-list", &list)] {
@@ -566,6 +593,15 @@ async fn measure_database(
             let url = &database_urls[&Component::Product];
             results.push(pgbench::run(scenario, url, statements, c, duration).await?);
         }
+        eprintln!("http-floor at concurrency {c}…");
+        let r = floor_reads.clone();
+        results.push(
+            load::run("http-floor", c, duration, move |w, _| {
+                let r = r.clone();
+                async move { r.get(w, "/products/floor", false).await }
+            })
+            .await,
+        );
         eprintln!("db-replay-checkout at concurrency {c}…");
         let pools = replay::Pools {
             product: connect(&database_urls[&Component::Product], c).await?,

@@ -124,25 +124,46 @@ async fn through_the_gateway_a_catalogue_read_is_304_until_it_changes_and_orders
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["stock"], 3);
 }
 
-/// A gauge or counter of the gateway's `/metrics`.
-async fn gateway_metric(store: &TestStore, series: &str) -> f64 {
+/// The gateway's `/metrics`, as Prometheus reads it.
+async fn gateway_metrics(store: &TestStore) -> String {
     let ops = store
         .dev
         .as_ref()
         .unwrap()
         .topology
         .ops_url(Component::Gateway);
-    let text = reqwest::get(format!("{ops}/metrics"))
+    reqwest::get(format!("{ops}/metrics"))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// A gauge or counter of the gateway's `/metrics`.
+async fn gateway_metric(store: &TestStore, series: &str) -> f64 {
+    gateway_metrics(store)
+        .await
+        .lines()
         .filter_map(|line| line.rsplit_once(' '))
         .find(|(name, _)| *name == series)
         .and_then(|(_, value)| value.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// The gateway's count of `GET`s of `route` answered 200 (`mercato_http_requests_total`).
+async fn gateway_reads(store: &TestStore, route: &str) -> f64 {
+    let text = gateway_metrics(store).await;
+    let labels = [
+        "method=\"GET\"".to_string(),
+        format!("route=\"{route}\""),
+        "status=\"200\"".to_string(),
+    ];
+    text.lines()
+        .filter(|line| line.starts_with("mercato_http_requests_total{"))
+        .filter(|line| labels.iter().all(|l| line.contains(l.as_str())))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test]
@@ -177,6 +198,32 @@ async fn the_gateway_answers_public_reads_itself_for_no_longer_than_their_max_ag
     assert!(r.headers().contains_key("x-request-id"));
     assert_eq!(r.json::<Value>().await.unwrap()["price"], 3000);
     assert_eq!(gateway_metric(&store, hits).await, before + 1.0);
+
+    // A copy is answered like any request: the caller's request id comes back, and it is
+    // counted under the route that matched it, the catalogue page under its own.
+    let item_reads = gateway_reads(&store, "/products/{*rest}").await;
+    let r = http
+        .get(&item)
+        .header("x-request-id", "shopper-42")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("age"), "a copy");
+    assert_eq!(r.headers()["x-request-id"], "shopper-42");
+    assert_eq!(
+        gateway_reads(&store, "/products/{*rest}").await,
+        item_reads + 1.0
+    );
+    let page = format!("{gw}/products?category=edge-cache");
+    let (_, _, _, first) = get(&http, &page, None).await;
+    let (hits_before, page_reads) = (
+        gateway_metric(&store, hits).await,
+        gateway_reads(&store, "/products").await,
+    );
+    let (status, _, _, again) = get(&http, &page, None).await;
+    assert_eq!((status, &again), (StatusCode::OK, &first));
+    assert_eq!(gateway_metric(&store, hits).await, hits_before + 1.0);
+    assert_eq!(gateway_reads(&store, "/products").await, page_reads + 1.0);
     let (status, _, _, body) = get(&http, &item, Some(&tag)).await;
     assert_eq!((status, body.as_str()), (StatusCode::NOT_MODIFIED, ""));
 

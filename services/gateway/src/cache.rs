@@ -228,26 +228,34 @@ impl PublicCache {
         if method != Method::GET {
             return None;
         }
-        let now = Instant::now();
-        let state = self.lock();
-        let generation = state.generation;
-        if !wants_origin(headers)
-            && let Some(entry) = state
-                .entries
-                .get(path_and_query)
-                .filter(|e| e.is_fresh(now))
-        {
-            let entry = entry.clone();
-            drop(state);
-            self.metrics.hits.inc();
-            return Some(Ok(entry.answer(headers, now)));
+        // The generation before the look-up: a write that starts after it keeps the
+        // service's answer out of the cache.
+        let generation = self.lock().generation;
+        if let Some(hit) = self.hit(path_and_query, headers) {
+            return Some(Ok(hit));
         }
-        drop(state);
         self.metrics.misses.inc();
         Some(Err(Ticket {
             key: path_and_query.to_string(),
             generation,
         }))
+    }
+
+    /// The answer from a fresh copy of `GET path_and_query`, if there is one and the
+    /// client does not insist on the service's answer (a miss is not counted here).
+    pub fn hit(&self, path_and_query: &str, headers: &HeaderMap) -> Option<Response> {
+        if wants_origin(headers) {
+            return None;
+        }
+        let now = Instant::now();
+        let entry = self
+            .lock()
+            .entries
+            .get(path_and_query)
+            .filter(|e| e.is_fresh(now))
+            .cloned()?;
+        self.metrics.hits.inc();
+        Some(entry.answer(headers, now))
     }
 
     /// A write is starting: copies are dropped once the returned guard is.

@@ -306,7 +306,13 @@ impl ServiceConfig for Config {
         }
         let api = api.with_state(state.clone());
         let ops = ops.with_revocations(&state.verifier);
+        let metrics = ops.metrics.clone();
         let mut routers = server::build(api, ops, &config.server);
+        // Outside the standard layers (and inside CORS, which answers for it too).
+        routers.public = routers.public.layer(axum::middleware::from_fn_with_state(
+            (state.clone(), metrics),
+            proxy::cached_read,
+        ));
         if let Some(layer) = cors(&config.cors_origins)? {
             routers.public = routers.public.layer(layer);
         }

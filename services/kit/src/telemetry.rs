@@ -170,6 +170,17 @@ fn accepted(header: Option<&HeaderValue>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The `x-request-id` to answer a request with that no layer saw (the gateway's cached
+/// reads): the caller's, when it is acceptable, else a new one.
+pub fn answer_request_id(headers: &HeaderMap) -> HeaderValue {
+    accepted(headers.get(&REQUEST_ID_HEADER))
+        .and_then(|id| HeaderValue::from_str(&id).ok())
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        })
+}
+
 /// Middleware: opens the request's span (so every log line inside carries it) as a child
 /// of the caller's `traceparent`, if any; takes `x-request-id`, or, without one, the trace
 /// id (a new id when traces are off); makes it current for outgoing calls, and echoes it

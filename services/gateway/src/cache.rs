@@ -140,6 +140,10 @@ pub struct PublicCache {
     metrics: CacheMetrics,
 }
 
+/// A fresh copy found by [`PublicCache::fresh`].
+#[derive(Debug)]
+pub struct Fresh(Arc<Entry>);
+
 /// A read that missed: what to keep its answer under, and the generation it started at.
 #[derive(Debug)]
 pub struct Ticket {
@@ -244,18 +248,29 @@ impl PublicCache {
     /// The answer from a fresh copy of `GET path_and_query`, if there is one and the
     /// client does not insist on the service's answer (a miss is not counted here).
     pub fn hit(&self, path_and_query: &str, headers: &HeaderMap) -> Option<Response> {
+        let fresh = self.fresh(path_and_query, headers)?;
+        Some(self.answer(&fresh, headers))
+    }
+
+    /// A fresh copy of `GET path_and_query` the client accepts, not yet counted or
+    /// answered: for a caller that has one more check to make first (the rate limit).
+    pub fn fresh(&self, path_and_query: &str, headers: &HeaderMap) -> Option<Fresh> {
         if wants_origin(headers) {
             return None;
         }
         let now = Instant::now();
-        let entry = self
-            .lock()
+        self.lock()
             .entries
             .get(path_and_query)
             .filter(|e| e.is_fresh(now))
-            .cloned()?;
+            .cloned()
+            .map(Fresh)
+    }
+
+    /// The answer from `fresh`, counted as a hit.
+    pub fn answer(&self, fresh: &Fresh, headers: &HeaderMap) -> Response {
         self.metrics.hits.inc();
-        Some(entry.answer(headers, now))
+        fresh.0.answer(headers, Instant::now())
     }
 
     /// A write is starting: copies are dropped once the returned guard is.

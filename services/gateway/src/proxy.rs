@@ -147,11 +147,14 @@ fn cached_answer(g: &Gateway, peer: SocketAddr, req: &Request) -> Option<(Instan
         return None;
     }
     let started = Instant::now();
-    let client = client_address(g, req.headers(), peer.ip());
-    // Over the limit: the standard path answers (and counts) the 429.
-    g.limiter.check(&client.to_string()).ok()?;
     let path_and_query = req.uri().path_and_query().map_or(path, |p| p.as_str());
-    Some((started, cache.hit(path_and_query, req.headers())?))
+    // The copy first: a read the cache cannot answer takes its token from the limit on
+    // the standard path only. Over the limit, that path answers the 429 (a refusal takes
+    // no token).
+    let fresh = cache.fresh(path_and_query, req.headers())?;
+    let client = client_address(g, req.headers(), peer.ip());
+    g.limiter.check(&client.to_string()).ok()?;
+    Some((started, cache.answer(&fresh, req.headers())))
 }
 
 pub async fn forward(

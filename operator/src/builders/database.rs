@@ -233,19 +233,19 @@ pub fn stateful_set(
 /// desired StatefulSet). That container matters only when the database is created; after,
 /// it finds the data directory and fetches nothing, so a new default image of an upgraded
 /// operator must not restart the database for it.
-pub fn keep_fetch_image(child: &mut crate::child::Child, live: &serde_json::Value) {
-    let image = |sts: &serde_json::Value| {
+pub fn keep_fetch_image(child: &mut crate::child::Child, live: &kube::api::DynamicObject) {
+    fn fetch_image(sts: &serde_json::Value) -> Option<&serde_json::Value> {
         sts.pointer("/spec/template/spec/initContainers")?
             .as_array()?
             .iter()
             .find(|c| c["name"] == FETCH_CONTAINER)?
             .get("image")
-            .cloned()
-    };
-    let Some(live_image) = image(live) else {
+    }
+    // A DynamicObject's `data` is everything but its type and metadata: `spec` included.
+    let Some(live_image) = fetch_image(&live.data).cloned() else {
         return;
     };
-    if image(&child.object).is_some_and(|desired| desired != live_image) {
+    if fetch_image(&child.object).is_some_and(|desired| *desired != live_image) {
         child.edit(|sts| {
             let containers = sts.pointer_mut("/spec/template/spec/initContainers");
             for c in containers

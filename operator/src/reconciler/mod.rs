@@ -547,9 +547,17 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
         );
     }
     let mut rolling = children.iter().zip(&lives).find_map(|(child, live)| {
-        let live = live.as_ref().ok()?.as_ref()?;
-        let d = live.clone().try_parse::<Deployment>().ok()?;
-        (child.kind() == "Deployment" && rollout::holds_others(&d)).then_some(child.component?)
+        if child.kind() != "Deployment" {
+            return None;
+        }
+        let d = live
+            .as_ref()
+            .ok()?
+            .as_ref()?
+            .clone()
+            .try_parse::<Deployment>()
+            .ok()?;
+        rollout::holds_others(&d).then_some(child.component?)
     });
     for (child, live) in children.iter_mut().zip(lives) {
         let live = match live {
@@ -575,8 +583,7 @@ async fn sync_children(store: &Store, owner: &Owner, ctx: &Context) -> Result<Sy
         if child.kind() == "StatefulSet"
             && let Some(l) = &live
         {
-            let live_value = serde_json::to_value(l).unwrap_or_default();
-            builders::database::keep_fetch_image(child, &live_value);
+            builders::database::keep_fetch_image(child, l);
         }
         let child = &*child;
         if let Some(blocked) = blocked_upgrade(&store.spec, child, live.as_ref()) {

@@ -15,18 +15,21 @@ use kube::api::DynamicObject;
 use crate::child::Child;
 use crate::meta::TEMPLATE_HASH_ANNOTATION;
 
-fn template_hash(object: &serde_json::Value) -> Option<&str> {
-    object
-        .pointer("/metadata/annotations")?
-        .get(TEMPLATE_HASH_ANNOTATION)?
-        .as_str()
-}
-
 /// Whether applying Deployment `child` over `live` would change its pod template (a live
 /// Deployment without the fingerprint, from an older operator, counts as changing).
 pub fn changes_pods(child: &Child, live: &DynamicObject) -> bool {
-    let live = serde_json::to_value(live).unwrap_or_default();
-    template_hash(&child.object) != template_hash(&live)
+    let desired = child
+        .object
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
+        .and_then(|h| h.as_str());
+    let applied = live
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
+        .map(String::as_str);
+    desired != applied
 }
 
 /// Whether Deployment `d` is rolling out in a way that holds the others back: its

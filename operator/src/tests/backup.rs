@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, PodSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PersistentVolumeClaim, PodSpec};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -59,6 +59,22 @@ pub(super) fn of_kind<K: kube::Resource<DynamicType = ()> + serde::de::Deseriali
         .into_iter()
         .filter(|c| c.kind() == K::kind(&()))
         .map(|c| serde_json::from_value(c.object).unwrap())
+        .collect()
+}
+
+/// A container's mounts: volume, path, and whether read-only.
+pub(super) fn mounts(container: &Container) -> Vec<(String, String, bool)> {
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| {
+            (
+                m.name.clone(),
+                m.mount_path.clone(),
+                m.read_only == Some(true),
+            )
+        })
         .collect()
 }
 
@@ -221,20 +237,8 @@ fn each_database_gets_a_cron_job_that_runs_backup_sh_in_its_own_image() {
         assert_eq!(value(&env, "BACKUP_DIR"), format!("/backups/{what}"));
         assert_eq!(value(&env, "BACKUP_RETENTION"), "9");
 
-        let mounts: Vec<(String, String, bool)> = container
-            .volume_mounts
-            .iter()
-            .flatten()
-            .map(|m| {
-                (
-                    m.name.clone(),
-                    m.mount_path.clone(),
-                    m.read_only == Some(true),
-                )
-            })
-            .collect();
         assert_eq!(
-            mounts,
+            mounts(container),
             [
                 ("backups".to_string(), "/backups".to_string(), false),
                 ("backup-scripts".into(), "/scripts".into(), true),

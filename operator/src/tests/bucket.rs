@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mercato_contract::{Component, POSTGRES_PORT};
 use serde_json::{Value, json};
 
-use super::backup::{job_pod, of_kind, policy, set_backup, sts_pod};
+use super::backup::{job_pod, mounts, of_kind, policy, set_backup, sts_pod};
 use super::builders::{assert_restricted, secret_ref, statefulset, value, var};
 use super::fixtures::NAMESPACE;
 use super::reconcile::Harness;
@@ -39,21 +39,6 @@ fn backing_up_to_a_bucket() -> Store {
             image: None,
         })
     })
-}
-
-fn mounts(container: &Container) -> Vec<(String, String, bool)> {
-    container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .map(|m| {
-            (
-                m.name.clone(),
-                m.mount_path.clone(),
-                m.read_only == Some(true),
-            )
-        })
-        .collect()
 }
 
 /// What `mercato-backup` is told about the bucket, and where its credentials come from.

@@ -144,6 +144,11 @@ impl Backups {
         format!("{}/{name}", self.prefix)
     }
 
+    /// `s3://bucket/key`, for messages.
+    fn location(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket.name())
+    }
+
     /// The dumps in the bucket, oldest first (other objects under the prefix are left out).
     pub async fn list(&self) -> anyhow::Result<Vec<Dump>> {
         let folder = format!("{}/", self.prefix);
@@ -186,7 +191,7 @@ impl Backups {
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let at = format!("s3://{}/{key}", self.bucket.name());
+        let at = self.location(&key);
         let response = checked(Ok(response), "read", &at).await?;
         // The header itself: a HEAD response's body is empty, whatever the object's size.
         let length = response
@@ -210,7 +215,7 @@ impl Backups {
             .with_context(|| format!("cannot open {}", path.display()))?;
         let size = file.metadata().await?.len();
         let key = self.key(&name);
-        let at = format!("s3://{}/{key}", self.bucket.name());
+        let at = self.location(&key);
         if size <= part_size as u64 {
             let mut body = Vec::with_capacity(size as usize);
             file.read_to_end(&mut body).await?;
@@ -339,7 +344,7 @@ impl Backups {
                 .bucket
                 .delete_object(Some(&self.credentials), &key)
                 .sign(SIGNATURE_LIFETIME);
-            let at = format!("s3://{}/{key}", self.bucket.name());
+            let at = self.location(&key);
             checked(self.http.delete(url).send().await, "remove", &at).await?;
             removed.push(dump.name);
         }
@@ -363,7 +368,7 @@ impl Backups {
             file.to_string()
         };
         let key = self.key(&name);
-        let at = format!("s3://{}/{key}", self.bucket.name());
+        let at = self.location(&key);
         let url = self
             .bucket
             .get_object(Some(&self.credentials), &key)
